@@ -1,0 +1,1 @@
+# Change requests, plans, approvals, rollouts, host runs and steps (issue 6).

@@ -1,0 +1,23 @@
+"""Encryption at rest for SSH private keys (MultiFernet over settings.CREDENTIAL_KEYS)."""
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+
+__all__ = ["InvalidToken", "decrypt", "encrypt", "rotate"]
+
+
+def _fernet() -> MultiFernet:
+    return MultiFernet([Fernet(key.encode() if isinstance(key, str) else key) for key in settings.CREDENTIAL_KEYS])
+
+
+def encrypt(plaintext: str) -> str:
+    return _fernet().encrypt(plaintext.encode()).decode()
+
+
+def decrypt(token: str) -> str:
+    return _fernet().decrypt(token.encode()).decode()
+
+
+def rotate(token: str) -> str:
+    """Re-encrypt under the first (newest) key."""
+    return _fernet().rotate(token.encode()).decode()

@@ -1,0 +1,220 @@
+"""Inventory: hypervisors, their NICs (physical functions) and virtual functions, SSH credentials.
+
+Observed facts come from discovery (hosts/discovery.py) and are never the console's intent; the
+intent the console applied is kept separately (Nic.managed_numvfs, Hypervisor.managed_kernel_args)
+so drift is a comparison of the two.
+"""
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.urls import reverse
+
+from console import crypto
+
+host_name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+    "Use letters, digits, '.', '_' or '-' (at most 63 characters, starting with a letter or digit).",
+)
+address_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$",
+    "Give a DNS name or an IPv4/IPv6 address.",
+)
+ssh_user_validator = RegexValidator(
+    r"^[a-z_][a-z0-9_-]{0,31}$",
+    "A Unix user name: lower-case letters, digits, '_' or '-', at most 32 characters.",
+)
+label_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}$",
+    "Labels use letters, digits and '_.:/-' (at most 63 characters).",
+)
+
+
+class Credential(models.Model):
+    """An SSH key pair. The private key is stored only encrypted (console/crypto.py)."""
+
+    name = models.CharField(max_length=100, unique=True, validators=[host_name_validator])
+    username = models.CharField(max_length=32, default="root", validators=[ssh_user_validator])
+    private_key_encrypted = models.TextField(editable=False)
+    public_key = models.TextField(editable=False)
+    fingerprint = models.CharField(max_length=100, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def set_private_key(self, private_key: str, public_key: str, fingerprint: str) -> None:
+        self.private_key_encrypted = crypto.encrypt(private_key)
+        self.public_key = public_key
+        self.fingerprint = fingerprint
+
+    def get_private_key(self) -> str:
+        return crypto.decrypt(self.private_key_encrypted)
+
+
+class Label(models.Model):
+    name = models.CharField(max_length=63, unique=True, validators=[label_validator])
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Hypervisor(models.Model):
+    class Status(models.TextChoices):
+        UNKNOWN = "unknown", "Not yet discovered"
+        REACHABLE = "reachable", "Reachable"
+        UNREACHABLE = "unreachable", "Unreachable"
+        AUTH_FAILED = "auth_failed", "Authentication failed"
+        HOST_KEY_PENDING = "host_key_pending", "Host key pending"
+        HOST_KEY_MISMATCH = "host_key_mismatch", "Host key mismatch"
+        ERROR = "error", "Agent error"
+
+    name = models.CharField(max_length=63, unique=True, validators=[host_name_validator])
+    address = models.CharField(max_length=253, validators=[address_validator])
+    port = models.PositiveIntegerField(default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    username = models.CharField(max_length=32, default="root", validators=[ssh_user_validator])
+    credential = models.ForeignKey(Credential, null=True, blank=True, on_delete=models.PROTECT, related_name="hosts")
+    labels = models.ManyToManyField(Label, blank=True, related_name="hosts")
+    description = models.CharField(max_length=200, blank=True)
+
+    # Host-key trust: the accepted key is pinned; a key seen but not (yet) accepted is "pending".
+    host_key = models.TextField(blank=True)
+    host_key_fingerprint = models.CharField(max_length=100, blank=True)
+    host_key_first_seen = models.DateTimeField(null=True, blank=True)
+    host_key_accepted_at = models.DateTimeField(null=True, blank=True)
+    host_key_accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    pending_host_key = models.TextField(blank=True)
+    pending_host_key_fingerprint = models.CharField(max_length=100, blank=True)
+    pending_host_key_seen_at = models.DateTimeField(null=True, blank=True)
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.UNKNOWN, db_index=True)
+    status_reason = models.TextField(blank=True)
+    last_contact_at = models.DateTimeField(null=True, blank=True)
+
+    # Observed facts (from the agent's inventory).
+    hostname = models.CharField(max_length=253, blank=True)
+    machine_id = models.CharField(max_length=64, blank=True)
+    boot_id = models.CharField(max_length=64, blank=True)
+    kernel = models.CharField(max_length=100, blank=True)
+    os_id = models.CharField(max_length=50, blank=True)
+    os_version = models.CharField(max_length=50, blank=True)
+    os_name = models.CharField(max_length=200, blank=True)
+    cpu_vendor = models.CharField(max_length=20, blank=True)
+    cmdline = models.TextField(blank=True)
+    grub_cmdline_linux = models.TextField(blank=True)
+    grub_cmdline_default = models.TextField(blank=True)
+    grub_file = models.CharField(max_length=255, blank=True)
+    grub_tool = models.CharField(max_length=50, blank=True)
+    iommu_active = models.BooleanField(null=True)
+    running_guests = models.JSONField(default=list, blank=True)
+    facts_refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    # The last discovery attempt, whatever its outcome.
+    last_discovery_at = models.DateTimeField(null=True, blank=True)
+    last_discovery_ok = models.BooleanField(null=True)
+    last_discovery_message = models.TextField(blank=True)
+    discovery_requested_at = models.DateTimeField(null=True, blank=True)
+
+    # Intent the console applied, and drift from it.
+    managed_kernel_args = models.JSONField(default=list, blank=True)
+    drifted = models.BooleanField(default=False, db_index=True)
+    drift_reasons = models.JSONField(default=list, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["iommu_active"]), models.Index(fields=["cpu_vendor"])]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("hosts:detail", args=[self.pk])
+
+    @property
+    def host_key_trusted(self) -> bool:
+        return bool(self.host_key) and self.status != self.Status.HOST_KEY_MISMATCH
+
+
+class Nic(models.Model):
+    """A network interface with a PCI device: a physical function, SR-IOV capable or not.
+
+    Keyed by PCI address, not by name: names change (udev renames), the slot does not.
+    """
+
+    host = models.ForeignKey(Hypervisor, on_delete=models.CASCADE, related_name="nics")
+    name = models.CharField(max_length=15)
+    pci_address = models.CharField(max_length=12)
+    vendor_id = models.CharField(max_length=4, blank=True)
+    device_id = models.CharField(max_length=4, blank=True)
+    vendor_name = models.CharField(max_length=100, blank=True)
+    device_name = models.CharField(max_length=200, blank=True)
+    driver = models.CharField(max_length=50, blank=True, db_index=True)
+    driver_version = models.CharField(max_length=100, blank=True)
+    firmware = models.CharField(max_length=100, blank=True)
+    mac = models.CharField(max_length=17, blank=True)
+    operstate = models.CharField(max_length=20, blank=True)
+    speed = models.IntegerField(null=True, blank=True)
+    mtu = models.IntegerField(null=True, blank=True)
+    sriov_totalvfs = models.IntegerField(null=True, blank=True)
+    sriov_numvfs = models.IntegerField(null=True, blank=True)
+    managed_numvfs = models.IntegerField(null=True, blank=True)
+    persisted_numvfs = models.IntegerField(null=True, blank=True)
+    persisted = models.BooleanField(default=False)
+    present = models.BooleanField(default=True, db_index=True)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    gone_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["host__name", "pci_address"]
+        constraints = [models.UniqueConstraint(fields=["host", "pci_address"], name="nic_unique_pci_per_host")]
+
+    def __str__(self):
+        return f"{self.host.name}/{self.name}"
+
+    def get_absolute_url(self):
+        return reverse("hosts:nic", args=[self.pk])
+
+    @property
+    def sriov_capable(self) -> bool:
+        return self.sriov_totalvfs is not None
+
+    @property
+    def vendor_device(self) -> str:
+        return f"{self.vendor_id}:{self.device_id}"
+
+    @property
+    def drifted(self) -> bool:
+        return self.present and self.managed_numvfs is not None and self.sriov_numvfs != self.managed_numvfs
+
+
+class VirtualFunction(models.Model):
+    nic = models.ForeignKey(Nic, on_delete=models.CASCADE, related_name="vfs")
+    index = models.PositiveIntegerField()
+    pci_address = models.CharField(max_length=12)
+    netdev = models.CharField(max_length=15, blank=True)
+    mac = models.CharField(max_length=17, blank=True)
+    driver = models.CharField(max_length=50, blank=True)
+    guest = models.CharField(max_length=200, blank=True)
+    present = models.BooleanField(default=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    gone_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["nic", "index"]
+        constraints = [models.UniqueConstraint(fields=["nic", "index"], name="vf_unique_index_per_nic")]
+
+    def __str__(self):
+        return self.netdev or f"{self.nic.name} VF {self.index}"

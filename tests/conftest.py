@@ -1,0 +1,150 @@
+"""Fixtures shared by the whole suite: role users, and a real Celery worker process.
+
+Real components: the database is PostgreSQL when DATABASE_URL says so (CI), the broker is Redis
+when REDIS_URL is set (CI), otherwise SQLite and the filesystem broker under CONSOLE_VAR_DIR.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+PASSWORD = "correct-horse-battery-staple-42"
+
+
+def pytest_sessionstart(session):
+    # In CI nothing that needs PostgreSQL or Redis may quietly fall back to SQLite or files.
+    if IN_CI:
+        engine = settings.DATABASES["default"]["ENGINE"]
+        assert engine == "django.db.backends.postgresql", f"CI must run on PostgreSQL, got {engine}"
+        assert settings.CELERY_BROKER_URL.startswith("redis://"), "CI must run Celery on Redis"
+
+
+def require_or_skip(condition: bool, reason: str) -> None:
+    """Skip loudly on a developer machine; in CI a missing prerequisite is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+def make_user(username: str, *roles: str, **extra):
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
+    user.groups.set(Group.objects.filter(name__in=roles))
+    return user
+
+
+@pytest.fixture
+def viewer(db):
+    return make_user("vera", "viewer")
+
+
+@pytest.fixture
+def operator(db):
+    return make_user("otto", "operator")
+
+
+@pytest.fixture
+def approver(db):
+    return make_user("anna", "approver")
+
+
+@pytest.fixture
+def second_approver(db):
+    return make_user("arne", "approver")
+
+
+@pytest.fixture
+def auditor(db):
+    return make_user("audrey", "auditor")
+
+
+@pytest.fixture
+def admin_user(db):
+    return make_user("ada", "admin", is_staff=True)
+
+
+@pytest.fixture
+def client_for(client):
+    """client_for(user) → a test client logged in as that user."""
+
+    def login(user):
+        client.force_login(user)
+        return client
+
+    return login
+
+
+def _purge_broker():
+    from console.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(app.conf.task_default_queue)
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess on the test database and the configured broker."""
+
+    def __init__(self, db_name: str, log_path: Path):
+        self.db_name = db_name
+        self.log_path = log_path
+        self.proc = None
+
+    def start(self):
+        env = dict(os.environ, DATABASE_NAME_OVERRIDE=str(self.db_name), PYTHONUNBUFFERED="1")
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the worker's life
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "console", "worker", "--loglevel=INFO",
+             "--pool=prefork", "--concurrency=4", "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited early; see {self.log_path}")
+            if b" ready." in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"celery worker not ready after {timeout}s; see {self.log_path}")
+
+    def kill(self):
+        """SIGKILL the whole worker (main process and pool children), as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if getattr(self, "log", None):
+            self.log.close()
+
+
+@pytest.fixture
+def celery_worker(transactional_db, tmp_path):
+    """Start a real worker for one test; tests using it see committed data (transactional_db)."""
+    from django.db import connection
+
+    _purge_broker()
+    worker = WorkerProcess(connection.settings_dict["NAME"], tmp_path / "celery-worker.log").start()
+    yield worker
+    worker.stop()
