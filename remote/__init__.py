@@ -2,7 +2,8 @@
 
 Public API (the Django side is written against this; see docs/architecture.md for the wire contract)::
 
-    from remote import HostTarget, AgentResult, run_agent, run_many, run_agent_sync, run_many_sync, fingerprint
+    from remote import (HostTarget, AgentResult, run_agent, run_many, run_agent_sync, run_many_sync,
+                        fingerprint)
 
     target = HostTarget(name="hv01", address="10.0.0.5", username="root",
                         private_key=decrypted_openssh_text,          # never logged / repr'd

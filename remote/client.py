@@ -357,7 +357,7 @@ async def _run_agent(target: HostTarget, request: dict, source: bytes) -> AgentR
     except asyncssh.PermissionDenied:
         note_host_key()
         return finish(KIND_AUTH_FAILED, f"authentication failed for user {target.username!r}")
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         note_host_key()
         return finish(KIND_TIMEOUT, f"connect timed out after {target.connect_timeout:g}s")
     except asyncssh.DisconnectError as exc:
@@ -366,7 +366,8 @@ async def _run_agent(target: HostTarget, request: dict, source: bytes) -> AgentR
             return refusal
         return finish(KIND_UNREACHABLE, f"SSH connection failed: {exc.reason or type(exc).__name__}")
     except OSError as exc:
-        return finish(KIND_UNREACHABLE, f"cannot connect to {target.address}:{target.port}: {exc.strerror or exc}")
+        why = exc.strerror or str(exc) or type(exc).__name__
+        return finish(KIND_UNREACHABLE, f"cannot connect to {target.address}:{target.port}: {why}")
     except asyncssh.Error as exc:
         note_host_key()
         return finish(KIND_UNREACHABLE, f"SSH error: {exc.reason}")
@@ -374,7 +375,8 @@ async def _run_agent(target: HostTarget, request: dict, source: bytes) -> AgentR
     try:
         note_host_key()
         # Defence in depth: the client hook already refused, but never run on a mismatched host.
-        if client.outcome not in ("match", "new") or (client.outcome == "new" and not target.accept_new_host_key):
+        verified = client.outcome == "match" or (client.outcome == "new" and target.accept_new_host_key)
+        if not verified:
             refusal = host_key_refusal()
             return refusal or finish(KIND_HOST_KEY_MISMATCH, "host key was not verified; nothing was run")
         res.host_key_was_unknown = client.outcome == "new"
@@ -383,7 +385,7 @@ async def _run_agent(target: HostTarget, request: dict, source: bytes) -> AgentR
         conn.close()
         try:
             await asyncio.wait_for(conn.wait_closed(), _CLOSE_TIMEOUT)
-        except (TimeoutError, asyncio.TimeoutError, asyncssh.Error, OSError):
+        except (TimeoutError, asyncssh.Error, OSError):
             pass
 
 
@@ -395,7 +397,7 @@ async def _run_command(conn, target, request, source, command, res, finish) -> A
         process.stdin.write(payload)
         process.stdin.write_eof()
         completed = await process.wait(timeout=target.op_timeout)
-    except (TimeoutError, asyncio.TimeoutError) as exc:
+    except TimeoutError as exc:
         out = getattr(exc, "stdout", None) or b""
         err = getattr(exc, "stderr", None) or b""
         res.stdout = _text(out)

@@ -1,0 +1,136 @@
+"""The host list's filter set (django-filter) and the annotated queryset it filters.
+
+Per-host figures (SR-IOV NICs, VFs configured / capacity) are correlated subqueries, and every
+filter on a related table is an EXISTS: no join can multiply rows, so the figures stay right
+whatever the combination of filters, and the list costs a constant number of queries.
+"""
+
+import django_filters
+from django import forms
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+
+from .models import Hypervisor, Label, Nic
+
+YES_NO = (("yes", "Yes"), ("no", "No"))
+KEY_STATES = (
+    ("pending", "New key pending"),
+    ("mismatch", "Key mismatch"),
+    ("trusted", "Trusted"),
+    ("none", "No key yet"),
+)
+SORTS = (
+    ("name", "name"),
+    ("status", "status"),
+    ("kernel", "kernel"),
+    ("vfs_configured", "vfs"),
+    ("last_discovery_at", "discovered"),
+)
+PER_PAGE_CHOICES = (25, 50, 100, 200)
+DEFAULT_PER_PAGE = 50
+
+# A NIC counts as SR-IOV capable when it is present and reports a positive sriov_totalvfs.
+SRIOV_NIC = Q(present=True, sriov_totalvfs__gt=0)
+
+
+def _nic_figure(expression):
+    per_host = (
+        Nic.objects.filter(SRIOV_NIC, host=OuterRef("pk"))
+        .order_by()
+        .values("host")
+        .annotate(figure=expression)
+        .values("figure")
+    )
+    return Coalesce(Subquery(per_host, output_field=IntegerField()), Value(0))
+
+
+def annotated_hosts():
+    """Hosts with the per-row figures the list shows and sorts on."""
+    return Hypervisor.objects.annotate(
+        sriov_nics=_nic_figure(Count("pk")),
+        vfs_configured=_nic_figure(Sum(Coalesce("sriov_numvfs", Value(0)))),
+        vfs_capacity=_nic_figure(Sum("sriov_totalvfs")),
+    ).prefetch_related("labels")
+
+
+def driver_choices():
+    drivers = Nic.objects.filter(present=True).exclude(driver="").order_by("driver").values_list("driver", flat=True)
+    return [(d, d) for d in drivers.distinct()]
+
+
+def _yes_no(queryset, condition, value):
+    if value == "yes":
+        return queryset.filter(condition)
+    if value == "no":
+        return queryset.exclude(condition)
+    return queryset
+
+
+class HostFilterSet(django_filters.FilterSet):
+    q = django_filters.CharFilter(
+        method="filter_q", label="Search",
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "name, address, hostname"}),
+    )
+    label = django_filters.ModelChoiceFilter(
+        queryset=Label.objects.all(), to_field_name="name", method="filter_label", empty_label="any",
+    )
+    status = django_filters.ChoiceFilter(choices=Hypervisor.Status.choices, empty_label="any")
+    driver = django_filters.ChoiceFilter(choices=driver_choices, method="filter_driver", empty_label="any")
+    sriov = django_filters.ChoiceFilter(choices=YES_NO, method="filter_sriov", label="SR-IOV NIC", empty_label="any")
+    iommu = django_filters.ChoiceFilter(choices=YES_NO, method="filter_iommu", label="IOMMU", empty_label="any")
+    drifted = django_filters.ChoiceFilter(choices=YES_NO, method="filter_drifted", empty_label="any")
+    key = django_filters.ChoiceFilter(choices=KEY_STATES, method="filter_key", label="Host key", empty_label="any")
+    sort = django_filters.OrderingFilter(
+        fields=SORTS,
+        field_labels={"vfs_configured": "VFs", "last_discovery_at": "Last discovery"},
+        label="Sort",
+    )
+
+    class Meta:
+        model = Hypervisor
+        fields = []
+
+    def filter_q(self, queryset, name, value):
+        value = value.strip()
+        if not value:
+            return queryset
+        return queryset.filter(
+            Q(name__icontains=value) | Q(address__icontains=value) | Q(hostname__icontains=value)
+        )
+
+    def filter_label(self, queryset, name, value):
+        through = Hypervisor.labels.through
+        return queryset.filter(Exists(through.objects.filter(hypervisor_id=OuterRef("pk"), label_id=value.pk)))
+
+    def filter_driver(self, queryset, name, value):
+        return queryset.filter(Exists(Nic.objects.filter(host=OuterRef("pk"), present=True, driver=value)))
+
+    def filter_sriov(self, queryset, name, value):
+        return _yes_no(queryset, Exists(Nic.objects.filter(SRIOV_NIC, host=OuterRef("pk"))), value)
+
+    def filter_iommu(self, queryset, name, value):
+        return _yes_no(queryset, Q(iommu_active=True), value)
+
+    def filter_drifted(self, queryset, name, value):
+        return _yes_no(queryset, Q(drifted=True), value)
+
+    def filter_key(self, queryset, name, value):
+        mismatch = Q(status=Hypervisor.Status.HOST_KEY_MISMATCH)
+        if value == "pending":
+            return queryset.filter(~mismatch, Q(status=Hypervisor.Status.HOST_KEY_PENDING) | ~Q(pending_host_key_fingerprint=""))
+        if value == "mismatch":
+            return queryset.filter(mismatch)
+        if value == "trusted":
+            return queryset.exclude(host_key_fingerprint="").exclude(mismatch)
+        if value == "none":
+            return queryset.filter(host_key_fingerprint="", pending_host_key_fingerprint="")
+        return queryset
+
+    @property
+    def qs(self):
+        queryset = super().qs
+        if not queryset.query.order_by:
+            queryset = queryset.order_by("name")
+        elif "name" not in queryset.query.order_by and "-name" not in queryset.query.order_by:
+            queryset = queryset.order_by(*queryset.query.order_by, "name")  # stable pages
+        return queryset
