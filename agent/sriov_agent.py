@@ -120,7 +120,8 @@ class System(object):
         return self.root + path
 
     def read_text(self, path):
-        with open(self.path(path), "r", encoding="utf-8", errors="surrogateescape") as f:
+        # newline="": no newline translation, so that CRLF files are rewritten byte for byte
+        with open(self.path(path), "r", encoding="utf-8", errors="surrogateescape", newline="") as f:
             return f.read()
 
     def write_text(self, path, data):
@@ -147,9 +148,15 @@ class System(object):
         if "error" in outcome:
             raise outcome["error"]
 
-    def atomic_write(self, path, data, mode=0o644):
+    def atomic_write(self, path, data, mode=None):
         real = self.path(path)
         directory = os.path.dirname(real)
+        if mode is None:
+            # Keep the permissions of the file being replaced (e.g. a 0600 /etc/default/grub).
+            try:
+                mode = os.stat(real).st_mode & 0o7777
+            except OSError:
+                mode = 0o644
         tmp = os.path.join(directory, ".%s.sriov-console.%d.%d.tmp" % (
             os.path.basename(real), os.getpid(), threading.get_ident()))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

@@ -1,3 +1,11 @@
+from django.urls import path
+
+from . import views
+
 app_name = "audit"
 
-urlpatterns = []
+urlpatterns = [
+    path("", views.event_list, name="list"),
+    path("export/", views.export, name="export"),
+    path("<int:pk>/", views.event_detail, name="detail"),
+]

@@ -33,6 +33,12 @@ DEFAULT_PER_PAGE = 50
 SRIOV_NIC = Q(present=True, sriov_totalvfs__gt=0)
 
 
+# A key seen and not accepted yet (a mismatch is counted on its own).
+KEY_PENDING = ~Q(status=Hypervisor.Status.HOST_KEY_MISMATCH) & (
+    Q(status=Hypervisor.Status.HOST_KEY_PENDING) | ~Q(pending_host_key_fingerprint="")
+)
+
+
 def _nic_figure(expression):
     per_host = (
         Nic.objects.filter(SRIOV_NIC, host=OuterRef("pk"))
@@ -54,8 +60,8 @@ def annotated_hosts():
 
 
 def driver_choices():
-    drivers = Nic.objects.filter(present=True).exclude(driver="").order_by("driver").values_list("driver", flat=True)
-    return [(d, d) for d in drivers.distinct()]
+    drivers = Nic.objects.filter(present=True).exclude(driver="").order_by("driver")
+    return [(d, d) for d in drivers.values_list("driver", flat=True).distinct()]
 
 
 def _yes_no(queryset, condition, value):
@@ -64,6 +70,10 @@ def _yes_no(queryset, condition, value):
     if value == "no":
         return queryset.exclude(condition)
     return queryset
+
+
+def _choice(choices, method, label):
+    return django_filters.ChoiceFilter(choices=choices, method=method, label=label, empty_label="any")
 
 
 class HostFilterSet(django_filters.FilterSet):
@@ -76,10 +86,10 @@ class HostFilterSet(django_filters.FilterSet):
     )
     status = django_filters.ChoiceFilter(choices=Hypervisor.Status.choices, empty_label="any")
     driver = django_filters.ChoiceFilter(choices=driver_choices, method="filter_driver", empty_label="any")
-    sriov = django_filters.ChoiceFilter(choices=YES_NO, method="filter_sriov", label="SR-IOV NIC", empty_label="any")
-    iommu = django_filters.ChoiceFilter(choices=YES_NO, method="filter_iommu", label="IOMMU", empty_label="any")
-    drifted = django_filters.ChoiceFilter(choices=YES_NO, method="filter_drifted", empty_label="any")
-    key = django_filters.ChoiceFilter(choices=KEY_STATES, method="filter_key", label="Host key", empty_label="any")
+    sriov = _choice(YES_NO, "filter_sriov", "SR-IOV NIC")
+    iommu = _choice(YES_NO, "filter_iommu", "IOMMU")
+    drifted = _choice(YES_NO, "filter_drifted", "Drifted")
+    key = _choice(KEY_STATES, "filter_key", "Host key")
     sort = django_filters.OrderingFilter(
         fields=SORTS,
         field_labels={"vfs_configured": "VFs", "last_discovery_at": "Last discovery"},
@@ -99,8 +109,8 @@ class HostFilterSet(django_filters.FilterSet):
         )
 
     def filter_label(self, queryset, name, value):
-        through = Hypervisor.labels.through
-        return queryset.filter(Exists(through.objects.filter(hypervisor_id=OuterRef("pk"), label_id=value.pk)))
+        links = Hypervisor.labels.through.objects.filter(hypervisor_id=OuterRef("pk"), label_id=value.pk)
+        return queryset.filter(Exists(links))
 
     def filter_driver(self, queryset, name, value):
         return queryset.filter(Exists(Nic.objects.filter(host=OuterRef("pk"), present=True, driver=value)))
@@ -117,7 +127,7 @@ class HostFilterSet(django_filters.FilterSet):
     def filter_key(self, queryset, name, value):
         mismatch = Q(status=Hypervisor.Status.HOST_KEY_MISMATCH)
         if value == "pending":
-            return queryset.filter(~mismatch, Q(status=Hypervisor.Status.HOST_KEY_PENDING) | ~Q(pending_host_key_fingerprint=""))
+            return queryset.filter(KEY_PENDING)
         if value == "mismatch":
             return queryset.filter(mismatch)
         if value == "trusted":

@@ -125,7 +125,8 @@ def fingerprint(public_key_line: str) -> str:
 
 
 def _key_line(key: asyncssh.SSHKey) -> str:
-    return key.export_public_key("openssh").decode("ascii").split("\n", 1)[0].strip()
+    """'type base64' (no comment) of a public key."""
+    return _key_blob_line(key.export_public_key("openssh").decode("ascii"))
 
 
 def _key_blob_line(line: str) -> str:

@@ -12,12 +12,15 @@ that read their data from, and record their calls under, $FAKE_ROOT. Run the age
 `--root <root>` and env() so that PATH holds only those programs.
 """
 
+# ruff: noqa: UP031  (printf-style kept on purpose: it mirrors the Python 3.6 agent and shell snippets)
+
 import json
 import os
 import shutil
 from pathlib import Path
 
 SH = shutil.which("sh") or "/bin/sh"
+AGENT_PATH = Path(__file__).resolve().parent.parent / "agent" / "sriov_agent.py"
 
 
 def _vf_pci(pf_pci, index):
@@ -43,13 +46,13 @@ class FakeHost:
     def write(self, rel, text, mode=None):
         path = self.root / rel.lstrip("/")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        path.write_bytes(text.encode())
         if mode is not None:
             path.chmod(mode)
         return path
 
     def read(self, rel):
-        return (self.root / rel.lstrip("/")).read_text()
+        return (self.root / rel.lstrip("/")).read_bytes().decode()
 
     def exists(self, rel):
         return os.path.lexists(self.root / rel.lstrip("/"))
@@ -70,9 +73,9 @@ class FakeHost:
         self.write("etc/machine-id", machine_id + "\n")
         self.write("proc/sys/kernel/random/boot_id", boot_id + "\n")
         self.write("proc/sys/kernel/osrelease", kernel + "\n")
-        os_release = os_release or {"NAME": "Ubuntu", "VERSION": "20.04.6 LTS (Focal Fossa)", "ID": "ubuntu",
-                                    "ID_LIKE": "debian", "PRETTY_NAME": "Ubuntu 20.04.6 LTS",
-                                    "VERSION_ID": "20.04"}
+        os_release = os_release or {"NAME": "Ubuntu", "VERSION": "20.04.6 LTS (Focal Fossa)",
+                                    "ID": "ubuntu", "ID_LIKE": "debian",
+                                    "PRETTY_NAME": "Ubuntu 20.04.6 LTS", "VERSION_ID": "20.04"}
         self.write("etc/os-release", "".join('%s="%s"\n' % kv for kv in os_release.items()))
         cpu = "".join("processor\t: %d\nvendor_id\t: %s\nmodel name\t: CPU\n\n" % (i, cpu_vendor)
                       for i in range(2))
@@ -88,7 +91,8 @@ class FakeHost:
         if active:
             (self.root / "sys/class/iommu/dmar0").mkdir(parents=True, exist_ok=True)
             for i in range(groups):
-                (self.root / "sys/kernel/iommu_groups" / str(i) / "devices").mkdir(parents=True, exist_ok=True)
+                group = self.root / "sys/kernel/iommu_groups" / str(i) / "devices"
+                group.mkdir(parents=True, exist_ok=True)
 
     # ----------------------------------------------------------------- PCI NICs
     def _dev_dir(self, bridge, pci):
@@ -186,9 +190,13 @@ class FakeHost:
 
     def program_update_grub(self, fail=False):
         if fail:
-            self.program("update-grub", "#!%s\necho 'Sourcing file `/etc/default/grub'\"'\" >&2\n"
-                                        "echo '/usr/sbin/grub-probe: error: failed to get canonical path of "
-                                        "`/dev/sda1'\"'\".' >&2\nexit 1\n" % SH)
+            self.program("update-grub", """#!%s
+/bin/cat >&2 <<'EOF'
+Sourcing file `/etc/default/grub'
+/usr/sbin/grub-probe: error: failed to get canonical path of `/dev/sda1'.
+EOF
+exit 1
+""" % SH)
             return
         # Real update-grub semantics for the part we care about: source /etc/default/grub, then
         # /etc/default/grub.d/*.cfg in order, and write the kernel line of grub.cfg.
@@ -200,8 +208,8 @@ for f in "$R"/etc/default/grub.d/*.cfg; do
   if [ -e "$f" ]; then . "$f"; fi
 done
 echo "Generating grub configuration file ..." >&2
-printf 'linux /boot/vmlinuz root=/dev/sda1 ro %%s %%s\\n' "$GRUB_CMDLINE_LINUX" "$GRUB_CMDLINE_LINUX_DEFAULT" \
-  > "$R/boot/grub/grub.cfg"
+printf 'linux /boot/vmlinuz root=/dev/sda1 ro %%s %%s\\n' \
+  "$GRUB_CMDLINE_LINUX" "$GRUB_CMDLINE_LINUX_DEFAULT" > "$R/boot/grub/grub.cfg"
 echo done >&2
 """ % SH)
 

@@ -1,19 +1,18 @@
 """Fixtures for the agent tests: the agent loaded like the bootstrap loads it, interpreters, CLI runner."""
 
+# ruff: noqa: UP031  (printf-style kept on purpose: it mirrors the Python 3.6 agent and shell snippets)
+
 import json
 import os
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import pytest
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
+from tests.conftest import require_or_skip
+from tests.fakesys import AGENT_PATH as AGENT
 
-AGENT = TESTS_DIR.parent / "agent" / "sriov_agent.py"
 PYTHON36 = os.environ.get("PYTHON36", "/root/.pyenv/versions/3.6.15/bin/python3")
 
 
@@ -32,10 +31,8 @@ def agent():
 def _interpreter(which):
     if which == "current":
         return sys.executable
-    if not os.path.exists(PYTHON36):
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("Python 3.6 is required in CI but %s does not exist (set PYTHON36)" % PYTHON36)
-        pytest.skip("Python 3.6 not found at %s (set PYTHON36); the agent must also run on 3.6" % PYTHON36)
+    require_or_skip(os.path.exists(PYTHON36),
+                    "Python 3.6 not found at %s (set PYTHON36): the agent must also run on 3.6" % PYTHON36)
     return PYTHON36
 
 
@@ -59,7 +56,8 @@ class Cli:
         try:
             doc = json.loads(proc.stdout)
         except ValueError:
-            raise AssertionError("not one JSON document: %r (stderr %r)" % (proc.stdout, proc.stderr)) from None
+            raise AssertionError("not one JSON document: %r (stderr %r)" % (
+                proc.stdout, proc.stderr)) from None
         doc["_exit"] = proc.returncode
         doc["_stderr"] = proc.stderr
         if expect is not None:

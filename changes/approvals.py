@@ -1,0 +1,136 @@
+"""Four-eyes approval, enforced here so every entry point (pages, the coming REST API) shares it.
+
+Rules:
+* only users with the `approve` permission vote; the requester never votes on their own change —
+  not even an admin;
+* one vote per user per plan (Approval unique on change, user, plan_hash); every vote is kept;
+* a single rejection rejects the change at once;
+* an approval binds to the plan hash the approver saw; the plan is re-computed from the current
+  inventory before each vote, and if it changed the change goes back to draft (earlier votes stop
+  counting) and the vote is refused;
+* quorum = `required_approvals` distinct approvers on the current plan hash → approved, and the
+  change is scheduled in the same transaction;
+* submitted changes older than APPROVAL_MAX_AGE expire (beat task `expire_approvals`).
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.services import record
+from console.roles import check_permission
+
+from .models import Approval, ChangeRequest
+from .services import ChangeError, lock, replan, schedule, transition
+
+State = ChangeRequest.State
+COMMENT_MAX = 2000
+
+
+def _vote(change_id: int, user, decision: str, comment: str, plan_hash: str, request=None) -> ChangeRequest:
+    check_permission(user, "approve")
+    comment = (comment or "").strip()
+    if len(comment) > COMMENT_MAX:
+        raise ChangeError(f"the comment is longer than {COMMENT_MAX} characters")
+    if decision == Approval.Decision.REJECT and not comment:
+        raise ChangeError("say why you reject the change (a comment is required)")
+    replanned = False
+    with transaction.atomic():
+        change = lock(change_id)
+        if change.requested_by_id == user.pk:
+            raise PermissionDenied("you requested this change; someone else must approve or reject it")
+        if change.state != State.SUBMITTED:
+            raise ChangeError(f"a {change.get_state_display().lower()} change is not waiting for votes")
+        if plan_hash != change.plan_hash:
+            raise ChangeError("the plan changed since you loaded the page; review the current plan and vote again")
+        if Approval.objects.filter(change=change, user=user, plan_hash=change.plan_hash).exists():
+            raise ChangeError("you already voted on this plan")
+        if decision == Approval.Decision.APPROVE:
+            plan, changed = replan(change)
+            if changed or plan.blocked:
+                change.submitted_at = None
+                why = ("the inventory changed since the change was submitted: the plan is different now"
+                       if changed else "the plan has blocking errors now")
+                transition(change, State.DRAFT, user=user, action="change.updated", request=request,
+                           message=why + "; the requester must review and submit it again",
+                           data={"replanned": True, "old_plan_hash": plan_hash, "plan_hash": change.plan_hash,
+                                 "votes_invalidated": True})
+                replanned = True
+        if not replanned:
+            try:
+                with transaction.atomic():
+                    vote = Approval.objects.create(change=change, user=user, decision=decision, comment=comment,
+                                                   plan_hash=change.plan_hash)
+            except IntegrityError:
+                raise ChangeError("you already voted on this plan") from None
+            if decision == Approval.Decision.REJECT:
+                change.decided_at = timezone.now()
+                transition(change, State.REJECTED, user=user, action="change.rejected", request=request,
+                           message=f"rejected by {user.get_username()}: {comment}",
+                           data={"vote": vote.pk, "comment": comment, "plan_hash": change.plan_hash})
+            else:
+                votes = approvals_in(change)
+                data = {"vote": vote.pk, "comment": comment, "plan_hash": change.plan_hash,
+                        "approvals": votes, "required": change.required_approvals,
+                        "quorum": votes >= change.required_approvals}
+                if votes < change.required_approvals:
+                    record("change.approved", obj=change, change=change, actor=user, request=request, data=data)
+                else:
+                    change.decided_at = timezone.now()
+                    transition(change, State.APPROVED, user=user, action="change.approved", request=request,
+                               message=f"approved: {votes} of {change.required_approvals} required approvals",
+                               data=data)
+                    schedule(change, user=user, request=request)
+    if replanned:
+        raise ChangeError("the plan changed since the change was submitted (the inventory is different now); "
+                          "the change is back in draft and needs to be submitted and approved again")
+    return change
+
+
+def approve(change_id: int, user, *, comment: str = "", plan_hash: str, request=None) -> ChangeRequest:
+    return _vote(change_id, user, Approval.Decision.APPROVE, comment, plan_hash, request)
+
+
+def reject(change_id: int, user, *, comment: str, plan_hash: str, request=None) -> ChangeRequest:
+    return _vote(change_id, user, Approval.Decision.REJECT, comment, plan_hash, request)
+
+
+def approvals_in(change: ChangeRequest) -> int:
+    """Distinct approvers on the current plan hash."""
+    return (Approval.objects.filter(change=change, plan_hash=change.plan_hash, decision=Approval.Decision.APPROVE)
+            .exclude(user_id=change.requested_by_id).values("user").distinct().count())
+
+
+def can_vote(change: ChangeRequest, user, votes=None) -> bool:
+    from console.roles import has_permission
+
+    if change.state != State.SUBMITTED or change.requested_by_id == user.pk or not has_permission(user, "approve"):
+        return False
+    votes = change.approvals.all() if votes is None else votes
+    return not any(v.user_id == user.pk and v.plan_hash == change.plan_hash for v in votes)
+
+
+def expire_stale_approvals(now=None) -> list[int]:
+    """Submitted changes waiting longer than APPROVAL_MAX_AGE become expired (audited)."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.APPROVAL_MAX_AGE)
+    expired = []
+    for change_id in ChangeRequest.objects.filter(state=State.SUBMITTED, submitted_at__lt=cutoff).values_list(
+            "pk", flat=True):
+        with transaction.atomic():
+            change = lock(change_id)
+            if change.state != State.SUBMITTED or change.submitted_at >= cutoff:
+                continue
+            hours = settings.APPROVAL_MAX_AGE / 3600
+            change.decided_at = now
+            transition(change, State.EXPIRED, action="change.expired",
+                       message=f"expired: no decision within {hours:g} hours of submission "
+                               f"(submitted {change.submitted_at:%Y-%m-%d %H:%M} UTC)",
+                       data={"submitted_at": change.submitted_at.isoformat(),
+                             "max_age_seconds": settings.APPROVAL_MAX_AGE,
+                             "approvals": approvals_in(change), "required": change.required_approvals})
+            expired.append(change_id)
+    return expired

@@ -1,0 +1,121 @@
+"""The plan: per host, observed before, expected after, ordered actions, errors and warnings.
+
+Computed from the console's inventory (the database) — never from the live host — so that it is
+cheap, repeatable and the same for the requester and the approvers. The live host is compared with
+the plan's "before" at execution time (the drift check). The plan hash (sha256 over canonical JSON
+of host ids, before, after and machine steps) is what approvals bind to.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from hosts.models import Hypervisor, Nic, VirtualFunction
+
+from .operations import REGISTRY, HostPlan
+
+HOST_STATUS_ERRORS = {
+    Hypervisor.Status.UNKNOWN: "never discovered: run discovery on this host first",
+    Hypervisor.Status.UNREACHABLE: "host unreachable at the last contact",
+    Hypervisor.Status.AUTH_FAILED: "SSH authentication failed at the last contact",
+    Hypervisor.Status.HOST_KEY_PENDING: "host key not trusted: a new key is pending acceptance",
+    Hypervisor.Status.HOST_KEY_MISMATCH: "host key mismatch: the host presented a different key",
+    Hypervisor.Status.ERROR: "the agent failed at the last discovery",
+}
+
+
+def canonical(data) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256(data) -> str:
+    return hashlib.sha256(canonical(data).encode()).hexdigest()
+
+
+@dataclass
+class PlannedHost:
+    host: Hypervisor
+    plan: HostPlan
+    order: int
+
+    @property
+    def hash_material(self) -> dict:
+        return {"host": self.host.pk, "before": self.plan.before, "after": self.plan.after,
+                "steps": [a["step"] for a in self.plan.actions if a.get("step")]}
+
+    @property
+    def item_hash(self) -> str:
+        return sha256(self.hash_material)
+
+
+@dataclass
+class Plan:
+    hosts: list
+    errors: list  # change-level errors (targets / operations)
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.errors) or any(p.plan.errors for p in self.hosts)
+
+    @property
+    def hash(self) -> str:
+        return sha256([p.hash_material for p in self.hosts])
+
+    @property
+    def counts(self) -> dict:
+        return {
+            "hosts": len(self.hosts),
+            "errors": len(self.errors) + sum(len(p.plan.errors) for p in self.hosts),
+            "warnings": sum(len(p.plan.warnings) for p in self.hosts),
+            "writes": sum(1 for p in self.hosts for a in p.plan.actions if a.get("step")),
+        }
+
+
+def host_errors(host: Hypervisor) -> list[str]:
+    errors = []
+    if host.status in HOST_STATUS_ERRORS:
+        why = HOST_STATUS_ERRORS[host.status]
+        if host.status_reason:
+            why += f" ({host.status_reason})"
+        errors.append(why)
+    elif not host.host_key:
+        errors.append("host key not trusted: no key is pinned for this host")
+    if host.credential_id is None:
+        errors.append("no SSH credential is assigned to this host")
+    return errors
+
+
+def compute_plan(change, hosts: list[Hypervisor], now=None) -> Plan:
+    """Plan `change.operations` (already validated) for `hosts`. A constant number of queries."""
+    now = now or timezone.now()
+    max_age = timedelta(seconds=getattr(settings, "PLAN_INVENTORY_MAX_AGE", 3600))
+    host_ids = [h.pk for h in hosts]
+    nics_by_host: dict[int, list[Nic]] = {}
+    for nic in Nic.objects.filter(host_id__in=host_ids, present=True).order_by("host_id", "pci_address"):
+        nics_by_host.setdefault(nic.host_id, []).append(nic)
+    vfs_by_nic: dict[int, list[VirtualFunction]] = {}
+    for vf in VirtualFunction.objects.filter(nic__host_id__in=host_ids, present=True).order_by("nic_id", "index"):
+        vfs_by_nic.setdefault(vf.nic_id, []).append(vf)
+
+    planned = []
+    for order, host in enumerate(hosts):
+        out = HostPlan()
+        out.errors.extend(host_errors(host))
+        if host.facts_refreshed_at is None:
+            if host.status != Hypervisor.Status.UNKNOWN:
+                out.errors.append("no inventory yet: run discovery on this host first")
+        elif now - host.facts_refreshed_at > max_age:
+            age = int((now - host.facts_refreshed_at).total_seconds() // 60)
+            out.warnings.append(f"inventory is {age} minutes old; refresh it for an exact plan")
+        nics = nics_by_host.get(host.pk, [])
+        claimed: dict[str, int] = {}
+        for number, op in enumerate(change.operations, start=1):
+            REGISTRY[op["op"]].plan(op, number, host, nics, vfs_by_nic, change, out, claimed)
+        if not out.errors and not any(a.get("step") for a in out.actions):
+            out.warnings.append("nothing to change on this host")
+        planned.append(PlannedHost(host=host, plan=out, order=order))
+    return Plan(hosts=planned, errors=[])

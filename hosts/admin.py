@@ -1,0 +1,147 @@
+"""Django admin for superusers: read-mostly views of the inventory.
+
+Observed facts and host keys are read-only here (discovery and the host-key page own them);
+credentials show only their public half (the private key is never displayed).
+"""
+
+from django.contrib import admin
+
+from .models import Credential, Hypervisor, Label, Nic, VirtualFunction
+
+FACT_FIELDS = (
+    "status",
+    "status_reason",
+    "last_contact_at",
+    "hostname",
+    "machine_id",
+    "boot_id",
+    "kernel",
+    "os_id",
+    "os_version",
+    "os_name",
+    "cpu_vendor",
+    "cmdline",
+    "grub_cmdline_linux",
+    "grub_cmdline_default",
+    "grub_file",
+    "grub_tool",
+    "iommu_active",
+    "running_guests",
+    "facts_refreshed_at",
+    "last_discovery_at",
+    "last_discovery_ok",
+    "last_discovery_message",
+    "discovery_requested_at",
+    "drifted",
+    "drift_reasons",
+)
+KEY_FIELDS = (
+    "host_key",
+    "host_key_fingerprint",
+    "host_key_first_seen",
+    "host_key_accepted_at",
+    "host_key_accepted_by",
+    "pending_host_key",
+    "pending_host_key_fingerprint",
+    "pending_host_key_seen_at",
+)
+
+
+class NicInline(admin.TabularInline):
+    model = Nic
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ("name", "pci_address", "driver", "sriov_totalvfs", "sriov_numvfs", "managed_numvfs", "present")
+    readonly_fields = ("name", "pci_address", "driver", "sriov_totalvfs", "sriov_numvfs", "present")
+
+
+@admin.register(Hypervisor)
+class HypervisorAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "address",
+        "port",
+        "status",
+        "kernel",
+        "iommu_active",
+        "drifted",
+        "facts_refreshed_at",
+    )
+    list_filter = ("status", "drifted", "iommu_active", "cpu_vendor", "labels")
+    search_fields = ("name", "address", "hostname")
+    list_select_related = ("credential",)
+    filter_horizontal = ("labels",)
+    readonly_fields = FACT_FIELDS + KEY_FIELDS
+    fieldsets = (
+        (None, {"fields": ("name", "address", "port", "username", "credential", "labels", "description")}),
+        ("Intent", {"fields": ("managed_kernel_args",)}),
+        ("Host key", {"fields": KEY_FIELDS, "classes": ("collapse",)}),
+        ("Observed", {"fields": FACT_FIELDS, "classes": ("collapse",)}),
+    )
+    inlines = [NicInline]
+
+
+class VirtualFunctionInline(admin.TabularInline):
+    model = VirtualFunction
+    extra = 0
+    can_delete = False
+    fields = ("index", "pci_address", "netdev", "mac", "driver", "guest", "present")
+    readonly_fields = fields
+
+
+@admin.register(Nic)
+class NicAdmin(admin.ModelAdmin):
+    list_display = (
+        "__str__",
+        "pci_address",
+        "driver",
+        "sriov_totalvfs",
+        "sriov_numvfs",
+        "managed_numvfs",
+        "present",
+    )
+    list_filter = ("driver", "present", "persisted")
+    search_fields = ("host__name", "name", "pci_address", "mac")
+    list_select_related = ("host",)
+    readonly_fields = (
+        "host",
+        "name",
+        "pci_address",
+        "vendor_id",
+        "device_id",
+        "vendor_name",
+        "device_name",
+        "driver",
+        "driver_version",
+        "firmware",
+        "mac",
+        "operstate",
+        "speed",
+        "mtu",
+        "sriov_totalvfs",
+        "sriov_numvfs",
+        "persisted_numvfs",
+        "persisted",
+        "present",
+        "first_seen_at",
+        "last_seen_at",
+        "gone_at",
+    )
+    inlines = [VirtualFunctionInline]
+
+
+@admin.register(Credential)
+class CredentialAdmin(admin.ModelAdmin):
+    list_display = ("name", "username", "fingerprint", "updated_at")
+    search_fields = ("name",)
+    readonly_fields = ("public_key", "fingerprint", "created_at", "updated_at")
+    fields = ("name", "username", "public_key", "fingerprint", "created_at", "updated_at")
+
+    def has_add_permission(self, request):
+        return False  # keys are added on the credentials page, which encrypts and audits them
+
+
+@admin.register(Label)
+class LabelAdmin(admin.ModelAdmin):
+    search_fields = ("name",)

@@ -1,0 +1,286 @@
+"""Host pages: list, detail, NIC detail, add/edit, bulk import, refresh (discovery).
+
+Views stay thin: reading is annotated querysets (hosts/filters.py), writing goes through
+hosts.services (the discovery engineer's create_host / update_host / import_hosts /
+request_discovery). Every page costs a constant number of queries whatever the fleet size.
+"""
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Prefetch
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect
+from django.template import TemplateDoesNotExist
+from django.template.loader import get_template
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from console.htmx import render_page, wants_partial
+from console.roles import require_permission
+
+from . import importers, services
+from .filters import DEFAULT_PER_PAGE, PER_PAGE_CHOICES, HostFilterSet, annotated_hosts
+from .forms import HostForm, ImportConfirmForm, ImportUploadForm
+from .models import Hypervisor, Nic, VirtualFunction
+
+TIMELINE_TEMPLATE = "audit/_timeline.html"
+TIMELINE_LENGTH = 50
+# A discovery requested longer ago than this and still without a result stops being polled:
+# the page then says the result is overdue instead of polling forever (e.g. no worker running).
+DISCOVERY_POLL_LIMIT = timedelta(minutes=10)
+# Tokens GRUB itself puts on the kernel command line (not from GRUB_CMDLINE_LINUX*).
+BOOTLOADER_TOKENS = {"BOOT_IMAGE", "root", "ro", "rw", "initrd", "quiet", "splash"}
+
+
+# --------------------------------------------------------------------------------------------
+# List
+# --------------------------------------------------------------------------------------------
+
+def _per_page(request) -> int:
+    try:
+        value = int(request.GET.get("per_page", DEFAULT_PER_PAGE))
+    except ValueError:
+        return DEFAULT_PER_PAGE
+    return value if value in PER_PAGE_CHOICES else DEFAULT_PER_PAGE
+
+
+@require_GET
+@require_permission("view_fleet")
+def host_list(request):
+    filterset = HostFilterSet(request.GET or None, queryset=annotated_hosts(), request=request)
+    status = 200
+    if filterset.is_bound and not filterset.is_valid():
+        status = 400
+        queryset = Hypervisor.objects.none()
+    else:
+        queryset = filterset.qs
+    per_page = _per_page(request)
+    page = Paginator(queryset, per_page).get_page(request.GET.get("page"))
+    context = {
+        "filter": filterset,
+        "form": filterset.form,
+        "page": page,
+        "hosts": page.object_list,
+        "per_page": per_page,
+        "per_page_choices": PER_PAGE_CHOICES,
+        "sort": request.GET.get("sort", ""),
+    }
+    return render_page(request, "hosts/list.html", context, partial="hosts/_table.html", status=status)
+
+
+# --------------------------------------------------------------------------------------------
+# Detail
+# --------------------------------------------------------------------------------------------
+
+def cmdline_comparison(host) -> dict:
+    """Tokens of the running /proc/cmdline next to the configured GRUB command line.
+
+    running: [(token, state)] with state "both" (also configured), "bootloader" (added by GRUB
+    itself, e.g. BOOT_IMAGE=, root=) or "running-only" (not in the configuration any more).
+    configured: [(token, state)] for GRUB_CMDLINE_LINUX_DEFAULT with state "both" or
+    "configured-only" (not active: regenerate the boot config and/or reboot).
+    """
+    running = host.cmdline.split()
+    default = host.grub_cmdline_default.split()
+    linux = host.grub_cmdline_linux.split()
+    configured = set(linux) | set(default)
+    running_set = set(running)
+
+    def running_state(token):
+        if token in configured:
+            return "both"
+        if token.split("=", 1)[0] in BOOTLOADER_TOKENS:
+            return "bootloader"
+        return "running-only"
+
+    return {
+        "running": [(t, running_state(t)) for t in running],
+        "configured": [(t, "both" if t in running_set else "configured-only") for t in default],
+        "linux": [(t, "both" if t in running_set else "configured-only") for t in linux],
+        "differs": any(t not in running_set for t in configured)
+        or any(running_state(t) == "running-only" for t in running),
+    }
+
+
+def discovery_pending(host) -> bool:
+    requested = host.discovery_requested_at
+    if requested is None:
+        return False
+    return host.last_discovery_at is None or requested > host.last_discovery_at
+
+
+def _discovery_context(host) -> dict:
+    pending = discovery_pending(host)
+    overdue = pending and timezone.now() - host.discovery_requested_at > DISCOVERY_POLL_LIMIT
+    return {"host": host, "discovery_pending": pending and not overdue, "discovery_overdue": overdue}
+
+
+def _timeline_available() -> bool:
+    try:
+        get_template(TIMELINE_TEMPLATE)
+    except TemplateDoesNotExist:
+        return False
+    return True
+
+
+@require_GET
+@require_permission("view_fleet")
+def host_detail(request, pk):
+    nics = Nic.objects.order_by("-present", "name", "pci_address").prefetch_related(
+        Prefetch("vfs", queryset=VirtualFunction.objects.order_by("index"))
+    )
+    host = get_object_or_404(
+        Hypervisor.objects.select_related("credential", "host_key_accepted_by").prefetch_related(
+            "labels", Prefetch("nics", queryset=nics)
+        ),
+        pk=pk,
+    )
+    context = _discovery_context(host)
+    context.update(
+        nics=list(host.nics.all()),
+        cmdline=cmdline_comparison(host),
+        timeline_template=TIMELINE_TEMPLATE if _timeline_available() else None,
+    )
+    if context["timeline_template"]:
+        from audit.models import AuditEvent
+
+        context["events"] = list(AuditEvent.objects.filter(host_id=host.pk)[:TIMELINE_LENGTH])
+    return render_page(request, "hosts/detail.html", context)
+
+
+@require_GET
+@require_permission("view_fleet")
+def discovery_status(request, pk):
+    host = get_object_or_404(Hypervisor, pk=pk)
+    if not wants_partial(request):
+        return redirect(host)
+    context = _discovery_context(host)
+    context["refreshed"] = not context["discovery_pending"] and not context["discovery_overdue"]
+    return render_page(request, "hosts/_discovery.html", context)
+
+
+@require_POST
+@require_permission("operate")
+def host_refresh(request, pk):
+    host = get_object_or_404(Hypervisor, pk=pk)
+    with transaction.atomic():
+        services.request_discovery(host, request.user)
+    host.refresh_from_db()
+    if not wants_partial(request):
+        return HttpResponseRedirect(host.get_absolute_url(), status=303)
+    return render_page(request, "hosts/_discovery.html", _discovery_context(host))
+
+
+@require_GET
+@require_permission("view_fleet")
+def nic_detail(request, pk):
+    nic = get_object_or_404(
+        Nic.objects.select_related("host").prefetch_related(
+            Prefetch("vfs", queryset=VirtualFunction.objects.order_by("index"))
+        ),
+        pk=pk,
+    )
+    vfs = list(nic.vfs.all())
+    return render_page(request, "hosts/nic.html", {"nic": nic, "host": nic.host, "vfs": vfs})
+
+
+# --------------------------------------------------------------------------------------------
+# Add / edit (hosts.services validates, writes all or nothing, audits)
+# --------------------------------------------------------------------------------------------
+
+def _add_service_errors(form, exc: ValidationError) -> None:
+    if not hasattr(exc, "error_dict"):
+        form.add_error(None, exc)
+        return
+    for key, errors in exc.message_dict.items():
+        field = {"labels": "labels_text"}.get(key, key)
+        form.add_error(field if field in form.fields else None, errors)
+
+
+def _edit(request, form, context):
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            fields = form.host_fields()
+            try:
+                if form.instance.pk is None:
+                    host = services.create_host(fields, request.user, request=request)
+                else:
+                    host = services.update_host(form.instance, fields, request.user, request=request)
+            except ValidationError as exc:
+                _add_service_errors(form, exc)
+            else:
+                return HttpResponseRedirect(host.get_absolute_url(), status=303)
+        status = 400
+    return render_page(request, "hosts/form.html", {"form": form, **context}, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@require_permission("operate")
+def host_add(request):
+    form = HostForm(request.POST or None)
+    return _edit(request, form, {"title": "Add host", "host": None})
+
+
+@require_http_methods(["GET", "POST"])
+@require_permission("operate")
+def host_edit(request, pk):
+    hosts = Hypervisor.objects.select_related("credential").prefetch_related("labels")
+    host = get_object_or_404(hosts, pk=pk)
+    form = HostForm(request.POST or None, instance=host)
+    return _edit(request, form, {"title": f"Edit {host.name}", "host": host})
+
+
+# --------------------------------------------------------------------------------------------
+# Bulk import: upload → preview (nothing written; every row's errors) → confirm (all or nothing)
+# --------------------------------------------------------------------------------------------
+
+@require_http_methods(["GET", "POST"])
+@require_permission("operate")
+def host_import(request):
+    if request.method == "GET":
+        return render_page(request, "hosts/import.html", {"form": ImportUploadForm(), "preview": None})
+
+    if "confirm" in request.POST:
+        confirm = ImportConfirmForm(request.POST)
+        if confirm.is_valid():
+            data = confirm.cleaned_data
+            try:
+                report = importers.commit(
+                    data["text"], data["format"], request.user, data["default_credential"],
+                    filename=data["filename"], request=request,
+                )
+            except ValidationError:
+                pass  # changed since the preview (e.g. a host added meanwhile): show the new preview
+            else:
+                messages.success(request, f"Imported {len(report.created)} host(s).")
+                return HttpResponseRedirect(reverse("hosts:list"), status=303)
+            preview = importers.preview(
+                data["text"], data["format"], request.user, data["default_credential"],
+                filename=data["filename"],
+            )
+        else:
+            preview = importers.Preview("", [], [e for errors in confirm.errors.values() for e in errors])
+        context = {"form": ImportUploadForm(), "preview": preview, "confirm_form": None}
+        return render_page(request, "hosts/import.html", context, status=400)
+
+    form = ImportUploadForm(request.POST, request.FILES)
+    context = {"form": form, "preview": None}
+    if not form.is_valid():
+        return render_page(request, "hosts/import.html", context, status=400)
+    data = form.cleaned_data
+    preview = importers.preview(data["text"], data["format"], request.user, data["default_credential"],
+                                filename=data["file"].name)
+    context["preview"] = preview
+    if not preview.ok:
+        return render_page(request, "hosts/import.html", context, status=400)
+    context["confirm_form"] = ImportConfirmForm(initial={
+        "text": data["text"], "format": preview.format, "filename": data["file"].name,
+        "default_credential": data["default_credential"],
+    })
+    return render_page(request, "hosts/import.html", context)

@@ -1,0 +1,1221 @@
+"""One simulated hypervisor: its state, the kernel's rules, a small file tree, its programs, and the
+`SimSystem` handed to the agent (the `System` seam of docs/architecture.md).
+
+Everything here is synchronous and guarded by one lock per host, because the agent runs in worker
+threads while the fleet's event loop reboots hosts. No asyncio and no SSH in this module.
+
+The file tree has two parts:
+* /sys and /proc are generated from the model (NICs, VFs, IOMMU, boot facts) and cached until the
+  model changes (the cache is dropped when no agent runs on the host, so 1,000 idle hosts stay
+  small);
+* everything else (/etc, /boot, /tmp ...) is an in-memory dict of files and a set of directories.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import posixpath
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from xml.sax.saxutils import escape
+
+from . import bootcfg
+from .profiles import PROFILES, NicSpec, Profile
+
+FAULTS = (
+    "unreachable",  # connection refused
+    "auth_rejected",  # every public key is refused
+    "host_key_rotated",  # the host presents a different host key
+    "latency",  # seconds=S added before every command
+    "hang",  # the command never finishes
+    "reboot_never_returns",  # the next reboot does not come back (clear the fault to finish booting)
+    "update_grub_fails",  # update-grub / grub(2)-mkconfig / grubby exit 1 with a message
+    "readonly_etc",  # writes under /etc raise EROFS
+    "no_python",  # the bootstrap command gets exit 127 "python3: command not found"
+    "garbage_output",  # stdout is not JSON
+)
+
+UDEV_DIR = "/etc/udev/rules.d"
+MODPROBE_DIR = "/etc/modprobe.d"
+MANAGED_UDEV = "/etc/udev/rules.d/70-sriov-console.rules"
+MAX_VFS_DRIVERS = {"igb": 7, "ixgbe": 63}  # drivers with a max_vfs module parameter
+VF_DRIVER_VERSION = {"igbvf": "2.4.0-k", "iavf": "4.8.2", "mlx5_core": None}
+
+DIR = ("d",)
+
+
+def _err(code: int, path: str) -> OSError:
+    return OSError(code, os.strerror(code), path)
+
+
+def kernel_tuple(release: str) -> tuple[int, int, int]:
+    m = re.match(r"^(\d+)\.(\d+)(?:\.(\d+))?", release)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) if m else (0, 0, 0)
+
+
+def pci_rid(pci: str) -> tuple[int, int]:
+    dom, bus, devfn = pci.split(":")
+    dev, fn = devfn.split(".")
+    return int(dom, 16), (int(bus, 16) << 8) | (int(dev, 16) << 3) | int(fn)
+
+
+def pci_from_rid(domain: int, rid: int) -> str:
+    return "%04x:%02x:%02x.%x" % (domain, rid >> 8, (rid >> 3) & 0x1F, rid & 7)
+
+
+def iommu_rule(cpu_vendor: str, cmdline: str) -> bool:
+    """IOMMU is active only when the booted command line asks for it with the vendor's argument:
+    Intel needs intel_iommu=on, AMD needs amd_iommu=on (simplification: real AMD kernels enable it
+    by default when the BIOS does; we make it explicit, as the manual procedure does)."""
+    tokens = cmdline.split()
+    if "iommu=off" in tokens:
+        return False
+    if cpu_vendor == "GenuineIntel":
+        return "intel_iommu=on" in tokens
+    if cpu_vendor == "AuthenticAMD":
+        return "amd_iommu=on" in tokens
+    return False
+
+
+@dataclass
+class Vf:
+    index: int
+    pci: str
+    netdev: str
+    mac: str
+    ready_at: float  # monotonic time at which the VF netdev appears (VF driver probe + udev)
+
+
+@dataclass
+class Nic:
+    spec: NicSpec
+    mac: str
+    ifindex: int
+    numvfs: int = 0
+    vfs: list[Vf] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pci(self) -> str:
+        return self.spec.pci
+
+
+@dataclass
+class Guest:
+    name: str
+    hostdevs: list[str]
+    running: bool = True
+    autostart: bool = True
+    uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    note: str = ""
+
+
+class SimHost:
+    """A simulated hypervisor (the model; the SSH side lives in simfleet.server)."""
+
+    def __init__(self, name: str, profile: str | Profile, *, index: int = 0, username: str = "root",
+                 vf_delay: float = 0.2, variety: bool = False, seed: str = "simfleet"):
+        self.profile: Profile = PROFILES[profile] if isinstance(profile, str) else profile
+        self.name = name
+        self.index = index
+        self.username = username
+        self.vf_delay = vf_delay
+        self.lock = threading.RLock()
+        self.faults: dict[str, dict] = {}
+        self.commands: deque = deque(maxlen=500)
+        self.events: deque = deque(maxlen=200)
+        self.guests: list[Guest] = []
+        self.state = "down"  # "up" | "down"
+        self.listening = False  # set by the server
+        self.boot_count = 0
+        self.boot_id = ""
+        self.cmdline = ""
+        self.iommu_active = False
+        self.reboot_hook = None  # set by the fleet: callable() that schedules the reboot
+        self.reboots_requested = 0
+        self._gen = 0
+        self._dyn = None
+        self._dyn_gen = -1
+        self._dyn_valid_until = 0.0
+        self._active = 0
+        self._booted_at = time.monotonic()
+        self._digest = hashlib.sha256(("%s/%s" % (seed, name)).encode()).hexdigest()
+        self.machine_id = self._digest[:32]
+        self.root_uuid = str(uuid.UUID(self._digest[32:64]))
+        self.nics = [Nic(spec=s, mac=self._mac(s.mac_oui, i), ifindex=i + 2)
+                     for i, s in enumerate(self.profile.nics)]
+        self.files: dict[str, str] = {}
+        self.dirs: set[str] = set()
+        self.children: dict[str, set[str]] = {}
+        self._install()
+        if variety:
+            self._apply_variety()
+        self.boot()
+
+    # -- construction ---------------------------------------------------------------------------
+
+    def _mac(self, oui: str, n: int, salt: str = "") -> str:
+        h = hashlib.sha256(("%s%s%d" % (self._digest, salt, n)).encode()).digest()
+        return "%s:%02x:%02x:%02x" % (oui, h[0], h[1], h[2])
+
+    @property
+    def legacy(self) -> bool:
+        return kernel_tuple(self.profile.kernel) < (3, 8, 0)
+
+    def _install(self) -> None:
+        p = self.profile
+        for d in ("/etc", "/etc/default", "/etc/udev", UDEV_DIR, MODPROBE_DIR, "/boot", "/tmp", "/run",
+                  "/var", "/var/tmp", "/root", "/usr", "/usr/lib"):
+            self._mkdir(d)
+        self._put("/etc/hostname", self.name + "\n")
+        self._put("/etc/os-release", p.os_release)
+        if not self.legacy:
+            self._put("/etc/machine-id", self.machine_id + "\n")
+        else:
+            self._mkdir("/var/lib")
+            self._mkdir("/var/lib/dbus")
+            self._put("/var/lib/dbus/machine-id", self.machine_id + "\n")
+            self._put("/etc/machine-id", self.machine_id + "\n")  # the brief wants one everywhere
+        for path, text in p.extra_etc.items():
+            self._put(path, text)
+        if p.grub_default is not None:
+            self._put("/etc/default/grub", p.grub_default)
+        if p.grub_d:
+            self._mkdir("/etc/default/grub.d")
+            for fname, text in p.grub_d.items():
+                self._put("/etc/default/grub.d/" + fname, text)
+        # The installer ran the boot config generator once.
+        flavour = p.boot_flavour
+        if flavour == "debian":
+            self._mkdir("/boot/grub")
+            self._put("/boot/grub/grub.cfg", self._render_mkconfig(self._sourced_defaults()))
+        elif flavour == "rhel-mkconfig":
+            self._mkdir("/boot/grub2")
+            self._put("/boot/grub2/grub.cfg", self._render_mkconfig(self._sourced_defaults()))
+        elif flavour == "bls":
+            self._mkdir("/boot/grub2")
+            self._mkdir("/boot/loader")
+            self._mkdir("/boot/loader/entries")
+            env = self._sourced_defaults()
+            options = "%s ro %s" % (p.bls_root_arg, env.get("GRUB_CMDLINE_LINUX", ""))
+            self._put(self._bls_path(), bootcfg.render_bls_entry(
+                os_title=p.distributor, kernel=p.kernel, options=options.strip()))
+            self._put("/boot/grub2/grub.cfg", "# BLS: the kernel entries are in /boot/loader/entries\n"
+                      "blscfg\n")
+        elif flavour == "grub-legacy":
+            self._mkdir("/boot/grub")
+            args = "ro %s rd_NO_LUKS LANG=en_US.UTF-8 rd_NO_MD KEYTABLE=us rhgb quiet crashkernel=auto" % (
+                p.root_arg)
+            self._put("/boot/grub/grub.conf", bootcfg.render_grub_conf_legacy(
+                title="CentOS", kernel=p.kernel, args=args))
+        self._put("/boot/vmlinuz-" + p.kernel, "")
+
+    def _apply_variety(self) -> None:
+        """Deterministic pre-existing state for mixed demo fleets (by index)."""
+        kind = self.index % 6
+        if kind not in (1, 2, 3):
+            return
+        vendor_arg = "amd_iommu=on" if self.profile.cpu_vendor == "AuthenticAMD" else "intel_iommu=on"
+        self._preconfigure_kernel_args([vendor_arg, "iommu=pt"])
+        sriov = [n for n in self.nics if n.spec.sriov]
+        if not sriov:
+            return
+        pf = sriov[0]
+        if kind == 2:  # VFs created by hand by a previous admin (not managed), one used by a guest
+            if self.legacy:
+                self._put(MODPROBE_DIR + "/igb.conf", "options igb max_vfs=2\n")
+            else:
+                self._put(UDEV_DIR + "/80-local-sriov.rules",
+                          '# added by hand, ticket OPS-1234\nACTION=="add", SUBSYSTEM=="net", KERNEL=="%s", '
+                          'ATTR{device/sriov_numvfs}="2"\n' % pf.name)
+            _dom, rid = pci_rid(pf.pci)
+            first_vf = pci_from_rid(_dom, rid + pf.spec.vf_offset)
+            self.guests.append(Guest(name="vm-%s-db01" % self.name, hostdevs=[first_vf]))
+            self.guests.append(Guest(name="vm-%s-web01" % self.name, hostdevs=[]))
+        elif kind == 3 and not self.legacy:  # configured earlier by the console
+            self._put(MANAGED_UDEV,
+                      "# Managed by SR-IOV Console. Do not edit: this file is rewritten by the console.\n"
+                      "# One line per physical function (keyed by PCI address): its VF count, restored at "
+                      "boot.\n"
+                      'ACTION=="add", SUBSYSTEM=="net", KERNELS=="%s", ATTR{device/sriov_numvfs}="4"\n'
+                      % pf.pci)
+
+    def _preconfigure_kernel_args(self, args: list[str]) -> None:
+        """As if an admin had added args earlier and regenerated the boot config."""
+        p = self.profile
+        if p.grub_default is not None:
+            var = "GRUB_CMDLINE_LINUX" if p.boot_flavour in ("bls", "rhel-mkconfig") else \
+                "GRUB_CMDLINE_LINUX_DEFAULT"
+            for path in reversed(self._grub_default_files()):
+                text = self.files[path]
+                m = re.search(r'^%s="([^"]*)"' % var, text, re.M)
+                if m:
+                    inner = (m.group(1) + " " + " ".join(args)).strip()
+                    self.files[path] = text[:m.start(1)] + inner + text[m.end(1):]
+                    break
+        if p.boot_flavour in ("debian", "rhel-mkconfig"):
+            self._regenerate(self._grub_cfg_path())
+        elif p.boot_flavour in ("bls", "grub-legacy"):
+            self._grubby_edit(args, [])
+
+    # -- small FS primitives (persistent part) --------------------------------------------------
+
+    def _mkdir(self, path: str) -> None:
+        if path in self.dirs or path == "/":
+            return
+        parent = posixpath.dirname(path)
+        self._mkdir(parent)
+        self.dirs.add(path)
+        self.children.setdefault(parent, set()).add(posixpath.basename(path))
+
+    def _put(self, path: str, text: str) -> None:
+        parent = posixpath.dirname(path)
+        self._mkdir(parent)
+        self.files[path] = text
+        self.children.setdefault(parent, set()).add(posixpath.basename(path))
+
+    def _delete(self, path: str) -> None:
+        self.files.pop(path, None)
+        self.children.get(posixpath.dirname(path), set()).discard(posixpath.basename(path))
+
+    def _touch(self) -> None:
+        self._gen += 1
+
+    # -- boot configuration ---------------------------------------------------------------------
+
+    def _grub_default_files(self) -> list[str]:
+        files = []
+        if "/etc/default/grub" in self.files:
+            files.append("/etc/default/grub")
+        for name in sorted(self.children.get("/etc/default/grub.d", ())):
+            path = "/etc/default/grub.d/" + name
+            if name.endswith(".cfg") and path in self.files:
+                files.append(path)
+        return files
+
+    def _sourced_defaults(self) -> dict[str, str]:
+        files = [(p, self.files[p]) for p in self._grub_default_files()]
+        return bootcfg.source_defaults(files, self.profile.distributor)
+
+    def _root_arg(self) -> str:
+        return self.profile.root_arg.format(root_uuid=self.root_uuid)
+
+    def _render_mkconfig(self, env: dict[str, str]) -> str:
+        return bootcfg.render_grub_cfg(flavour=self.profile.boot_flavour, os_name=self.profile.distributor,
+                                       kernel=self.profile.kernel, root_arg=self._root_arg(),
+                                       args=bootcfg.kernel_args(env))
+
+    def _grub_cfg_path(self) -> str:
+        return "/boot/grub2/grub.cfg" if self.profile.boot_flavour in ("rhel-mkconfig", "bls") \
+            else "/boot/grub/grub.cfg"
+
+    def _bls_path(self) -> str:
+        return "/boot/loader/entries/%s-%s.conf" % (self.machine_id, self.profile.kernel)
+
+    def _regenerate(self, out_path: str | None) -> str:
+        """grub-mkconfig: -> the generated text (written to out_path when given)."""
+        text = self._render_mkconfig(self._sourced_defaults())
+        if out_path:
+            self._put(out_path, text)
+        return text
+
+    def _grubby_edit(self, add: list[str], remove: list[str]) -> None:
+        if self.profile.boot_flavour == "bls":
+            for name in sorted(self.children.get("/boot/loader/entries", ())):
+                path = "/boot/loader/entries/" + name
+                lines = self.files[path].split("\n")
+                for i, line in enumerate(lines):
+                    if line.startswith("options "):
+                        lines[i] = "options " + bootcfg.edit_args(line[8:], add, remove)
+                self.files[path] = "\n".join(lines)
+        else:
+            path = "/boot/grub/grub.conf"
+            lines = self.files[path].split("\n")
+            for i, line in enumerate(lines):
+                stripped = line.strip()
+                if stripped.startswith("kernel "):
+                    words = stripped.split(None, 2)
+                    rest = words[2] if len(words) > 2 else ""
+                    lines[i] = "\tkernel %s %s" % (words[1], bootcfg.edit_args(rest, add, remove))
+            self.files[path] = "\n".join(lines)
+
+    def generated_cmdline(self) -> str | None:
+        """The command line the next boot will read from the generated boot configuration."""
+        with self.lock:
+            flavour = self.profile.boot_flavour
+            if flavour in ("debian", "rhel-mkconfig"):
+                text = self.files.get(self._grub_cfg_path())
+                return bootcfg.cmdline_from_grub_cfg(text) if text else None
+            if flavour == "bls":
+                for name in sorted(self.children.get("/boot/loader/entries", ())):
+                    linux, options = bootcfg.bls_options(self.files["/boot/loader/entries/" + name])
+                    if linux:
+                        return " ".join(["BOOT_IMAGE=(hd0,gpt2)" + linux] + bootcfg.split_args(options or ""))
+                return None
+            text = self.files.get("/boot/grub/grub.conf")
+            if not text:
+                return None
+            _idx, line = bootcfg.legacy_default_kernel_line(text)
+            if not line:
+                return None
+            return " ".join(bootcfg.split_args(line)[2:])
+
+    # -- boot and the kernel's rules ------------------------------------------------------------
+
+    def _boot_writes(self) -> list[tuple[str, int, str]]:
+        """What early boot applies, in order: (pci, count, source). Module parameters first
+        (max_vfs in /etc/modprobe.d/*.conf, per port in PCI order), then udev rules (kernels >= 3.8:
+        /etc/udev/rules.d/*.rules writing device/sriov_numvfs)."""
+        writes = []
+        for name in sorted(self.children.get(MODPROBE_DIR, ())):
+            path = MODPROBE_DIR + "/" + name
+            if not name.endswith(".conf") or path not in self.files:
+                continue
+            for line in self.files[path].splitlines():
+                words = line.split("#", 1)[0].split()
+                if len(words) < 3 or words[0] != "options" or words[1] not in MAX_VFS_DRIVERS:
+                    continue
+                for word in words[2:]:
+                    if word.startswith("max_vfs="):
+                        try:
+                            values = [int(v) for v in word[8:].split(",") if v != ""]
+                        except ValueError:
+                            continue
+                        ports = sorted((n for n in self.nics if n.spec.driver == words[1] and n.spec.sriov),
+                                       key=lambda n: n.pci)
+                        for pos, nic in enumerate(ports):
+                            value = values[pos] if pos < len(values) else (values[-1] if values else 0)
+                            writes.append((nic.pci, min(value, MAX_VFS_DRIVERS[words[1]]), path))
+        if not self.legacy:
+            for name in sorted(self.children.get(UDEV_DIR, ())):
+                path = UDEV_DIR + "/" + name
+                if not name.endswith(".rules") or path not in self.files:
+                    continue
+                for line in self.files[path].splitlines():
+                    hit = self._parse_udev_line(line)
+                    if hit:
+                        writes.append((hit[0], hit[1], path))
+        return writes
+
+    def _parse_udev_line(self, line: str) -> tuple[str, int] | None:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return None
+        keys = dict(re.findall(r'([A-Za-z_]+(?:\{[^}]*\})?)\s*[=!:+]?=\s*"([^"]*)"', line))
+        if keys.get("ACTION", "add") != "add":
+            return None
+        attr = keys.get("ATTR{device/sriov_numvfs}") if keys.get("SUBSYSTEM", "net") == "net" else None
+        if attr is None and keys.get("SUBSYSTEM") == "pci":
+            attr = keys.get("ATTR{sriov_numvfs}")
+        if attr is None or not attr.isdigit():
+            return None
+        for nic in self.nics:
+            if keys.get("KERNELS") == nic.pci or keys.get("KERNEL") in (nic.name, nic.pci):
+                return nic.pci, int(attr)
+        return None
+
+    def boot(self) -> None:
+        """Power on: new boot id, command line from the generated boot config, VFs reset, then
+        re-created from persistence; autostart guests start when their VFs exist."""
+        with self.lock:
+            self.boot_id = str(uuid.uuid4())
+            self.boot_count += 1
+            self._booted_at = time.monotonic()
+            cmdline = self.generated_cmdline()
+            if cmdline is None:
+                self.events.append("boot: no usable boot configuration; kept the previous command line")
+                cmdline = self.cmdline
+            self.cmdline = cmdline
+            self.iommu_active = iommu_rule(self.profile.cpu_vendor, cmdline)
+            for nic in self.nics:
+                nic.numvfs = 0
+                nic.vfs = []
+            for pci, count, source in self._boot_writes():
+                nic = self._nic_by_pci(pci)
+                try:
+                    self._set_numvfs(nic, count, at_boot=True)
+                except OSError as exc:
+                    self.events.append("boot: %s writing %d for %s: %s" % (source, count, pci, exc.strerror))
+            present = {vf.pci for nic in self.nics for vf in nic.vfs}
+            for guest in self.guests:
+                if guest.autostart:
+                    missing = [d for d in guest.hostdevs if d not in present]
+                    guest.running = not missing and (self.iommu_active or not guest.hostdevs)
+                    guest.note = "" if guest.running else (
+                        "hostdev %s missing" % ", ".join(missing) if missing else "IOMMU is off")
+                else:
+                    guest.running = False
+            self.state = "up"
+            self.events.append("booted %s cmdline=%r" % (self.boot_id, cmdline))
+            self._touch()
+
+    def shutdown(self) -> None:
+        with self.lock:
+            self.state = "down"
+            for guest in self.guests:
+                guest.running = False
+            for nic in self.nics:
+                nic.numvfs = 0
+                nic.vfs = []
+            self._touch()
+
+    def request_reboot(self, how: str) -> None:
+        with self.lock:
+            self.reboots_requested += 1
+            self.events.append("reboot requested: " + how)
+        hook = self.reboot_hook
+        if hook is not None:
+            hook()
+
+    def _nic_by_pci(self, pci: str) -> Nic:
+        for nic in self.nics:
+            if nic.pci == pci:
+                return nic
+        raise KeyError(pci)
+
+    def _totalvfs(self, nic: Nic) -> int:
+        return nic.spec.effective_totalvfs if nic.spec.sriov else 0
+
+    def _set_numvfs(self, nic: Nic, count: int, *, at_boot: bool = False) -> None:
+        """drivers/pci/iov.c sriov_numvfs_store() semantics."""
+        if count > self._totalvfs(nic):
+            raise _err(errno.ERANGE, nic.pci)
+        if count == nic.numvfs:
+            return
+        if count == 0:
+            nic.numvfs = 0
+            nic.vfs = []
+            self._touch()
+            return
+        if nic.numvfs != 0:
+            raise _err(errno.EBUSY, nic.pci)
+        spec = nic.spec
+        domain, rid = pci_rid(spec.pci)
+        ready_at = 0.0 if at_boot else time.monotonic() + self.vf_delay
+        base = spec.vf_name_base or spec.name
+        vfs = []
+        for i in range(count):
+            vf_pci = pci_from_rid(domain, rid + spec.vf_offset + i * spec.vf_stride)
+            mac = "00:00:00:00:00:00" if spec.vf_zero_mac else self._mac("52:54:00", i, salt=spec.pci)
+            vfs.append(Vf(index=i, pci=vf_pci, netdev="%sv%d" % (base, i), mac=mac, ready_at=ready_at))
+        nic.numvfs = count
+        nic.vfs = vfs
+        self._touch()
+
+    def _held_vfs(self) -> dict[str, str]:
+        return {pci: g.name for g in self.guests if g.running for pci in g.hostdevs}
+
+    # -- the generated /sys and /proc -----------------------------------------------------------
+
+    def _dyn_tree(self):
+        now = time.monotonic()
+        if self._dyn is not None and self._dyn_gen == self._gen and now < self._dyn_valid_until:
+            return self._dyn
+        self._dyn = self._build_dyn(now)
+        self._dyn_gen = self._gen
+        return self._dyn
+
+    def _build_dyn(self, now: float):
+        entries: dict[str, tuple] = {}
+        children: dict[str, list[str]] = {}
+        valid_until = float("inf")
+
+        def add(path, entry):
+            if path in entries:
+                entries[path] = entry
+                return
+            entries[path] = entry
+            parent = posixpath.dirname(path)
+            children.setdefault(parent, []).append(posixpath.basename(path))
+            if parent not in entries and parent not in ("/",):
+                add(parent, DIR)
+
+        def f(path, text, writer=None):
+            add(path, ("f", text, writer))
+
+        def link(path, target_abs):
+            # kernfs style: up to the first common ancestor of the target's parent, then down
+            # (so /sys/class/net/eno49/device reads "../../../0000:04:00.0", as on a real host).
+            up = posixpath.relpath(posixpath.dirname(target_abs), posixpath.dirname(path))
+            add(path, ("l", posixpath.join(up, posixpath.basename(target_abs)) if up != "." else
+                       posixpath.basename(target_abs)))
+
+        p = self.profile
+        add("/sys", DIR)
+        add("/proc", DIR)
+        # /proc
+        f("/proc/cmdline", self.cmdline + "\n")
+        f("/proc/sys/kernel/osrelease", p.kernel + "\n")
+        f("/proc/sys/kernel/ostype", "Linux\n")
+        f("/proc/sys/kernel/hostname", self.name + "\n")
+        f("/proc/sys/kernel/random/boot_id", self.boot_id + "\n")
+        f("/proc/version", "Linux version %s (builder@simfleet) (gcc version 12.2.0) #1 SMP\n" % p.kernel)
+        f("/proc/uptime", lambda: "%.2f %.2f\n" % (time.monotonic() - self._booted_at,
+                                                   2 * (time.monotonic() - self._booted_at)))
+        flag = "vmx" if p.cpu_vendor == "GenuineIntel" else "svm"
+        cpu = ("processor\t: %d\nvendor_id\t: %s\ncpu family\t: %d\nmodel name\t: %s\n"
+               "flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat %s\n\n")
+        family = 6 if p.cpu_vendor == "GenuineIntel" else 25
+        f("/proc/cpuinfo", "".join(cpu % (i, p.cpu_vendor, family, p.cpu_model, flag) for i in range(2)))
+        drivers = sorted({n.spec.driver for n in self.nics} | {
+            n.spec.vf_driver for n in self.nics if n.vfs and n.spec.vf_driver})
+        f("/proc/modules", "".join("%s 221184 0 - Live 0x0000000000000000\n" % d for d in drivers))
+        # DMI
+        f("/sys/class/dmi/id/sys_vendor", p.sys_vendor + "\n")
+        f("/sys/class/dmi/id/product_name", p.product_name + "\n")
+        # IOMMU
+        add("/sys/class/iommu", DIR)
+        add("/sys/kernel/iommu_groups", DIR)
+        groups: dict[str, int] = {}
+        if self.iommu_active:
+            unit = "dmar0" if p.cpu_vendor == "GenuineIntel" else "ivhd0"
+            add("/sys/devices/virtual/iommu/" + unit, DIR)
+            link("/sys/class/iommu/" + unit, "/sys/devices/virtual/iommu/" + unit)
+        held = self._held_vfs()
+
+        def pci_dev(spec_bridge, pci, vendor, device, driver, subsystem):
+            d = "/sys/devices/pci0000:00/%s/%s" % (spec_bridge, pci)
+            add(d, DIR)
+            f(d + "/vendor", "0x%04x\n" % vendor)
+            f(d + "/device", "0x%04x\n" % device)
+            f(d + "/subsystem_vendor", "0x%04x\n" % subsystem[0])
+            f(d + "/subsystem_device", "0x%04x\n" % subsystem[1])
+            f(d + "/class", "0x020000\n")
+            f(d + "/numa_node", "0\n")
+            f(d + "/enable", "1\n")
+            f(d + "/uevent", "DRIVER=%s\nPCI_CLASS=20000\nPCI_ID=%04X:%04X\nPCI_SLOT_NAME=%s\n" % (
+                driver or "", vendor, device, pci))
+            link("/sys/bus/pci/devices/" + pci, d)
+            if driver:
+                link(d + "/driver", "/sys/bus/pci/drivers/" + driver)
+                link("/sys/bus/pci/drivers/%s/%s" % (driver, pci), d)
+                link("/sys/bus/pci/drivers/%s/module" % driver, "/sys/module/" + driver)
+                add("/sys/module/" + driver, DIR)
+            if self.iommu_active:
+                group = groups.setdefault(pci, len(groups))
+                gdir = "/sys/kernel/iommu_groups/%d" % group
+                link(gdir + "/devices/" + pci, d)
+                f(gdir + "/type", "identity\n" if "iommu=pt" in self.cmdline.split() else "DMA\n")
+                link(d + "/iommu_group", gdir)
+            return d
+
+        def netdev(devdir, name, mac, up, speed, mtu, ifindex):
+            nd = devdir + "/net/" + name
+            add(nd, DIR)
+            f(nd + "/address", mac + "\n")
+            f(nd + "/operstate", ("up" if up else "down") + "\n")
+            f(nd + "/carrier", ("1" if up else "0") + "\n")
+            f(nd + "/speed", ("%d\n" % speed) if up else _err(errno.EINVAL, nd + "/speed"))
+            f(nd + "/duplex", "full\n" if up else _err(errno.EINVAL, nd + "/duplex"))
+            f(nd + "/mtu", "%d\n" % mtu)
+            f(nd + "/ifindex", "%d\n" % ifindex)
+            f(nd + "/type", "1\n")
+            f(nd + "/addr_len", "6\n")
+            f(nd + "/uevent", "INTERFACE=%s\nIFINDEX=%d\n" % (name, ifindex))
+            link(nd + "/device", devdir)
+            link(nd + "/subsystem", "/sys/class/net")
+            link("/sys/class/net/" + name, nd)
+
+        for nd_name, mtu in (("lo", 65536),) + ((("virbr0", 1500),) if "virsh" in p.programs else ()):
+            vd = "/sys/devices/virtual/net/" + nd_name
+            add(vd, DIR)
+            f(vd + "/address", ("00:00:00:00:00:00" if nd_name == "lo" else self._mac("52:54:00", 99)) + "\n")
+            f(vd + "/operstate", ("unknown" if nd_name == "lo" else "down") + "\n")
+            f(vd + "/mtu", "%d\n" % mtu)
+            link("/sys/class/net/" + nd_name, vd)
+
+        next_if = 100
+        for nic in self.nics:
+            s = nic.spec
+            d = pci_dev(s.bridge, s.pci, s.vendor, s.device, s.driver, s.subsystem)
+            netdev(d, s.name, nic.mac, s.link_up, s.speed, 1500, nic.ifindex)
+            if s.sriov:
+                if not self.legacy:
+                    f(d + "/sriov_totalvfs", "%d\n" % self._totalvfs(nic))
+                    f(d + "/sriov_numvfs", "%d\n" % nic.numvfs, ("numvfs", nic.pci))
+                    f(d + "/sriov_offset", "%d\n" % s.vf_offset)
+                    f(d + "/sriov_stride", "%d\n" % s.vf_stride)
+                    f(d + "/sriov_vf_device", "%04x\n" % (s.vf_device or 0))
+                    f(d + "/sriov_drivers_autoprobe", "1\n")
+                for vf in nic.vfs:
+                    holder = held.get(vf.pci)
+                    driver = "vfio-pci" if holder else s.vf_driver
+                    vd = pci_dev(s.bridge, vf.pci, s.vendor, s.vf_device or 0, driver, s.subsystem)
+                    link(d + "/virtfn%d" % vf.index, vd)
+                    link(vd + "/physfn", d)
+                    next_if += 1
+                    if holder:
+                        continue
+                    if now >= vf.ready_at:
+                        netdev(vd, vf.netdev, vf.mac, False, s.speed, 1500, next_if)
+                    else:
+                        valid_until = min(valid_until, vf.ready_at)
+        self._dyn_valid_until = valid_until
+        return entries, children
+
+    # -- path resolution over both parts --------------------------------------------------------
+
+    def _entry(self, path: str):
+        if path == "/":
+            return DIR
+        if path.startswith("/sys/") or path.startswith("/proc/") or path in ("/sys", "/proc"):
+            return self._dyn_tree()[0].get(path)
+        text = self.files.get(path)
+        if text is not None:
+            return ("f", text, "store")
+        if path in self.dirs:
+            return DIR
+        return None
+
+    def _resolve(self, path: str, follow_last: bool = True, depth: int = 0) -> str:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError("host paths must be absolute: %r" % (path,))
+        parts = [p for p in path.split("/") if p and p != "."]
+        cur = "/"
+        for i, name in enumerate(parts):
+            if name == "..":
+                cur = posixpath.dirname(cur)
+                continue
+            cand = (cur if cur != "/" else "") + "/" + name
+            entry = self._entry(cand)
+            if entry is None:
+                raise _err(errno.ENOENT, path)
+            last = i == len(parts) - 1
+            if entry[0] == "l" and (follow_last or not last):
+                if depth > 40:
+                    raise _err(errno.ELOOP, path)
+                cur = self._resolve(posixpath.join(cur, entry[1]), True, depth + 1)
+            else:
+                if not last and entry[0] != "d":
+                    raise _err(errno.ENOTDIR, path)
+                cur = cand
+        return cur
+
+    def _list(self, real: str) -> list[str]:
+        names = set()
+        if real == "/":
+            names |= {"sys", "proc"} | self.children.get("/", set())
+        elif real.startswith("/sys") or real.startswith("/proc"):
+            names |= set(self._dyn_tree()[1].get(real, ()))
+        else:
+            names |= self.children.get(real, set())
+        return sorted(names)
+
+    def _writable(self, path: str, privileged: bool) -> None:
+        if not privileged:
+            raise _err(errno.EACCES, path)
+        if (path == "/etc" or path.startswith("/etc/")) and "readonly_etc" in self.faults:
+            raise _err(errno.EROFS, path)
+
+    def _write_dyn(self, entry, real: str, data: str) -> None:
+        writer = entry[2]
+        if writer is None:
+            raise _err(errno.EACCES, real)
+        kind, pci = writer
+        if kind == "numvfs":
+            text = data.strip()
+            try:
+                value = int(text, 0)
+            except ValueError:
+                raise _err(errno.EINVAL, real) from None
+            if value < 0 or value > 0xFFFF:
+                raise _err(errno.EINVAL, real)
+            nic = self._nic_by_pci(pci)
+            try:
+                self._set_numvfs(nic, value)
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, real) from None
+            self.events.append("sriov_numvfs %s <- %d" % (pci, value))
+
+    # -- the System operations (called by SimSystem, under the lock) ----------------------------
+
+    def fs_read(self, path: str) -> str:
+        real = self._resolve(path)
+        entry = self._entry(real)
+        if entry[0] == "d":
+            raise _err(errno.EISDIR, path)
+        content = entry[1]
+        if isinstance(content, OSError):
+            raise OSError(content.errno, content.strerror, path)
+        return content() if callable(content) else content
+
+    def fs_write(self, path: str, data: str, privileged: bool = True) -> None:
+        try:
+            real = self._resolve(path)
+        except FileNotFoundError:
+            real = None
+        if real is not None:
+            entry = self._entry(real)
+            if entry[0] == "d":
+                raise _err(errno.EISDIR, path)
+            if entry[2] != "store":
+                if not privileged:
+                    raise _err(errno.EACCES, path)
+                return self._write_dyn(entry, real, data)
+            self._writable(real, privileged)
+            self.files[real] = data
+            return
+        parent = self._resolve(posixpath.dirname(path))
+        if self._entry(parent)[0] != "d":
+            raise _err(errno.ENOTDIR, path)
+        if parent.startswith("/sys") or parent.startswith("/proc"):
+            raise _err(errno.EACCES, path)  # open(O_CREAT) in sysfs/procfs
+        real = posixpath.join(parent, posixpath.basename(path))
+        self._writable(real, privileged)
+        self._put(real, data)
+
+    def fs_atomic_write(self, path: str, data: str, privileged: bool = True) -> None:
+        parent = self._resolve(posixpath.dirname(path))
+        if self._entry(parent)[0] != "d":
+            raise _err(errno.ENOTDIR, path)
+        if parent.startswith("/sys") or parent.startswith("/proc"):
+            raise _err(errno.EACCES, path)
+        real = posixpath.join(parent, posixpath.basename(path))
+        self._writable(real, privileged)
+        if real in self.dirs:
+            raise _err(errno.EISDIR, path)
+        self._put(real, data)
+
+    def fs_remove(self, path: str, privileged: bool = True) -> None:
+        real_parent = self._resolve(posixpath.dirname(path))
+        real = posixpath.join(real_parent, posixpath.basename(path))
+        entry = self._entry(real)
+        if entry is None:
+            raise _err(errno.ENOENT, path)
+        if entry[0] == "d":
+            raise _err(errno.EISDIR, path)
+        if entry[0] != "f" or entry[2] != "store":
+            raise _err(errno.EPERM, path)
+        self._writable(real, privileged)
+        self._delete(real)
+
+    def fs_make_dirs(self, path: str, privileged: bool = True) -> None:
+        parts = [p for p in path.split("/") if p and p != "."]
+        cur = ""
+        for name in parts:
+            cand = cur + "/" + name
+            try:
+                real = self._resolve(cand)
+                if self._entry(real)[0] != "d":
+                    raise _err(errno.ENOTDIR, path)
+                cur = real if real != "/" else ""
+                continue
+            except FileNotFoundError:
+                pass
+            if cand.startswith("/sys") or cand.startswith("/proc"):
+                raise _err(errno.EACCES, path)
+            self._writable(cand, privileged)
+            self._mkdir(cand)
+            cur = cand
+
+    # -- simulated programs ---------------------------------------------------------------------
+
+    def which(self, name: str) -> str | None:
+        if "/" in name:
+            return name if name in self.profile.programs.values() else None
+        return self.profile.programs.get(name)
+
+    def run_program(self, argv: list[str], privileged: bool = True) -> tuple[int | None, str, str]:
+        if not argv:
+            return 127, "", ": No such file or directory"
+        prog = argv[0]
+        name = posixpath.basename(prog)
+        if self.which(prog) is None:
+            return 127, "", "%s: No such file or directory" % prog
+        args = list(argv[1:])
+        handler = {
+            "ethtool": self._prog_ethtool, "virsh": self._prog_virsh, "update-grub": self._prog_mkconfig,
+            "grub-mkconfig": self._prog_mkconfig, "grub2-mkconfig": self._prog_mkconfig,
+            "grubby": self._prog_grubby, "true": lambda a: (0, "", ""), "sync": lambda a: (0, "", ""),
+            "udevadm": lambda a: (0, "", ""),
+        }.get(name)
+        if name in ("grubby", "update-grub", "grub-mkconfig", "grub2-mkconfig") and not privileged:
+            return 1, "", "%s: Permission denied\n" % name
+        if handler is not None:
+            if name in ("update-grub", "grub-mkconfig", "grub2-mkconfig"):
+                return self._prog_mkconfig(args, name)
+            return handler(args)
+        if reboot_intent(argv):
+            if not privileged:
+                return 1, "", "Failed to reboot: Access denied\n"
+            if name == "systemd-run":
+                self.request_reboot(" ".join(argv))
+                return 0, "", "Running timer as unit: run-r%s.timer\nWill run service as unit: run-r%s.service\n" % (
+                    self.boot_id[:8], self.boot_id[:8])
+            self.request_reboot(" ".join(argv))
+            return 0, "", ""
+        return 1, "", "simfleet: %s %s is not simulated on this host\n" % (name, " ".join(args))
+
+    def spawn(self, argv: list[str], privileged: bool = True) -> None:
+        if not argv or self.which(argv[0]) is None:
+            raise _err(errno.ENOENT, argv[0] if argv else "")
+        if reboot_intent(argv):
+            if privileged:
+                self.request_reboot(" ".join(argv))
+            return
+        self.events.append("spawned (ignored): %s" % " ".join(argv))
+
+    def _find_netdev(self, name: str):
+        for nic in self.nics:
+            if nic.name == name:
+                return nic, None
+            for vf in nic.vfs:
+                if vf.netdev == name and time.monotonic() >= vf.ready_at and vf.pci not in self._held_vfs():
+                    return nic, vf
+        return None, None
+
+    def _prog_ethtool(self, args: list[str]):
+        if len(args) == 2 and args[0] in ("-i", "--driver"):
+            nic, vf = self._find_netdev(args[1])
+            if nic is None:
+                if args[1] in ("lo", "virbr0"):
+                    return 71, "", "Cannot get driver information: Operation not supported\n"
+                return 71, "", "Cannot get driver information: No such device\n"
+            s = nic.spec
+            if vf is None:
+                driver, version, firmware, bus = s.driver, s.driver_version, s.firmware, s.pci
+            else:
+                driver = s.vf_driver
+                version = VF_DRIVER_VERSION.get(driver) or s.driver_version
+                firmware, bus = ("" if driver != "mlx5_core" else s.firmware), vf.pci
+            out = ("driver: %s\nversion: %s\nfirmware-version: %s\nexpansion-rom-version: \nbus-info: %s\n"
+                   "supports-statistics: yes\nsupports-test: %s\nsupports-eeprom-access: %s\n"
+                   "supports-register-dump: yes\nsupports-priv-flags: %s\n") % (
+                driver, version, firmware, bus, "yes" if vf is None else "no",
+                "yes" if vf is None else "no", "yes" if driver in ("igb", "i40e", "mlx5_core") else "no")
+            return 0, out, ""
+        if len(args) == 1 and not args[0].startswith("-"):
+            nic, vf = self._find_netdev(args[0])
+            if nic is None:
+                return 75, "", "netlink error: no device matches name (offset 24)\nnetlink error: No such device\n"
+            up = nic.spec.link_up and vf is None
+            speed = "%dMb/s" % nic.spec.speed if up else "Unknown!"
+            return 0, ("Settings for %s:\n\tSpeed: %s\n\tDuplex: %s\n\tAuto-negotiation: on\n"
+                       "\tLink detected: %s\n" % (args[0], speed, "Full" if up else "Unknown! (255)",
+                                                  "yes" if up else "no")), ""
+        return 1, "", "ethtool: bad command line argument(s)\n"
+
+    def _prog_virsh(self, args: list[str]):
+        rest = []
+        i = 0
+        while i < len(args):
+            a = args[i]
+            if a in ("-c", "--connect"):
+                i += 2
+                continue
+            if a.startswith("--connect=") or a in ("-q", "--quiet", "-r", "--readonly"):
+                i += 1
+                continue
+            rest = args[i:]
+            break
+        if not rest:
+            return 1, "", "error: no command given\n"
+        cmd, opts = rest[0], rest[1:]
+        if cmd == "list":
+            show_all = "--all" in opts or "--inactive" in opts
+            guests = [g for g in self.guests if g.running or show_all]
+            if "--inactive" in opts:
+                guests = [g for g in guests if not g.running]
+            if "--name" in opts:
+                return 0, "".join(g.name + "\n" for g in guests) + "\n", ""
+            lines = [" Id   Name           State", "-" * 32]
+            for n, g in enumerate(guests, 1):
+                lines.append(" %-4s %-14s %s" % (n if g.running else "-", g.name,
+                                                  "running" if g.running else "shut off"))
+            return 0, "\n".join(lines) + "\n\n", ""
+        if cmd in ("dumpxml", "domstate"):
+            names = [o for o in opts if not o.startswith("--")]
+            if not names:
+                return 1, "", "error: command '%s' requires <domain> option\n" % cmd
+            guest = next((g for g in self.guests if g.name == names[0]), None)
+            if guest is None:
+                return 1, "", ("error: failed to get domain '%s'\n" % names[0])
+            if cmd == "domstate":
+                return 0, ("running" if guest.running else "shut off") + "\n\n", ""
+            return 0, self._domain_xml(guest), ""
+        return 1, "", "error: unknown command: '%s'\n" % cmd
+
+    def _domain_xml(self, guest: Guest) -> str:
+        devs = []
+        for pci in guest.hostdevs:
+            dom, bus, devfn = pci.split(":")
+            dev, fn = devfn.split(".")
+            devs.append(
+                "    <hostdev mode='subsystem' type='pci' managed='yes'>\n"
+                "      <driver name='vfio'/>\n"
+                "      <source>\n"
+                "        <address domain='0x%s' bus='0x%s' slot='0x%s' function='0x%s'/>\n"
+                "      </source>\n"
+                "    </hostdev>\n" % (dom, bus, dev, fn))
+        return (
+            "<domain type='kvm'%s>\n  <name>%s</name>\n  <uuid>%s</uuid>\n"
+            "  <memory unit='KiB'>4194304</memory>\n  <vcpu placement='static'>2</vcpu>\n"
+            "  <os>\n    <type arch='x86_64' machine='pc-q35-6.2'>hvm</type>\n  </os>\n"
+            "  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n%s"
+            "    <interface type='network'>\n      <source network='default'/>\n"
+            "      <model type='virtio'/>\n    </interface>\n  </devices>\n</domain>\n"
+            % (" id='%d'" % (self.guests.index(guest) + 1) if guest.running else "", escape(guest.name),
+               guest.uuid, "".join(devs)))
+
+    def _prog_mkconfig(self, args: list[str], name: str = "grub-mkconfig"):
+        if "update_grub_fails" in self.faults:
+            msg = self.faults["update_grub_fails"].get(
+                "message", "/usr/sbin/grub-probe: error: failed to get canonical path of `/dev/mapper/root'.")
+            return 1, "", msg.rstrip("\n") + "\n"
+        out_path = None
+        if name == "update-grub":
+            if args:
+                return 1, "", "Usage: update-grub\n"
+            out_path = "/boot/grub/grub.cfg"
+        else:
+            i = 0
+            while i < len(args):
+                if args[i] in ("-o", "--output") and i + 1 < len(args):
+                    out_path = args[i + 1]
+                    i += 2
+                elif args[i].startswith("--output="):
+                    out_path = args[i].split("=", 1)[1]
+                    i += 1
+                else:
+                    return 1, "", "%s: unrecognized option '%s'\n" % (name, args[i])
+        files = self._grub_default_files()
+        log = "".join("Sourcing file `%s'\n" % f for f in files)
+        try:
+            env = self._sourced_defaults()
+        except bootcfg.ShellError as exc:
+            return 1, "", log + str(exc) + "\n"
+        text = self._render_mkconfig(env)
+        log += "Generating grub configuration file ...\n"
+        if out_path:
+            try:
+                parent = self._resolve(posixpath.dirname(out_path))
+            except OSError:
+                return 1, "", log + "%s: cannot open %s.new: No such file or directory\n" % (name, out_path)
+            self._put(posixpath.join(parent, posixpath.basename(out_path)), text)
+        log += "Found linux image: /boot/vmlinuz-%s\ndone\n" % self.profile.kernel
+        return 0, ("" if out_path else text), log
+
+    def _prog_grubby(self, args: list[str]):
+        if "update_grub_fails" in self.faults:
+            msg = self.faults["update_grub_fails"].get("message", "grubby fatal error: unable to find a "
+                                                                   "suitable template")
+            return 1, "", msg.rstrip("\n") + "\n"
+        opts = {}
+        for a in args:
+            key, _, value = a.partition("=")
+            opts[key] = value
+        if "--default-kernel" in opts:
+            return 0, "/boot/vmlinuz-%s\n" % self.profile.kernel, ""
+        if "--default-index" in opts:
+            return 0, "0\n", ""
+        if "--info" in opts:
+            cmd = self.generated_cmdline() or ""
+            words = cmd.split()
+            if words and words[0].startswith("BOOT_IMAGE="):
+                words = words[1:]
+            return 0, ('index=0\nkernel="/boot/vmlinuz-%s"\nargs="%s"\nroot="%s"\ninitrd="/boot/initramfs-%s.img"\n'
+                       'title="%s (%s)"\n' % (self.profile.kernel, " ".join(w for w in words if not w.startswith(
+                           "root=")), next((w[5:] for w in words if w.startswith("root=")), ""),
+                           self.profile.kernel, self.profile.distributor, self.profile.kernel)), ""
+        if "--update-kernel" in opts:
+            target = opts["--update-kernel"]
+            if target not in ("ALL", "DEFAULT", "/boot/vmlinuz-" + self.profile.kernel, "0"):
+                return 1, "", "grubby: kernel not found: %s\n" % target
+            add = bootcfg.split_args(opts.get("--args", ""))
+            remove = bootcfg.split_args(opts.get("--remove-args", ""))
+            self._grubby_edit(add, remove)
+            return 0, "", ""
+        return 1, "", "grubby: no action specified\n"
+
+    # -- control helpers (tests, CLI) -----------------------------------------------------------
+
+    def add_guest(self, name: str, hostdevs: list[str] | None = None, running: bool = True,
+                  autostart: bool = True) -> None:
+        with self.lock:
+            self.guests = [g for g in self.guests if g.name != name]
+            self.guests.append(Guest(name=name, hostdevs=list(hostdevs or []), running=running,
+                                     autostart=autostart))
+            self._touch()
+
+    def remove_guest(self, name: str) -> None:
+        with self.lock:
+            self.guests = [g for g in self.guests if g.name != name]
+            self._touch()
+
+    def system(self, privileged: bool = True) -> SimSystem:
+        return SimSystem(self, privileged=privileged)
+
+    def acquire_run(self) -> None:
+        with self.lock:
+            self._active += 1
+
+    def release_run(self) -> None:
+        with self.lock:
+            self._active -= 1
+            if self._active <= 0:
+                self._active = 0
+                self._dyn = None  # keep idle hosts small
+
+    def true_state(self) -> dict:
+        with self.lock:
+            now = time.monotonic()
+            try:
+                effective = self._sourced_defaults()
+                grub_error = None
+            except bootcfg.ShellError as exc:
+                effective, grub_error = {}, str(exc)
+            persisted: dict[str, int] = {}
+            for pci, count, _source in self._boot_writes():
+                persisted.setdefault(pci, count)  # the first write wins (a second one gets EBUSY)
+            held = self._held_vfs()
+            return {
+                "name": self.name,
+                "profile": self.profile.name,
+                "state": self.state,
+                "reachable": self.state == "up" and self.listening,
+                "boot_id": self.boot_id,
+                "boot_count": self.boot_count,
+                "kernel": self.profile.kernel,
+                "cpu_vendor": self.profile.cpu_vendor,
+                "cmdline": self.cmdline,
+                "generated_cmdline": self.generated_cmdline(),
+                "grub_default_text": self.files.get("/etc/default/grub"),
+                "grub_effective": {k: v for k, v in effective.items() if k.startswith("GRUB_CMDLINE")},
+                "grub_error": grub_error,
+                "iommu_active": self.iommu_active,
+                "numvfs": {n.pci: n.numvfs for n in self.nics if n.spec.sriov},
+                "totalvfs": {n.pci: self._totalvfs(n) for n in self.nics if n.spec.sriov},
+                "vfs": {n.pci: [{"index": v.index, "pci": v.pci, "netdev": v.netdev, "mac": v.mac,
+                                 "netdev_present": now >= v.ready_at and v.pci not in held,
+                                 "held_by": held.get(v.pci)} for v in n.vfs]
+                        for n in self.nics if n.spec.sriov},
+                "persisted": persisted,
+                "nics": {n.name: n.pci for n in self.nics},
+                "guests": [{"name": g.name, "running": g.running, "hostdevs": list(g.hostdevs),
+                            "note": g.note} for g in self.guests],
+                "faults": {k: dict(v) for k, v in self.faults.items()},
+                "reboots_requested": self.reboots_requested,
+                "files": sorted(p for p in self.files if p.startswith("/etc/")),
+            }
+
+
+def reboot_intent(argv: list[str]) -> bool:
+    """Does this command line reboot the machine (now or later)?"""
+    if not argv:
+        return False
+    name = posixpath.basename(argv[0])
+    args = argv[1:]
+    if name == "reboot":
+        return True
+    if name == "shutdown":
+        return "-r" in args or "--reboot" in args
+    if name == "systemctl":
+        return "reboot" in args
+    if name == "systemd-run":
+        rest = list(args)
+        while rest and rest[0].startswith("-"):
+            rest.pop(0)
+        return reboot_intent(rest)
+    if name in ("sh", "bash") and len(args) >= 2 and args[0] == "-c":
+        return bool(re.search(r"(^|[;&|\s])(reboot|shutdown\s+-r|systemctl\s+reboot)\b", args[1]))
+    return False
+
+
+class SimSystem:
+    """The agent's System seam over a SimHost (docs/architecture.md). One per agent run.
+
+    privileged=False plays a non-root login without sudo: reads work, writes fail with EACCES.
+    """
+
+    write_timeout = 120.0
+
+    def __init__(self, host: SimHost, privileged: bool = True, stop_event: threading.Event | None = None):
+        self.host = host
+        self.privileged = privileged
+        self.stop_event = stop_event
+
+    def read_text(self, path):
+        with self.host.lock:
+            return self.host.fs_read(path)
+
+    def write_text(self, path, data):
+        with self.host.lock:
+            self.host.fs_write(path, data, self.privileged)
+
+    def atomic_write(self, path, data, mode=0o644):
+        with self.host.lock:
+            self.host.fs_atomic_write(path, data, self.privileged)
+
+    def exists(self, path):
+        with self.host.lock:
+            try:
+                self.host._resolve(path)
+                return True
+            except OSError:
+                return False
+
+    def is_dir(self, path):
+        with self.host.lock:
+            try:
+                return self.host._entry(self.host._resolve(path))[0] == "d"
+            except OSError:
+                return False
+
+    def is_link(self, path):
+        with self.host.lock:
+            try:
+                return self.host._entry(self.host._resolve(path, follow_last=False))[0] == "l"
+            except OSError:
+                return False
+
+    def list_dir(self, path):
+        with self.host.lock:
+            real = self.host._resolve(path)
+            if self.host._entry(real)[0] != "d":
+                raise _err(errno.ENOTDIR, path)
+            return self.host._list(real)
+
+    def read_link(self, path):
+        with self.host.lock:
+            entry = self.host._entry(self.host._resolve(path, follow_last=False))
+            if entry[0] != "l":
+                raise _err(errno.EINVAL, path)
+            return entry[1]
+
+    def remove(self, path):
+        with self.host.lock:
+            self.host.fs_remove(path, self.privileged)
+
+    def make_dirs(self, path):
+        with self.host.lock:
+            self.host.fs_make_dirs(path, self.privileged)
+
+    def which(self, name):
+        return self.host.which(name)
+
+    def run(self, argv, timeout):
+        with self.host.lock:
+            return self.host.run_program(list(argv), self.privileged)
+
+    def spawn_detached(self, argv):
+        with self.host.lock:
+            self.host.spawn(list(argv), self.privileged)
+
+    def sleep(self, seconds):
+        if self.stop_event is not None:
+            if self.stop_event.wait(seconds):
+                raise RuntimeError("simfleet is stopping")
+        else:
+            time.sleep(seconds)
+
+    def monotonic(self):
+        return time.monotonic()
