@@ -45,48 +45,89 @@ def _vote(change_id: int, user, decision: str, comment: str, plan_hash: str, req
         if change.state != State.SUBMITTED:
             raise ChangeError(f"a {change.get_state_display().lower()} change is not waiting for votes")
         if plan_hash != change.plan_hash:
-            raise ChangeError("the plan changed since you loaded the page; review the current plan and vote again")
+            raise ChangeError(
+                "the plan changed since you loaded the page; review the current plan and vote again"
+            )
         if Approval.objects.filter(change=change, user=user, plan_hash=change.plan_hash).exists():
             raise ChangeError("you already voted on this plan")
         if decision == Approval.Decision.APPROVE:
             plan, changed = replan(change)
             if changed or plan.blocked:
                 change.submitted_at = None
-                why = ("the inventory changed since the change was submitted: the plan is different now"
-                       if changed else "the plan has blocking errors now")
-                transition(change, State.DRAFT, user=user, action="change.updated", request=request,
-                           message=why + "; the requester must review and submit it again",
-                           data={"replanned": True, "old_plan_hash": plan_hash, "plan_hash": change.plan_hash,
-                                 "votes_invalidated": True})
+                why = (
+                    "the inventory changed since the change was submitted: the plan is different now"
+                    if changed
+                    else "the plan has blocking errors now"
+                )
+                transition(
+                    change,
+                    State.DRAFT,
+                    user=user,
+                    action="change.updated",
+                    request=request,
+                    message=why + "; the requester must review and submit it again",
+                    data={
+                        "replanned": True,
+                        "old_plan_hash": plan_hash,
+                        "plan_hash": change.plan_hash,
+                        "votes_invalidated": True,
+                    },
+                )
                 replanned = True
         if not replanned:
             try:
                 with transaction.atomic():
-                    vote = Approval.objects.create(change=change, user=user, decision=decision, comment=comment,
-                                                   plan_hash=change.plan_hash)
+                    vote = Approval.objects.create(
+                        change=change,
+                        user=user,
+                        decision=decision,
+                        comment=comment,
+                        plan_hash=change.plan_hash,
+                    )
             except IntegrityError:
                 raise ChangeError("you already voted on this plan") from None
             if decision == Approval.Decision.REJECT:
                 change.decided_at = timezone.now()
-                transition(change, State.REJECTED, user=user, action="change.rejected", request=request,
-                           message=f"rejected by {user.get_username()}: {comment}",
-                           data={"vote": vote.pk, "comment": comment, "plan_hash": change.plan_hash})
+                transition(
+                    change,
+                    State.REJECTED,
+                    user=user,
+                    action="change.rejected",
+                    request=request,
+                    message=f"rejected by {user.get_username()}: {comment}",
+                    data={"vote": vote.pk, "comment": comment, "plan_hash": change.plan_hash},
+                )
             else:
                 votes = approvals_in(change)
-                data = {"vote": vote.pk, "comment": comment, "plan_hash": change.plan_hash,
-                        "approvals": votes, "required": change.required_approvals,
-                        "quorum": votes >= change.required_approvals}
+                data = {
+                    "vote": vote.pk,
+                    "comment": comment,
+                    "plan_hash": change.plan_hash,
+                    "approvals": votes,
+                    "required": change.required_approvals,
+                    "quorum": votes >= change.required_approvals,
+                }
                 if votes < change.required_approvals:
-                    record("change.approved", obj=change, change=change, actor=user, request=request, data=data)
+                    record(
+                        "change.approved", obj=change, change=change, actor=user, request=request, data=data
+                    )
                 else:
                     change.decided_at = timezone.now()
-                    transition(change, State.APPROVED, user=user, action="change.approved", request=request,
-                               message=f"approved: {votes} of {change.required_approvals} required approvals",
-                               data=data)
+                    transition(
+                        change,
+                        State.APPROVED,
+                        user=user,
+                        action="change.approved",
+                        request=request,
+                        message=f"approved: {votes} of {change.required_approvals} required approvals",
+                        data=data,
+                    )
                     schedule(change, user=user, request=request)
     if replanned:
-        raise ChangeError("the plan changed since the change was submitted (the inventory is different now); "
-                          "the change is back in draft and needs to be submitted and approved again")
+        raise ChangeError(
+            "the plan changed since the change was submitted (the inventory is different now); "
+            "the change is back in draft and needs to be submitted and approved again"
+        )
     return change
 
 
@@ -100,14 +141,23 @@ def reject(change_id: int, user, *, comment: str, plan_hash: str, request=None) 
 
 def approvals_in(change: ChangeRequest) -> int:
     """Distinct approvers on the current plan hash."""
-    return (Approval.objects.filter(change=change, plan_hash=change.plan_hash, decision=Approval.Decision.APPROVE)
-            .exclude(user_id=change.requested_by_id).values("user").distinct().count())
+    return (
+        Approval.objects.filter(change=change, plan_hash=change.plan_hash, decision=Approval.Decision.APPROVE)
+        .exclude(user_id=change.requested_by_id)
+        .values("user")
+        .distinct()
+        .count()
+    )
 
 
 def can_vote(change: ChangeRequest, user, votes=None) -> bool:
     from console.roles import has_permission
 
-    if change.state != State.SUBMITTED or change.requested_by_id == user.pk or not has_permission(user, "approve"):
+    if (
+        change.state != State.SUBMITTED
+        or change.requested_by_id == user.pk
+        or not has_permission(user, "approve")
+    ):
         return False
     votes = change.approvals.all() if votes is None else votes
     return not any(v.user_id == user.pk and v.plan_hash == change.plan_hash for v in votes)
@@ -119,18 +169,26 @@ def expire_stale_approvals(now=None) -> list[int]:
     cutoff = now - timedelta(seconds=settings.APPROVAL_MAX_AGE)
     expired = []
     for change_id in ChangeRequest.objects.filter(state=State.SUBMITTED, submitted_at__lt=cutoff).values_list(
-            "pk", flat=True):
+        "pk", flat=True
+    ):
         with transaction.atomic():
             change = lock(change_id)
             if change.state != State.SUBMITTED or change.submitted_at >= cutoff:
                 continue
             hours = settings.APPROVAL_MAX_AGE / 3600
             change.decided_at = now
-            transition(change, State.EXPIRED, action="change.expired",
-                       message=f"expired: no decision within {hours:g} hours of submission "
-                               f"(submitted {change.submitted_at:%Y-%m-%d %H:%M} UTC)",
-                       data={"submitted_at": change.submitted_at.isoformat(),
-                             "max_age_seconds": settings.APPROVAL_MAX_AGE,
-                             "approvals": approvals_in(change), "required": change.required_approvals})
+            transition(
+                change,
+                State.EXPIRED,
+                action="change.expired",
+                message=f"expired: no decision within {hours:g} hours of submission "
+                f"(submitted {change.submitted_at:%Y-%m-%d %H:%M} UTC)",
+                data={
+                    "submitted_at": change.submitted_at.isoformat(),
+                    "max_age_seconds": settings.APPROVAL_MAX_AGE,
+                    "approvals": approvals_in(change),
+                    "required": change.required_approvals,
+                },
+            )
             expired.append(change_id)
     return expired

@@ -32,7 +32,9 @@ class ChangeRequest(models.Model):
 
     title = models.CharField(max_length=200)
     reason = models.TextField()
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="changes")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="changes"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     state = models.CharField(max_length=20, choices=State.choices, default=State.DRAFT, db_index=True)
@@ -144,7 +146,9 @@ class Rollout(models.Model):
 
     change = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="rollouts")
     attempt = models.PositiveIntegerField(default=1)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="retries")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="retries"
+    )
     state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING, db_index=True)
     message = models.TextField(blank=True)
     plan_hash = models.CharField(max_length=64)

@@ -57,8 +57,13 @@ class SetVfs:
             raise OperationError(f"{where}: persist and take_over must be true or false")
         if by == "vendor_device":
             value = value.lower()
-        return {"op": self.name, "select": {"by": by, "value": value}, "count": count, "persist": persist,
-                "take_over": take_over}
+        return {
+            "op": self.name,
+            "select": {"by": by, "value": value},
+            "count": count,
+            "persist": persist,
+            "take_over": take_over,
+        }
 
     def describe(self, op: dict) -> str:
         by = {"name": "PF", "pci": "PF at", "driver": "PFs driven by", "vendor_device": "PFs of device"}
@@ -76,14 +81,18 @@ class SetVfs:
             return [n for n in nics if n.driver == value and n.sriov_capable]
         return [n for n in nics if f"{n.vendor_id}:{n.device_id}".lower() == value and n.sriov_capable]
 
-    def plan(self, op: dict, number: int, host, nics: list, vfs_by_nic: dict, change, out: HostPlan,
-             claimed: dict) -> None:
+    def plan(
+        self, op: dict, number: int, host, nics: list, vfs_by_nic: dict, change, out: HostPlan, claimed: dict
+    ) -> None:
         selected = self.select_nics(op, nics)
         by, value = op["select"]["by"], op["select"]["value"]
         if not selected:
-            what = {"name": f"no NIC named {value}", "pci": f"no NIC at PCI address {value}",
-                    "driver": f"no SR-IOV capable NIC driven by {value}",
-                    "vendor_device": f"no SR-IOV capable NIC of device {value}"}[by]
+            what = {
+                "name": f"no NIC named {value}",
+                "pci": f"no NIC at PCI address {value}",
+                "driver": f"no SR-IOV capable NIC driven by {value}",
+                "vendor_device": f"no SR-IOV capable NIC of device {value}",
+            }[by]
             out.errors.append(f"operation {number}: PF missing: {what} on {host.name}")
             return
         before = out.before.setdefault(self.namespace, {})
@@ -92,7 +101,9 @@ class SetVfs:
         for nic in selected:
             label = f"{nic.name} ({nic.pci_address})"
             if nic.pci_address in claimed:
-                out.errors.append(f"{label} is selected by operations {claimed[nic.pci_address]} and {number}")
+                out.errors.append(
+                    f"{label} is selected by operations {claimed[nic.pci_address]} and {number}"
+                )
                 continue
             claimed[nic.pci_address] = number
             if not nic.sriov_capable:
@@ -110,8 +121,9 @@ class SetVfs:
             force = False
             owned = nic.persisted or nic.managed_numvfs is not None
             if count != current and current > 0 and not owned:
-                text = (f"{nic.name} has {current} VFs that SR-IOV Console did not configure "
-                        "(externally managed)")
+                text = (
+                    f"{nic.name} has {current} VFs that SR-IOV Console did not configure (externally managed)"
+                )
                 if op["take_over"]:
                     out.warnings.append(text + "; this change takes it over")
                     force = True
@@ -138,11 +150,21 @@ class SetVfs:
                 text = f"{nic.name}: {current} → {count} VFs"
             if legacy and count != current:
                 text += " (kernel older than 3.8: max_vfs in modprobe.d, applies after a reboot)"
-                out.warnings.append(f"{nic.name}: the new count applies only after a reboot (kernel {host.kernel})")
+                out.warnings.append(
+                    f"{nic.name}: the new count applies only after a reboot (kernel {host.kernel})"
+                )
             step = None
             if count != current or needs_persist:
-                step = {"op": self.name, "args": {"pf": nic.name, "pci_address": nic.pci_address, "count": count,
-                                                  "persist": op["persist"], "force": force}}
+                step = {
+                    "op": self.name,
+                    "args": {
+                        "pf": nic.name,
+                        "pci_address": nic.pci_address,
+                        "count": count,
+                        "persist": op["persist"],
+                        "force": force,
+                    },
+                }
             out.actions.append({"text": text, "pf": nic.name, "pci_address": nic.pci_address, "step": step})
 
     # -- execution --------------------------------------------------------------------------

@@ -44,8 +44,12 @@ class PlannedHost:
 
     @property
     def hash_material(self) -> dict:
-        return {"host": self.host.pk, "before": self.plan.before, "after": self.plan.after,
-                "steps": [a["step"] for a in self.plan.actions if a.get("step")]}
+        return {
+            "host": self.host.pk,
+            "before": self.plan.before,
+            "after": self.plan.after,
+            "steps": [a["step"] for a in self.plan.actions if a.get("step")],
+        }
 
     @property
     def item_hash(self) -> str:
@@ -64,6 +68,13 @@ class Plan:
     @property
     def hash(self) -> str:
         return sha256([p.hash_material for p in self.hosts])
+
+    @property
+    def hosts_rows(self) -> list[dict]:
+        return [
+            {"host": p.host, "actions": p.plan.actions, "errors": p.plan.errors, "warnings": p.plan.warnings}
+            for p in self.hosts
+        ]
 
     @property
     def counts(self) -> dict:
@@ -98,7 +109,9 @@ def compute_plan(change, hosts: list[Hypervisor], now=None) -> Plan:
     for nic in Nic.objects.filter(host_id__in=host_ids, present=True).order_by("host_id", "pci_address"):
         nics_by_host.setdefault(nic.host_id, []).append(nic)
     vfs_by_nic: dict[int, list[VirtualFunction]] = {}
-    for vf in VirtualFunction.objects.filter(nic__host_id__in=host_ids, present=True).order_by("nic_id", "index"):
+    for vf in VirtualFunction.objects.filter(nic__host_id__in=host_ids, present=True).order_by(
+        "nic_id", "index"
+    ):
         vfs_by_nic.setdefault(vf.nic_id, []).append(vf)
 
     planned = []

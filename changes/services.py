@@ -38,10 +38,23 @@ TRANSITIONS = {
 EDITABLE = (State.DRAFT, State.SUBMITTED)
 CANCELLABLE = (State.DRAFT, State.SUBMITTED, State.APPROVED, State.SCHEDULED, State.RUNNING)
 RETRYABLE = (State.FAILED, State.PARTIALLY_FAILED)
-FINISHED = (State.SUCCEEDED, State.FAILED, State.PARTIALLY_FAILED, State.CANCELLED, State.REJECTED,
-            State.EXPIRED)
+FINISHED = (
+    State.SUCCEEDED,
+    State.FAILED,
+    State.PARTIALLY_FAILED,
+    State.CANCELLED,
+    State.REJECTED,
+    State.EXPIRED,
+)
 
-POLICY_FIELDS = ("parallelism", "canary_count", "max_failures", "not_before", "not_after", "allow_guest_impact")
+POLICY_FIELDS = (
+    "parallelism",
+    "canary_count",
+    "max_failures",
+    "not_before",
+    "not_after",
+    "allow_guest_impact",
+)
 WORKER = "worker"
 
 
@@ -61,19 +74,42 @@ def lock(change_id: int) -> ChangeRequest:
     return ChangeRequest.objects.select_for_update().get(pk=change_id)
 
 
-def transition(change: ChangeRequest, new_state: str, *, user=None, action: str, message: str = "",
-               data: dict | None = None, request=None) -> ChangeRequest:
+def transition(
+    change: ChangeRequest,
+    new_state: str,
+    *,
+    user=None,
+    action: str,
+    message: str = "",
+    data: dict | None = None,
+    request=None,
+) -> ChangeRequest:
     """Move a locked change to new_state if the table allows it, and audit `action`."""
     old = change.state
     if new_state not in TRANSITIONS[old]:
         raise ChangeError(f"a {change.get_state_display().lower()} change cannot become {new_state}")
     change.state = new_state
     change.state_message = message
-    change.save(update_fields=["state", "state_message", "updated_at", "submitted_at", "decided_at",
-                               "plan_hash", "plan_computed_at", "plan_blocked"])
-    record(action, obj=change, change=change, request=request,
-           data={"from": old, "to": new_state, **({"message": message} if message else {}), **(data or {})},
-           **actor_kwargs(user))
+    change.save(
+        update_fields=[
+            "state",
+            "state_message",
+            "updated_at",
+            "submitted_at",
+            "decided_at",
+            "plan_hash",
+            "plan_computed_at",
+            "plan_blocked",
+        ]
+    )
+    record(
+        action,
+        obj=change,
+        change=change,
+        request=request,
+        data={"from": old, "to": new_state, **({"message": message} if message else {}), **(data or {})},
+        **actor_kwargs(user),
+    )
     return change
 
 
@@ -135,11 +171,22 @@ def preview_plan(data: dict) -> tuple[dict, Plan]:
 
 def _store_plan(change: ChangeRequest, plan: Plan) -> None:
     change.plan_items.all().delete()
-    PlanItem.objects.bulk_create([
-        PlanItem(change=change, host=p.host, order=p.order, before=p.plan.before, after=p.plan.after,
-                 actions=p.plan.actions, errors=p.plan.errors, warnings=p.plan.warnings, item_hash=p.item_hash)
-        for p in plan.hosts
-    ])
+    PlanItem.objects.bulk_create(
+        [
+            PlanItem(
+                change=change,
+                host=p.host,
+                order=p.order,
+                before=p.plan.before,
+                after=p.plan.after,
+                actions=p.plan.actions,
+                errors=p.plan.errors,
+                warnings=p.plan.warnings,
+                item_hash=p.item_hash,
+            )
+            for p in plan.hosts
+        ]
+    )
     change.plan_hash = plan.hash
     change.plan_computed_at = timezone.now()
     change.plan_blocked = plan.blocked
@@ -183,18 +230,32 @@ def create_change(data: dict, user, *, request=None) -> ChangeRequest:
         change.save()
         plan, _ = replan(change)
         change.save()
-        record("change.created", obj=change, change=change, request=request, actor=user, data={
-            "title": change.title, "reason": change.reason, "targets": change.targets,
-            "operations": change.operations, "policy": policy_of(change), "plan_hash": change.plan_hash,
-            "hosts": len(plan.hosts), "blocked": plan.blocked,
-        })
+        record(
+            "change.created",
+            obj=change,
+            change=change,
+            request=request,
+            actor=user,
+            data={
+                "title": change.title,
+                "reason": change.reason,
+                "targets": change.targets,
+                "operations": change.operations,
+                "policy": policy_of(change),
+                "plan_hash": change.plan_hash,
+                "hosts": len(plan.hosts),
+                "blocked": plan.blocked,
+            },
+        )
     return change
 
 
 def policy_of(change: ChangeRequest) -> dict:
     return {
-        "parallelism": change.parallelism, "canary_count": change.canary_count,
-        "max_failures": change.max_failures, "allow_guest_impact": change.allow_guest_impact,
+        "parallelism": change.parallelism,
+        "canary_count": change.canary_count,
+        "max_failures": change.max_failures,
+        "allow_guest_impact": change.allow_guest_impact,
         "not_before": change.not_before.isoformat() if change.not_before else None,
         "not_after": change.not_after.isoformat() if change.not_after else None,
     }
@@ -211,8 +272,14 @@ def update_change(change_id: int, data: dict, user, *, request=None) -> ChangeRe
             raise PermissionDenied("only the requester can edit a change")
         if change.state not in EDITABLE:
             raise ChangeError(f"a {change.get_state_display().lower()} change cannot be edited")
-        before = {"title": change.title, "reason": change.reason, "targets": change.targets,
-                  "operations": change.operations, "policy": policy_of(change), "plan_hash": change.plan_hash}
+        before = {
+            "title": change.title,
+            "reason": change.reason,
+            "targets": change.targets,
+            "operations": change.operations,
+            "policy": policy_of(change),
+            "plan_hash": change.plan_hash,
+        }
         _apply_fields(change, clean)
         replan(change)
         was_submitted = change.state == State.SUBMITTED
@@ -220,12 +287,30 @@ def update_change(change_id: int, data: dict, user, *, request=None) -> ChangeRe
             change.submitted_at = None
             change.state = State.DRAFT
         change.save()
-        after = {"title": change.title, "reason": change.reason, "targets": change.targets,
-                 "operations": change.operations, "policy": policy_of(change), "plan_hash": change.plan_hash}
-        record("change.updated", obj=change, change=change, request=request, actor=user, data={
-            "before": before, "after": after,
-            **({"from": State.SUBMITTED, "to": State.DRAFT, "votes_invalidated": True} if was_submitted else {}),
-        })
+        after = {
+            "title": change.title,
+            "reason": change.reason,
+            "targets": change.targets,
+            "operations": change.operations,
+            "policy": policy_of(change),
+            "plan_hash": change.plan_hash,
+        }
+        record(
+            "change.updated",
+            obj=change,
+            change=change,
+            request=request,
+            actor=user,
+            data={
+                "before": before,
+                "after": after,
+                **(
+                    {"from": State.SUBMITTED, "to": State.DRAFT, "votes_invalidated": True}
+                    if was_submitted
+                    else {}
+                ),
+            },
+        )
     return change
 
 
@@ -243,8 +328,14 @@ def submit_change(change_id: int, user, *, request=None) -> ChangeRequest:
             change.save()
             raise ChangeError("the plan has blocking errors; fix them (or the hosts) before submitting")
         change.submitted_at = timezone.now()
-        transition(change, State.SUBMITTED, user=user, action="change.submitted", request=request,
-                   data={"plan_hash": change.plan_hash, "required_approvals": change.required_approvals})
+        transition(
+            change,
+            State.SUBMITTED,
+            user=user,
+            action="change.submitted",
+            request=request,
+            data={"plan_hash": change.plan_hash, "required_approvals": change.required_approvals},
+        )
     return change
 
 
@@ -253,28 +344,57 @@ def submit_change(change_id: int, user, *, request=None) -> ChangeRequest:
 # ---------------------------------------------------------------------------------------------
 
 
-def schedule(change: ChangeRequest, *, user=None, items=None, parent: Rollout | None = None,
-             action: str = "change.scheduled", request=None) -> Rollout:
+def schedule(
+    change: ChangeRequest,
+    *,
+    user=None,
+    items=None,
+    parent: Rollout | None = None,
+    action: str = "change.scheduled",
+    request=None,
+) -> Rollout:
     """Create the next rollout of a locked change for `items` (default: the whole plan) and
     enqueue advance_rollout once the transaction commits."""
     items = list(change.plan_items.order_by("order")) if items is None else items
     attempt = (change.rollouts.order_by("-attempt").values_list("attempt", flat=True).first() or 0) + 1
-    rollout = Rollout.objects.create(change=change, attempt=attempt, parent=parent, plan_hash=change.plan_hash,
-                                     created_by=user)
+    rollout = Rollout.objects.create(
+        change=change, attempt=attempt, parent=parent, plan_hash=change.plan_hash, created_by=user
+    )
     canaries = change.canary_count
-    HostRun.objects.bulk_create([
-        HostRun(rollout=rollout, host_id=item.host_id, plan_item=item, order=position,
-                is_canary=position < canaries)
-        for position, item in enumerate(items)
-    ])
+    HostRun.objects.bulk_create(
+        [
+            HostRun(
+                rollout=rollout,
+                host_id=item.host_id,
+                plan_item=item,
+                order=position,
+                is_canary=position < canaries,
+            )
+            for position, item in enumerate(items)
+        ]
+    )
     change.decided_at = change.decided_at or timezone.now()
-    transition(change, State.SCHEDULED, user=user, action=action, request=request, data={
-        "rollout": rollout.pk, "attempt": attempt, "hosts": len(items), "plan_hash": change.plan_hash,
-        **({"parent_rollout": parent.pk} if parent else {}),
-    })
-    record("rollout.state_changed", obj=rollout, change=change, data={"from": None, "to": rollout.state,
-                                                                       "attempt": attempt},
-           **actor_kwargs(user))
+    transition(
+        change,
+        State.SCHEDULED,
+        user=user,
+        action=action,
+        request=request,
+        data={
+            "rollout": rollout.pk,
+            "attempt": attempt,
+            "hosts": len(items),
+            "plan_hash": change.plan_hash,
+            **({"parent_rollout": parent.pk} if parent else {}),
+        },
+    )
+    record(
+        "rollout.state_changed",
+        obj=rollout,
+        change=change,
+        data={"from": None, "to": rollout.state, "attempt": attempt},
+        **actor_kwargs(user),
+    )
     from .tasks import advance_rollout
 
     rollout_id = rollout.pk
@@ -293,8 +413,15 @@ def cancel_change(change_id: int, user, *, reason: str = "", request=None) -> Ch
         now = timezone.now()
         rollout = change.rollouts.select_for_update().order_by("-attempt").first()
         message = "cancelled by " + user.get_username() + (f": {reason}" if reason else "")
-        transition(change, State.CANCELLED, user=user, action="change.cancelled", request=request,
-                   message=message, data={"reason": reason, "was": was})
+        transition(
+            change,
+            State.CANCELLED,
+            user=user,
+            action="change.cancelled",
+            request=request,
+            message=message,
+            data={"reason": reason, "was": was},
+        )
         if rollout is not None and not rollout.is_finished:
             rollout.cancel_requested_at = now
             rollout.save(update_fields=["cancel_requested_at"])
@@ -310,8 +437,9 @@ def retryable_items(change: ChangeRequest) -> tuple[list[PlanItem], list[str]]:
     rollout = change.rollouts.order_by("-attempt").first()
     if rollout is None:
         return [], ["this change never ran"]
-    runs = rollout.host_runs.filter(state__in=(HostRun.State.FAILED, HostRun.State.SKIPPED,
-                                               HostRun.State.DRIFTED)).select_related("plan_item", "host")
+    runs = rollout.host_runs.filter(
+        state__in=(HostRun.State.FAILED, HostRun.State.SKIPPED, HostRun.State.DRIFTED)
+    ).select_related("plan_item", "host")
     items, problems = [], []
     for run in runs:
         if run.state == HostRun.State.DRIFTED:
@@ -342,11 +470,14 @@ def retry_change(change_id: int, user, *, request=None) -> Rollout:
                     problems.append(f"{item.host.name}: the host no longer matches the approved plan")
         if problems or not items:
             raise ChangeError(
-                "cannot retry: " + ("; ".join(problems) or "no failed hosts")
+                "cannot retry: "
+                + ("; ".join(problems) or "no failed hosts")
                 + ". The approved plan no longer holds; create a new change."
             )
         parent = change.rollouts.order_by("-attempt").first()
-        rollout = schedule(change, user=user, items=items, parent=parent, action="change.retried", request=request)
+        rollout = schedule(
+            change, user=user, items=items, parent=parent, action="change.retried", request=request
+        )
     return rollout
 
 

@@ -32,14 +32,17 @@ def parse_filter(text: str) -> list[tuple[str, str]]:
     text = (text or "").strip()
     if not text:
         return []
+    tokens = text.split()
     terms = []
-    for position, raw in enumerate(re.split(r"\s+and\s+", text, flags=re.IGNORECASE), start=1):
-        raw = raw.strip()
-        if not raw:
-            raise TargetError(f"term {position} is empty (write 'key=value and key=value')")
+    position = 0
+    while True:
+        position += 1
+        if not tokens:
+            raise TargetError(f"term {position} is missing after 'and' (write key=value and key=value)")
+        raw = tokens.pop(0)
         if raw.count("=") != 1:
             raise TargetError(f"term {position} ({raw!r}) must be key=value")
-        key, value = (part.strip() for part in raw.split("="))
+        key, value = raw.split("=")
         key = key.lower()
         if key not in FILTER_KEYS:
             raise TargetError(f"unknown key {key!r} in term {position}; use one of {', '.join(FILTER_KEYS)}")
@@ -52,7 +55,11 @@ def parse_filter(text: str) -> list[tuple[str, str]]:
         if key == "vendor_device" and not VENDOR_DEVICE_RE.match(value):
             raise TargetError(f"vendor_device must look like 8086:1521, not {value!r}")
         terms.append((key, value))
-    return terms
+        if not tokens:
+            return terms
+        joiner = tokens.pop(0)
+        if joiner.lower() != "and":
+            raise TargetError(f"expected 'and' after term {position}, found {joiner!r} (only 'and' is supported)")
 
 
 def _term_q(key: str, value: str) -> Q:
@@ -82,7 +89,9 @@ def validate_targets(targets) -> dict:
     if unknown:
         raise TargetError(f"unknown target keys: {', '.join(sorted(unknown))}")
     host_ids = targets.get("host_ids") or []
-    if not isinstance(host_ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in host_ids):
+    if not isinstance(host_ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in host_ids
+    ):
         raise TargetError("host_ids must be a list of host ids")
     if len(host_ids) > MAX_HOST_IDS:
         raise TargetError(f"at most {MAX_HOST_IDS} hosts per change")

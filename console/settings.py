@@ -62,6 +62,9 @@ INSTALLED_APPS = [
     "audit",
     "hosts",
     "changes",
+    "rest_framework",
+    "drf_spectacular",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -202,6 +205,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "hosts.tasks.discover_fleet",
         "schedule": crontab(minute=f"*/{env_int('DISCOVERY_INTERVAL_MINUTES', 15)}"),
     },
+    # changes/ (issue 6): resume host runs whose worker died, and expire approvals that waited too long.
+    "resume-stale-host-runs": {
+        "task": "changes.tasks.resume_stale_host_runs",
+        "schedule": float(env_int("HOSTRUN_RESUME_INTERVAL_SECONDS", 30)),
+    },
+    "expire-approvals": {
+        "task": "changes.tasks.expire_approvals",
+        "schedule": crontab(minute="*/5"),
+    },
 }
 
 # --- Console behaviour ------------------------------------------------------------------------
@@ -210,6 +222,55 @@ SSH_OPERATION_TIMEOUT = float(os.environ.get("SSH_OPERATION_TIMEOUT", 120))
 DISCOVERY_CONCURRENCY = env_int("DISCOVERY_CONCURRENCY", 50)
 # Trust-on-first-use for host keys: off by default, an admin accepts each new key.
 HOST_KEY_TOFU = env_bool("HOST_KEY_TOFU")
+
+# Changes (changes/, docs/changes.md).
+CHANGE_APPROVALS_REQUIRED = env_int("CHANGE_APPROVALS_REQUIRED", 1)  # distinct approvers per change
+APPROVAL_MAX_AGE = env_int("APPROVAL_MAX_AGE", 7 * 24 * 3600)  # seconds a submitted change may wait
+PLAN_INVENTORY_MAX_AGE = env_int("PLAN_INVENTORY_MAX_AGE", 3600)  # older inventory → a plan warning
+HOSTRUN_HEARTBEAT_SECONDS = float(os.environ.get("HOSTRUN_HEARTBEAT_SECONDS", 10))
+HOSTRUN_STALE_SECONDS = float(os.environ.get("HOSTRUN_STALE_SECONDS", 60))  # no heartbeat → resumed
+HOSTRUN_WAIT_RETRY_SECONDS = float(os.environ.get("HOSTRUN_WAIT_RETRY_SECONDS", 5))  # host held elsewhere
+
+# --- REST API (api/, docs/api.md) -----------------------------------------------------------
+REST_FRAMEWORK = {
+    # Bearer tokens for automation, the session (with CSRF) for the browser. The first class's
+    # WWW-Authenticate header makes anonymous requests answer 401.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    # Every view names the console permission of each action (api/permissions.py).
+    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.ConsolePermission"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.IdCursorPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "api.schema.ConsoleAutoSchema",
+    "EXCEPTION_HANDLER": "api.exceptions.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "DEFAULT_THROTTLE_CLASSES": [],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "SR-IOV Console API",
+    "DESCRIPTION": "Hypervisor inventory, change requests with four-eyes approval, rollouts and the "
+    "audit trail. Same roles and rules as the web UI. See docs/api.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "HostStatusEnum": "hosts.models.Hypervisor.Status",
+        "ChangeStateEnum": "changes.models.ChangeRequest.State",
+        "RolloutStateEnum": "changes.models.Rollout.State",
+        "HostRunStateEnum": "changes.models.HostRun.State",
+    },
+}
+API_TOKEN_LAST_USED_RESOLUTION = env_int("API_TOKEN_LAST_USED_RESOLUTION", 60)  # seconds between writes
+API_TOKEN_MAX_PER_USER = env_int("API_TOKEN_MAX_PER_USER", 20)  # active tokens per user
 
 LOGGING = {
     "version": 1,

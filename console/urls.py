@@ -11,5 +11,6 @@ urlpatterns = [
     path("hosts/", include("hosts.urls")),
     path("audit/", include("audit.urls")),
     path("changes/", include("changes.urls")),
+    path("api/", include("api.urls")),
     path("admin/", admin.site.urls),
 ]

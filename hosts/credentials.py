@@ -10,6 +10,7 @@ from audit.services import record
 from .models import Credential
 
 MAX_KEY_BYTES = 16 * 1024
+PASSPHRASE_MESSAGE = "The key is protected by a passphrase; upload an unencrypted key."
 
 
 def parse_private_key(text: str) -> tuple[str, str]:
@@ -24,8 +25,12 @@ def parse_private_key(text: str) -> tuple[str, str]:
     try:
         key = asyncssh.import_private_key(text)
     except asyncssh.KeyEncryptionError:
-        raise ValidationError("The key is protected by a passphrase; upload an unencrypted key.") from None
-    except (asyncssh.KeyImportError, ValueError, TypeError):
+        raise ValidationError(PASSPHRASE_MESSAGE) from None
+    except asyncssh.KeyImportError as exc:
+        if "passphrase" in str(exc).lower():  # asyncssh reports an encrypted key this way
+            raise ValidationError(PASSPHRASE_MESSAGE) from None
+        raise ValidationError("This is not an SSH private key in OpenSSH or PEM format.") from None
+    except (ValueError, TypeError, UnicodeError):
         raise ValidationError("This is not an SSH private key in OpenSSH or PEM format.") from None
     public = key.export_public_key("openssh").decode().strip()
     return public, key.get_fingerprint("sha256")

@@ -119,7 +119,8 @@ class HostFilterSet(django_filters.FilterSet):
         return _yes_no(queryset, Exists(Nic.objects.filter(SRIOV_NIC, host=OuterRef("pk"))), value)
 
     def filter_iommu(self, queryset, name, value):
-        return _yes_no(queryset, Q(iommu_active=True), value)
+        # "no" is a known "off"; hosts never discovered (unknown) are in neither.
+        return queryset.filter(iommu_active={"yes": True, "no": False}[value]) if value else queryset
 
     def filter_drifted(self, queryset, name, value):
         return _yes_no(queryset, Q(drifted=True), value)

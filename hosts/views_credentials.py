@@ -22,6 +22,13 @@ from .credential_forms import AcceptHostKeyForm, CredentialEditForm, CredentialF
 from .models import Credential, Hypervisor
 
 
+def _bound(request):
+    """(data, files) for a POST, even an empty one (so it is answered with errors), else (None, None)."""
+    if request.method == "POST":
+        return request.POST, request.FILES
+    return None, None
+
+
 def _see_other(url: str) -> HttpResponseRedirect:
     return HttpResponseRedirect(url, status=303)
 
@@ -38,7 +45,7 @@ def credential_list(request):
 @require_http_methods(["GET", "POST"])
 @require_permission("administer")
 def credential_add(request):
-    form = CredentialForm(request.POST or None, request.FILES or None)
+    form = CredentialForm(*_bound(request))
     status = 200
     if request.method == "POST":
         if form.is_valid():
@@ -61,7 +68,7 @@ def credential_add(request):
 @require_permission("administer")
 def credential_edit(request, pk):
     credential = get_object_or_404(Credential, pk=pk)
-    form = CredentialEditForm(request.POST or None, instance=Credential.objects.get(pk=pk))
+    form = CredentialEditForm(*_bound(request)[:1], instance=Credential.objects.get(pk=pk))
     status = 200
     if request.method == "POST":
         if form.is_valid():
@@ -86,7 +93,7 @@ def credential_edit(request, pk):
 @require_permission("administer")
 def credential_rotate(request, pk):
     credential = get_object_or_404(Credential, pk=pk)
-    form = KeyPairForm(request.POST or None, request.FILES or None)
+    form = KeyPairForm(*_bound(request))
     status = 200
     if request.method == "POST":
         if form.is_valid():

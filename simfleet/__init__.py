@@ -7,5 +7,14 @@ from .host import FAULTS, SimHost, SimSystem, iommu_rule
 from .profiles import PROFILES, mixed_profiles
 from .server import USERS, FleetHost, SimFleet
 
-__all__ = ["FAULTS", "PROFILES", "USERS", "FleetHost", "SimFleet", "SimHost", "SimSystem", "iommu_rule",
-           "mixed_profiles"]
+__all__ = [
+    "FAULTS",
+    "PROFILES",
+    "USERS",
+    "FleetHost",
+    "SimFleet",
+    "SimHost",
+    "SimSystem",
+    "iommu_rule",
+    "mixed_profiles",
+]

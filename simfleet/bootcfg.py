@@ -22,8 +22,9 @@ def _expand(text: str, env: dict[str, str]) -> str:
     return VAR_RE.sub(lambda m: env.get(m.group(1) or m.group(2), ""), text)
 
 
-def _parse_value(text: str, pos: int, env: dict[str, str], distributor: str, path: str,
-                 lineno: int) -> tuple[str, int]:
+def _parse_value(
+    text: str, pos: int, env: dict[str, str], distributor: str, path: str, lineno: int
+) -> tuple[str, int]:
     """Parse one shell word starting at pos (may span lines inside quotes) -> (value, end pos)."""
     out = []
     n = len(text)
@@ -33,16 +34,15 @@ def _parse_value(text: str, pos: int, env: dict[str, str], distributor: str, pat
         if c == "'":
             j = text.find("'", i + 1)
             if j < 0:
-                raise ShellError("%s: line %d: unexpected EOF while looking for matching `''" % (path, lineno))
-            out.append(text[i + 1:j])
+                raise ShellError(f"{path}: line {lineno}: unexpected EOF while looking for matching `''")
+            out.append(text[i + 1 : j])
             i = j + 1
         elif c == '"':
             i += 1
             buf = []
             while True:
                 if i >= n:
-                    raise ShellError('%s: line %d: unexpected EOF while looking for matching `"\'' % (
-                        path, lineno))
+                    raise ShellError(f"{path}: line {lineno}: unexpected EOF while looking for matching `\"'")
                 ch = text[i]
                 if ch == '"':
                     i += 1
@@ -55,16 +55,18 @@ def _parse_value(text: str, pos: int, env: dict[str, str], distributor: str, pat
                 if ch == "$" and text.startswith("$(", i):
                     j = text.find(")", i)
                     if j < 0:
-                        raise ShellError("%s: line %d: unexpected EOF while looking for matching `)'" % (
-                            path, lineno))
+                        raise ShellError(
+                            f"{path}: line {lineno}: unexpected EOF while looking for matching `)'"
+                        )
                     buf.append(distributor.replace("$", "\x00"))
                     i = j + 1
                     continue
                 if ch == "`":
                     j = text.find("`", i + 1)
                     if j < 0:
-                        raise ShellError("%s: line %d: unexpected EOF while looking for matching ``'" % (
-                            path, lineno))
+                        raise ShellError(
+                            f"{path}: line {lineno}: unexpected EOF while looking for matching ``'"
+                        )
                     buf.append(distributor)
                     i = j + 1
                     continue
@@ -74,13 +76,13 @@ def _parse_value(text: str, pos: int, env: dict[str, str], distributor: str, pat
         elif c == "`":
             j = text.find("`", i + 1)
             if j < 0:
-                raise ShellError("%s: line %d: unexpected EOF while looking for matching ``'" % (path, lineno))
+                raise ShellError(f"{path}: line {lineno}: unexpected EOF while looking for matching ``'")
             out.append(distributor)
             i = j + 1
         elif text.startswith("$(", i):
             j = text.find(")", i)
             if j < 0:
-                raise ShellError("%s: line %d: syntax error: unexpected end of file" % (path, lineno))
+                raise ShellError(f"{path}: line {lineno}: syntax error: unexpected end of file")
             out.append(distributor)
             i = j + 1
         elif c == "\\" and i + 1 < n:
@@ -121,34 +123,37 @@ def source_defaults(files: list[tuple[str, str]], distributor: str) -> dict[str,
             if stripped and not stripped.startswith("#"):
                 # Any other shell line: only unbalanced quotes matter to us.
                 if stripped.count('"') % 2 or stripped.count("'") % 2:
-                    raise ShellError("%s: line %d: unexpected EOF while looking for matching quote" % (
-                        path, lineno))
+                    raise ShellError(
+                        f"{path}: line {lineno}: unexpected EOF while looking for matching quote"
+                    )
             i = eol + 1
     return env
 
 
 def kernel_args(env: dict[str, str]) -> str:
     """The argument string 10_linux puts on the default entry's linux line."""
-    return ("%s %s" % (env.get("GRUB_CMDLINE_LINUX", ""), env.get("GRUB_CMDLINE_LINUX_DEFAULT", ""))).strip()
+    return (
+        "{} {}".format(env.get("GRUB_CMDLINE_LINUX", ""), env.get("GRUB_CMDLINE_LINUX_DEFAULT", ""))
+    ).strip()
 
 
 def render_grub_cfg(*, flavour: str, os_name: str, kernel: str, root_arg: str, args: str) -> str:
-    linux_path = "/vmlinuz-%s" % kernel if flavour == "rhel-mkconfig" else "/boot/vmlinuz-%s" % kernel
-    initrd = ("/initramfs-%s.img" % kernel) if flavour == "rhel-mkconfig" else "/boot/initrd.img-%s" % kernel
+    linux_path = f"/vmlinuz-{kernel}" if flavour == "rhel-mkconfig" else f"/boot/vmlinuz-{kernel}"
+    initrd = (f"/initramfs-{kernel}.img") if flavour == "rhel-mkconfig" else f"/boot/initrd.img-{kernel}"
     return (
         "#\n# DO NOT EDIT THIS FILE\n#\n"
         "# It is automatically generated by grub-mkconfig using templates\n"
         "# from /etc/grub.d and settings from /etc/default/grub\n#\n\n"
         "### BEGIN /etc/grub.d/10_linux ###\n"
-        "menuentry '%s' --class gnu-linux --class gnu --class os $menuentry_id_option "
+        f"menuentry '{os_name}' --class gnu-linux --class gnu --class os $menuentry_id_option "
         "'gnulinux-simple' {\n"
         "\tload_video\n\tinsmod gzio\n\tinsmod part_gpt\n\tinsmod ext2\n"
-        "\techo\t'Loading Linux %s ...'\n"
-        "\tlinux\t%s %s ro %s\n"
+        f"\techo\t'Loading Linux {kernel} ...'\n"
+        f"\tlinux\t{linux_path} {root_arg} ro {args}\n"
         "\techo\t'Loading initial ramdisk ...'\n"
-        "\tinitrd\t%s\n"
+        f"\tinitrd\t{initrd}\n"
         "}\n"
-        "### END /etc/grub.d/10_linux ###\n" % (os_name, kernel, linux_path, root_arg, args, initrd)
+        "### END /etc/grub.d/10_linux ###\n"
     )
 
 
@@ -176,9 +181,9 @@ def cmdline_from_grub_cfg(text: str) -> str | None:
 
 def render_bls_entry(*, os_title: str, kernel: str, options: str) -> str:
     return (
-        "title %s (%s)\nversion %s\nlinux /vmlinuz-%s\ninitrd /initramfs-%s.img $tuned_initrd\n"
-        "options %s\ngrub_users $grub_users\ngrub_arg --unrestricted\ngrub_class rhel\n"
-        % (os_title, kernel, kernel, kernel, kernel, options)
+        f"title {os_title} ({kernel})\nversion {kernel}\nlinux /vmlinuz-{kernel}\n"
+        f"initrd /initramfs-{kernel}.img $tuned_initrd\n"
+        f"options {options}\ngrub_users $grub_users\ngrub_arg --unrestricted\ngrub_class rhel\n"
     )
 
 
@@ -197,8 +202,8 @@ def render_grub_conf_legacy(*, title: str, kernel: str, args: str) -> str:
     return (
         "# grub.conf generated by anaconda\n#\n"
         "default=0\ntimeout=5\nsplashimage=(hd0,0)/grub/splash.xpm.gz\nhiddenmenu\n"
-        "title %s (%s)\n\troot (hd0,0)\n\tkernel /vmlinuz-%s %s\n\tinitrd /initramfs-%s.img\n"
-        % (title, kernel, kernel, args, kernel)
+        f"title {title} ({kernel})\n\troot (hd0,0)\n\tkernel /vmlinuz-{kernel} {args}\n"
+        f"\tinitrd /initramfs-{kernel}.img\n"
     )
 
 

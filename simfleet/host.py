@@ -66,7 +66,7 @@ def pci_rid(pci: str) -> tuple[int, int]:
 
 
 def pci_from_rid(domain: int, rid: int) -> str:
-    return "%04x:%02x:%02x.%x" % (domain, rid >> 8, (rid >> 3) & 0x1F, rid & 7)
+    return f"{domain:04x}:{rid >> 8:02x}:{(rid >> 3) & 0x1F:02x}.{rid & 7:x}"
 
 
 def iommu_rule(cpu_vendor: str, cmdline: str) -> bool:
@@ -122,8 +122,17 @@ class Guest:
 class SimHost:
     """A simulated hypervisor (the model; the SSH side lives in simfleet.server)."""
 
-    def __init__(self, name: str, profile: str | Profile, *, index: int = 0, username: str = "root",
-                 vf_delay: float = 0.2, variety: bool = False, seed: str = "simfleet"):
+    def __init__(
+        self,
+        name: str,
+        profile: str | Profile,
+        *,
+        index: int = 0,
+        username: str = "root",
+        vf_delay: float = 0.2,
+        variety: bool = False,
+        seed: str = "simfleet",
+    ):
         self.profile: Profile = PROFILES[profile] if isinstance(profile, str) else profile
         self.name = name
         self.index = index
@@ -148,11 +157,12 @@ class SimHost:
         self._dyn_valid_until = 0.0
         self._active = 0
         self._booted_at = time.monotonic()
-        self._digest = hashlib.sha256(("%s/%s" % (seed, name)).encode()).hexdigest()
+        self._digest = hashlib.sha256((f"{seed}/{name}").encode()).hexdigest()
         self.machine_id = self._digest[:32]
         self.root_uuid = str(uuid.UUID(self._digest[32:64]))
-        self.nics = [Nic(spec=s, mac=self._mac(s.mac_oui, i), ifindex=i + 2)
-                     for i, s in enumerate(self.profile.nics)]
+        self.nics = [
+            Nic(spec=s, mac=self._mac(s.mac_oui, i), ifindex=i + 2) for i, s in enumerate(self.profile.nics)
+        ]
         self.files: dict[str, str] = {}
         self.dirs: set[str] = set()
         self.children: dict[str, set[str]] = {}
@@ -164,8 +174,8 @@ class SimHost:
     # -- construction ---------------------------------------------------------------------------
 
     def _mac(self, oui: str, n: int, salt: str = "") -> str:
-        h = hashlib.sha256(("%s%s%d" % (self._digest, salt, n)).encode()).digest()
-        return "%s:%02x:%02x:%02x" % (oui, h[0], h[1], h[2])
+        h = hashlib.sha256(f"{self._digest}{salt}{n}".encode()).digest()
+        return f"{oui}:{h[0]:02x}:{h[1]:02x}:{h[2]:02x}"
 
     @property
     def legacy(self) -> bool:
@@ -173,8 +183,21 @@ class SimHost:
 
     def _install(self) -> None:
         p = self.profile
-        for d in ("/etc", "/etc/default", "/etc/udev", UDEV_DIR, MODPROBE_DIR, "/boot", "/tmp", "/run",
-                  "/var", "/var/tmp", "/root", "/usr", "/usr/lib"):
+        for d in (
+            "/etc",
+            "/etc/default",
+            "/etc/udev",
+            UDEV_DIR,
+            MODPROBE_DIR,
+            "/boot",
+            "/tmp",
+            "/run",
+            "/var",
+            "/var/tmp",
+            "/root",
+            "/usr",
+            "/usr/lib",
+        ):
             self._mkdir(d)
         self._put("/etc/hostname", self.name + "\n")
         self._put("/etc/os-release", p.os_release)
@@ -206,17 +229,24 @@ class SimHost:
             self._mkdir("/boot/loader")
             self._mkdir("/boot/loader/entries")
             env = self._sourced_defaults()
-            options = "%s ro %s" % (p.bls_root_arg, env.get("GRUB_CMDLINE_LINUX", ""))
-            self._put(self._bls_path(), bootcfg.render_bls_entry(
-                os_title=p.distributor, kernel=p.kernel, options=options.strip()))
-            self._put("/boot/grub2/grub.cfg", "# BLS: the kernel entries are in /boot/loader/entries\n"
-                      "blscfg\n")
+            options = "{} ro {}".format(p.bls_root_arg, env.get("GRUB_CMDLINE_LINUX", ""))
+            self._put(
+                self._bls_path(),
+                bootcfg.render_bls_entry(os_title=p.distributor, kernel=p.kernel, options=options.strip()),
+            )
+            self._put(
+                "/boot/grub2/grub.cfg", "# BLS: the kernel entries are in /boot/loader/entries\nblscfg\n"
+            )
         elif flavour == "grub-legacy":
             self._mkdir("/boot/grub")
-            args = "ro %s rd_NO_LUKS LANG=en_US.UTF-8 rd_NO_MD KEYTABLE=us rhgb quiet crashkernel=auto" % (
-                p.root_arg)
-            self._put("/boot/grub/grub.conf", bootcfg.render_grub_conf_legacy(
-                title="CentOS", kernel=p.kernel, args=args))
+            args = (
+                f"ro {p.root_arg} rd_NO_LUKS LANG=en_US.UTF-8 rd_NO_MD KEYTABLE=us rhgb quiet "
+                "crashkernel=auto"
+            )
+            self._put(
+                "/boot/grub/grub.conf",
+                bootcfg.render_grub_conf_legacy(title="CentOS", kernel=p.kernel, args=args),
+            )
         self._put("/boot/vmlinuz-" + p.kernel, "")
 
     def _apply_variety(self) -> None:
@@ -234,33 +264,40 @@ class SimHost:
             if self.legacy:
                 self._put(MODPROBE_DIR + "/igb.conf", "options igb max_vfs=2\n")
             else:
-                self._put(UDEV_DIR + "/80-local-sriov.rules",
-                          '# added by hand, ticket OPS-1234\nACTION=="add", SUBSYSTEM=="net", KERNEL=="%s", '
-                          'ATTR{device/sriov_numvfs}="2"\n' % pf.name)
+                self._put(
+                    UDEV_DIR + "/80-local-sriov.rules",
+                    "# added by hand, ticket OPS-1234\n"
+                    f'ACTION=="add", SUBSYSTEM=="net", KERNEL=="{pf.name}", '
+                    'ATTR{device/sriov_numvfs}="2"\n',
+                )
             _dom, rid = pci_rid(pf.pci)
             first_vf = pci_from_rid(_dom, rid + pf.spec.vf_offset)
-            self.guests.append(Guest(name="vm-%s-db01" % self.name, hostdevs=[first_vf]))
-            self.guests.append(Guest(name="vm-%s-web01" % self.name, hostdevs=[]))
+            self.guests.append(Guest(name=f"vm-{self.name}-db01", hostdevs=[first_vf]))
+            self.guests.append(Guest(name=f"vm-{self.name}-web01", hostdevs=[]))
         elif kind == 3 and not self.legacy:  # configured earlier by the console
-            self._put(MANAGED_UDEV,
-                      "# Managed by SR-IOV Console. Do not edit: this file is rewritten by the console.\n"
-                      "# One line per physical function (keyed by PCI address): its VF count, restored at "
-                      "boot.\n"
-                      'ACTION=="add", SUBSYSTEM=="net", KERNELS=="%s", ATTR{device/sriov_numvfs}="4"\n'
-                      % pf.pci)
+            self._put(
+                MANAGED_UDEV,
+                "# Managed by SR-IOV Console. Do not edit: this file is rewritten by the console.\n"
+                "# One line per physical function (keyed by PCI address): its VF count, restored at "
+                "boot.\n"
+                f'ACTION=="add", SUBSYSTEM=="net", KERNELS=="{pf.pci}", ATTR{{device/sriov_numvfs}}="4"\n',
+            )
 
     def _preconfigure_kernel_args(self, args: list[str]) -> None:
         """As if an admin had added args earlier and regenerated the boot config."""
         p = self.profile
         if p.grub_default is not None:
-            var = "GRUB_CMDLINE_LINUX" if p.boot_flavour in ("bls", "rhel-mkconfig") else \
-                "GRUB_CMDLINE_LINUX_DEFAULT"
+            var = (
+                "GRUB_CMDLINE_LINUX"
+                if p.boot_flavour in ("bls", "rhel-mkconfig")
+                else "GRUB_CMDLINE_LINUX_DEFAULT"
+            )
             for path in reversed(self._grub_default_files()):
                 text = self.files[path]
-                m = re.search(r'^%s="([^"]*)"' % var, text, re.M)
+                m = re.search(rf'^{var}="([^"]*)"', text, re.M)
                 if m:
                     inner = (m.group(1) + " " + " ".join(args)).strip()
-                    self.files[path] = text[:m.start(1)] + inner + text[m.end(1):]
+                    self.files[path] = text[: m.start(1)] + inner + text[m.end(1) :]
                     break
         if p.boot_flavour in ("debian", "rhel-mkconfig"):
             self._regenerate(self._grub_cfg_path())
@@ -310,16 +347,23 @@ class SimHost:
         return self.profile.root_arg.format(root_uuid=self.root_uuid)
 
     def _render_mkconfig(self, env: dict[str, str]) -> str:
-        return bootcfg.render_grub_cfg(flavour=self.profile.boot_flavour, os_name=self.profile.distributor,
-                                       kernel=self.profile.kernel, root_arg=self._root_arg(),
-                                       args=bootcfg.kernel_args(env))
+        return bootcfg.render_grub_cfg(
+            flavour=self.profile.boot_flavour,
+            os_name=self.profile.distributor,
+            kernel=self.profile.kernel,
+            root_arg=self._root_arg(),
+            args=bootcfg.kernel_args(env),
+        )
 
     def _grub_cfg_path(self) -> str:
-        return "/boot/grub2/grub.cfg" if self.profile.boot_flavour in ("rhel-mkconfig", "bls") \
+        return (
+            "/boot/grub2/grub.cfg"
+            if self.profile.boot_flavour in ("rhel-mkconfig", "bls")
             else "/boot/grub/grub.cfg"
+        )
 
     def _bls_path(self) -> str:
-        return "/boot/loader/entries/%s-%s.conf" % (self.machine_id, self.profile.kernel)
+        return f"/boot/loader/entries/{self.machine_id}-{self.profile.kernel}.conf"
 
     def _regenerate(self, out_path: str | None) -> str:
         """grub-mkconfig: -> the generated text (written to out_path when given)."""
@@ -345,7 +389,7 @@ class SimHost:
                 if stripped.startswith("kernel "):
                     words = stripped.split(None, 2)
                     rest = words[2] if len(words) > 2 else ""
-                    lines[i] = "\tkernel %s %s" % (words[1], bootcfg.edit_args(rest, add, remove))
+                    lines[i] = f"\tkernel {words[1]} {bootcfg.edit_args(rest, add, remove)}"
             self.files[path] = "\n".join(lines)
 
     def generated_cmdline(self) -> str | None:
@@ -390,8 +434,10 @@ class SimHost:
                             values = [int(v) for v in word[8:].split(",") if v != ""]
                         except ValueError:
                             continue
-                        ports = sorted((n for n in self.nics if n.spec.driver == words[1] and n.spec.sriov),
-                                       key=lambda n: n.pci)
+                        ports = sorted(
+                            (n for n in self.nics if n.spec.driver == words[1] and n.spec.sriov),
+                            key=lambda n: n.pci,
+                        )
                         for pos, nic in enumerate(ports):
                             value = values[pos] if pos < len(values) else (values[-1] if values else 0)
                             writes.append((nic.pci, min(value, MAX_VFS_DRIVERS[words[1]]), path))
@@ -444,18 +490,21 @@ class SimHost:
                 try:
                     self._set_numvfs(nic, count, at_boot=True)
                 except OSError as exc:
-                    self.events.append("boot: %s writing %d for %s: %s" % (source, count, pci, exc.strerror))
+                    self.events.append(f"boot: {source} writing {count} for {pci}: {exc.strerror}")
             present = {vf.pci for nic in self.nics for vf in nic.vfs}
             for guest in self.guests:
                 if guest.autostart:
                     missing = [d for d in guest.hostdevs if d not in present]
                     guest.running = not missing and (self.iommu_active or not guest.hostdevs)
-                    guest.note = "" if guest.running else (
-                        "hostdev %s missing" % ", ".join(missing) if missing else "IOMMU is off")
+                    guest.note = (
+                        ""
+                        if guest.running
+                        else ("hostdev {} missing".format(", ".join(missing)) if missing else "IOMMU is off")
+                    )
                 else:
                     guest.running = False
             self.state = "up"
-            self.events.append("booted %s cmdline=%r" % (self.boot_id, cmdline))
+            self.events.append(f"booted {self.boot_id} cmdline={cmdline!r}")
             self._touch()
 
     def shutdown(self) -> None:
@@ -506,7 +555,7 @@ class SimHost:
         for i in range(count):
             vf_pci = pci_from_rid(domain, rid + spec.vf_offset + i * spec.vf_stride)
             mac = "00:00:00:00:00:00" if spec.vf_zero_mac else self._mac("52:54:00", i, salt=spec.pci)
-            vfs.append(Vf(index=i, pci=vf_pci, netdev="%sv%d" % (base, i), mac=mac, ready_at=ready_at))
+            vfs.append(Vf(index=i, pci=vf_pci, netdev=f"{base}v{i}", mac=mac, ready_at=ready_at))
         nic.numvfs = count
         nic.vfs = vfs
         self._touch()
@@ -546,8 +595,15 @@ class SimHost:
             # kernfs style: up to the first common ancestor of the target's parent, then down
             # (so /sys/class/net/eno49/device reads "../../../0000:04:00.0", as on a real host).
             up = posixpath.relpath(posixpath.dirname(target_abs), posixpath.dirname(path))
-            add(path, ("l", posixpath.join(up, posixpath.basename(target_abs)) if up != "." else
-                       posixpath.basename(target_abs)))
+            add(
+                path,
+                (
+                    "l",
+                    posixpath.join(up, posixpath.basename(target_abs))
+                    if up != "."
+                    else posixpath.basename(target_abs),
+                ),
+            )
 
         p = self.profile
         add("/sys", DIR)
@@ -558,17 +614,25 @@ class SimHost:
         f("/proc/sys/kernel/ostype", "Linux\n")
         f("/proc/sys/kernel/hostname", self.name + "\n")
         f("/proc/sys/kernel/random/boot_id", self.boot_id + "\n")
-        f("/proc/version", "Linux version %s (builder@simfleet) (gcc version 12.2.0) #1 SMP\n" % p.kernel)
-        f("/proc/uptime", lambda: "%.2f %.2f\n" % (time.monotonic() - self._booted_at,
-                                                   2 * (time.monotonic() - self._booted_at)))
+        f("/proc/version", f"Linux version {p.kernel} (builder@simfleet) (gcc version 12.2.0) #1 SMP\n")
+        f(
+            "/proc/uptime",
+            lambda: (
+                f"{time.monotonic() - self._booted_at:.2f} {2 * (time.monotonic() - self._booted_at):.2f}\n"
+            ),
+        )
         flag = "vmx" if p.cpu_vendor == "GenuineIntel" else "svm"
-        cpu = ("processor\t: %d\nvendor_id\t: %s\ncpu family\t: %d\nmodel name\t: %s\n"
-               "flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat %s\n\n")
+        cpu = (
+            "processor\t: %d\nvendor_id\t: %s\ncpu family\t: %d\nmodel name\t: %s\n"
+            "flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat %s\n\n"
+        )
         family = 6 if p.cpu_vendor == "GenuineIntel" else 25
         f("/proc/cpuinfo", "".join(cpu % (i, p.cpu_vendor, family, p.cpu_model, flag) for i in range(2)))
-        drivers = sorted({n.spec.driver for n in self.nics} | {
-            n.spec.vf_driver for n in self.nics if n.vfs and n.spec.vf_driver})
-        f("/proc/modules", "".join("%s 221184 0 - Live 0x0000000000000000\n" % d for d in drivers))
+        drivers = sorted(
+            {n.spec.driver for n in self.nics}
+            | {n.spec.vf_driver for n in self.nics if n.vfs and n.spec.vf_driver}
+        )
+        f("/proc/modules", "".join(f"{d} 221184 0 - Live 0x0000000000000000\n" for d in drivers))
         # DMI
         f("/sys/class/dmi/id/sys_vendor", p.sys_vendor + "\n")
         f("/sys/class/dmi/id/product_name", p.product_name + "\n")
@@ -583,26 +647,30 @@ class SimHost:
         held = self._held_vfs()
 
         def pci_dev(spec_bridge, pci, vendor, device, driver, subsystem):
-            d = "/sys/devices/pci0000:00/%s/%s" % (spec_bridge, pci)
+            d = f"/sys/devices/pci0000:00/{spec_bridge}/{pci}"
             add(d, DIR)
-            f(d + "/vendor", "0x%04x\n" % vendor)
-            f(d + "/device", "0x%04x\n" % device)
-            f(d + "/subsystem_vendor", "0x%04x\n" % subsystem[0])
-            f(d + "/subsystem_device", "0x%04x\n" % subsystem[1])
+            f(d + "/vendor", f"0x{vendor:04x}\n")
+            f(d + "/device", f"0x{device:04x}\n")
+            f(d + "/subsystem_vendor", f"0x{subsystem[0]:04x}\n")
+            f(d + "/subsystem_device", f"0x{subsystem[1]:04x}\n")
             f(d + "/class", "0x020000\n")
             f(d + "/numa_node", "0\n")
             f(d + "/enable", "1\n")
-            f(d + "/uevent", "DRIVER=%s\nPCI_CLASS=20000\nPCI_ID=%04X:%04X\nPCI_SLOT_NAME=%s\n" % (
-                driver or "", vendor, device, pci))
+            f(
+                d + "/uevent",
+                "DRIVER={}\nPCI_CLASS=20000\nPCI_ID={:04X}:{:04X}\nPCI_SLOT_NAME={}\n".format(
+                    driver or "", vendor, device, pci
+                ),
+            )
             link("/sys/bus/pci/devices/" + pci, d)
             if driver:
                 link(d + "/driver", "/sys/bus/pci/drivers/" + driver)
-                link("/sys/bus/pci/drivers/%s/%s" % (driver, pci), d)
-                link("/sys/bus/pci/drivers/%s/module" % driver, "/sys/module/" + driver)
+                link(f"/sys/bus/pci/drivers/{driver}/{pci}", d)
+                link(f"/sys/bus/pci/drivers/{driver}/module", "/sys/module/" + driver)
                 add("/sys/module/" + driver, DIR)
             if self.iommu_active:
                 group = groups.setdefault(pci, len(groups))
-                gdir = "/sys/kernel/iommu_groups/%d" % group
+                gdir = f"/sys/kernel/iommu_groups/{group}"
                 link(gdir + "/devices/" + pci, d)
                 f(gdir + "/type", "identity\n" if "iommu=pt" in self.cmdline.split() else "DMA\n")
                 link(d + "/iommu_group", gdir)
@@ -614,13 +682,13 @@ class SimHost:
             f(nd + "/address", mac + "\n")
             f(nd + "/operstate", ("up" if up else "down") + "\n")
             f(nd + "/carrier", ("1" if up else "0") + "\n")
-            f(nd + "/speed", ("%d\n" % speed) if up else _err(errno.EINVAL, nd + "/speed"))
+            f(nd + "/speed", f"{speed}\n" if up else _err(errno.EINVAL, nd + "/speed"))
             f(nd + "/duplex", "full\n" if up else _err(errno.EINVAL, nd + "/duplex"))
-            f(nd + "/mtu", "%d\n" % mtu)
-            f(nd + "/ifindex", "%d\n" % ifindex)
+            f(nd + "/mtu", f"{mtu}\n")
+            f(nd + "/ifindex", f"{ifindex}\n")
             f(nd + "/type", "1\n")
             f(nd + "/addr_len", "6\n")
-            f(nd + "/uevent", "INTERFACE=%s\nIFINDEX=%d\n" % (name, ifindex))
+            f(nd + "/uevent", f"INTERFACE={name}\nIFINDEX={ifindex}\n")
             link(nd + "/device", devdir)
             link(nd + "/subsystem", "/sys/class/net")
             link("/sys/class/net/" + name, nd)
@@ -630,7 +698,7 @@ class SimHost:
             add(vd, DIR)
             f(vd + "/address", ("00:00:00:00:00:00" if nd_name == "lo" else self._mac("52:54:00", 99)) + "\n")
             f(vd + "/operstate", ("unknown" if nd_name == "lo" else "down") + "\n")
-            f(vd + "/mtu", "%d\n" % mtu)
+            f(vd + "/mtu", f"{mtu}\n")
             link("/sys/class/net/" + nd_name, vd)
 
         next_if = 100
@@ -640,17 +708,17 @@ class SimHost:
             netdev(d, s.name, nic.mac, s.link_up, s.speed, 1500, nic.ifindex)
             if s.sriov:
                 if not self.legacy:
-                    f(d + "/sriov_totalvfs", "%d\n" % self._totalvfs(nic))
-                    f(d + "/sriov_numvfs", "%d\n" % nic.numvfs, ("numvfs", nic.pci))
-                    f(d + "/sriov_offset", "%d\n" % s.vf_offset)
-                    f(d + "/sriov_stride", "%d\n" % s.vf_stride)
-                    f(d + "/sriov_vf_device", "%04x\n" % (s.vf_device or 0))
+                    f(d + "/sriov_totalvfs", f"{self._totalvfs(nic)}\n")
+                    f(d + "/sriov_numvfs", f"{nic.numvfs}\n", ("numvfs", nic.pci))
+                    f(d + "/sriov_offset", f"{s.vf_offset}\n")
+                    f(d + "/sriov_stride", f"{s.vf_stride}\n")
+                    f(d + "/sriov_vf_device", f"{s.vf_device or 0:04x}\n")
                     f(d + "/sriov_drivers_autoprobe", "1\n")
                 for vf in nic.vfs:
                     holder = held.get(vf.pci)
                     driver = "vfio-pci" if holder else s.vf_driver
                     vd = pci_dev(s.bridge, vf.pci, s.vendor, s.vf_device or 0, driver, s.subsystem)
-                    link(d + "/virtfn%d" % vf.index, vd)
+                    link(f"{d}/virtfn{vf.index}", vd)
                     link(vd + "/physfn", d)
                     next_if += 1
                     if holder:
@@ -678,7 +746,7 @@ class SimHost:
 
     def _resolve(self, path: str, follow_last: bool = True, depth: int = 0) -> str:
         if not isinstance(path, str) or not path.startswith("/"):
-            raise ValueError("host paths must be absolute: %r" % (path,))
+            raise ValueError(f"host paths must be absolute: {path!r}")
         parts = [p for p in path.split("/") if p and p != "."]
         cur = "/"
         for i, name in enumerate(parts):
@@ -734,7 +802,7 @@ class SimHost:
                 self._set_numvfs(nic, value)
             except OSError as exc:
                 raise OSError(exc.errno, exc.strerror, real) from None
-            self.events.append("sriov_numvfs %s <- %d" % (pci, value))
+            self.events.append(f"sriov_numvfs {pci} <- {value}")
 
     # -- the System operations (called by SimSystem, under the lock) ----------------------------
 
@@ -830,16 +898,21 @@ class SimHost:
         prog = argv[0]
         name = posixpath.basename(prog)
         if self.which(prog) is None:
-            return 127, "", "%s: No such file or directory" % prog
+            return 127, "", f"{prog}: No such file or directory"
         args = list(argv[1:])
         handler = {
-            "ethtool": self._prog_ethtool, "virsh": self._prog_virsh, "update-grub": self._prog_mkconfig,
-            "grub-mkconfig": self._prog_mkconfig, "grub2-mkconfig": self._prog_mkconfig,
-            "grubby": self._prog_grubby, "true": lambda a: (0, "", ""), "sync": lambda a: (0, "", ""),
+            "ethtool": self._prog_ethtool,
+            "virsh": self._prog_virsh,
+            "update-grub": self._prog_mkconfig,
+            "grub-mkconfig": self._prog_mkconfig,
+            "grub2-mkconfig": self._prog_mkconfig,
+            "grubby": self._prog_grubby,
+            "true": lambda a: (0, "", ""),
+            "sync": lambda a: (0, "", ""),
             "udevadm": lambda a: (0, "", ""),
         }.get(name)
         if name in ("grubby", "update-grub", "grub-mkconfig", "grub2-mkconfig") and not privileged:
-            return 1, "", "%s: Permission denied\n" % name
+            return 1, "", f"{name}: Permission denied\n"
         if handler is not None:
             if name in ("update-grub", "grub-mkconfig", "grub2-mkconfig"):
                 return self._prog_mkconfig(args, name)
@@ -849,11 +922,15 @@ class SimHost:
                 return 1, "", "Failed to reboot: Access denied\n"
             if name == "systemd-run":
                 self.request_reboot(" ".join(argv))
-                return 0, "", "Running timer as unit: run-r%s.timer\nWill run service as unit: run-r%s.service\n" % (
-                    self.boot_id[:8], self.boot_id[:8])
+                return (
+                    0,
+                    "",
+                    f"Running timer as unit: run-r{self.boot_id[:8]}.timer\n"
+                    f"Will run service as unit: run-r{self.boot_id[:8]}.service\n",
+                )
             self.request_reboot(" ".join(argv))
             return 0, "", ""
-        return 1, "", "simfleet: %s %s is not simulated on this host\n" % (name, " ".join(args))
+        return 1, "", "simfleet: {} {} is not simulated on this host\n".format(name, " ".join(args))
 
     def spawn(self, argv: list[str], privileged: bool = True) -> None:
         if not argv or self.which(argv[0]) is None:
@@ -862,7 +939,7 @@ class SimHost:
             if privileged:
                 self.request_reboot(" ".join(argv))
             return
-        self.events.append("spawned (ignored): %s" % " ".join(argv))
+        self.events.append("spawned (ignored): {}".format(" ".join(argv)))
 
     def _find_netdev(self, name: str):
         for nic in self.nics:
@@ -887,21 +964,40 @@ class SimHost:
                 driver = s.vf_driver
                 version = VF_DRIVER_VERSION.get(driver) or s.driver_version
                 firmware, bus = ("" if driver != "mlx5_core" else s.firmware), vf.pci
-            out = ("driver: %s\nversion: %s\nfirmware-version: %s\nexpansion-rom-version: \nbus-info: %s\n"
-                   "supports-statistics: yes\nsupports-test: %s\nsupports-eeprom-access: %s\n"
-                   "supports-register-dump: yes\nsupports-priv-flags: %s\n") % (
-                driver, version, firmware, bus, "yes" if vf is None else "no",
-                "yes" if vf is None else "no", "yes" if driver in ("igb", "i40e", "mlx5_core") else "no")
+            out = (
+                "driver: {}\nversion: {}\nfirmware-version: {}\nexpansion-rom-version: \nbus-info: {}\n"
+                "supports-statistics: yes\nsupports-test: {}\nsupports-eeprom-access: {}\n"
+                "supports-register-dump: yes\nsupports-priv-flags: {}\n"
+            ).format(
+                driver,
+                version,
+                firmware,
+                bus,
+                "yes" if vf is None else "no",
+                "yes" if vf is None else "no",
+                "yes" if driver in ("igb", "i40e", "mlx5_core") else "no",
+            )
             return 0, out, ""
         if len(args) == 1 and not args[0].startswith("-"):
             nic, vf = self._find_netdev(args[0])
             if nic is None:
-                return 75, "", "netlink error: no device matches name (offset 24)\nnetlink error: No such device\n"
+                return (
+                    75,
+                    "",
+                    "netlink error: no device matches name (offset 24)\nnetlink error: No such device\n",
+                )
             up = nic.spec.link_up and vf is None
-            speed = "%dMb/s" % nic.spec.speed if up else "Unknown!"
-            return 0, ("Settings for %s:\n\tSpeed: %s\n\tDuplex: %s\n\tAuto-negotiation: on\n"
-                       "\tLink detected: %s\n" % (args[0], speed, "Full" if up else "Unknown! (255)",
-                                                  "yes" if up else "no")), ""
+            speed = f"{nic.spec.speed}Mb/s" if up else "Unknown!"
+            return (
+                0,
+                (
+                    "Settings for {}:\n\tSpeed: {}\n\tDuplex: {}\n\tAuto-negotiation: on\n"
+                    "\tLink detected: {}\n".format(
+                        args[0], speed, "Full" if up else "Unknown! (255)", "yes" if up else "no"
+                    )
+                ),
+                "",
+            )
         return 1, "", "ethtool: bad command line argument(s)\n"
 
     def _prog_virsh(self, args: list[str]):
@@ -929,20 +1025,20 @@ class SimHost:
                 return 0, "".join(g.name + "\n" for g in guests) + "\n", ""
             lines = [" Id   Name           State", "-" * 32]
             for n, g in enumerate(guests, 1):
-                lines.append(" %-4s %-14s %s" % (n if g.running else "-", g.name,
-                                                  "running" if g.running else "shut off"))
+                state = "running" if g.running else "shut off"
+                lines.append(f" {n if g.running else '-'!s:<4} {g.name:<14} {state}")
             return 0, "\n".join(lines) + "\n\n", ""
         if cmd in ("dumpxml", "domstate"):
             names = [o for o in opts if not o.startswith("--")]
             if not names:
-                return 1, "", "error: command '%s' requires <domain> option\n" % cmd
+                return 1, "", f"error: command '{cmd}' requires <domain> option\n"
             guest = next((g for g in self.guests if g.name == names[0]), None)
             if guest is None:
-                return 1, "", ("error: failed to get domain '%s'\n" % names[0])
+                return 1, "", (f"error: failed to get domain '{names[0]}'\n")
             if cmd == "domstate":
                 return 0, ("running" if guest.running else "shut off") + "\n\n", ""
             return 0, self._domain_xml(guest), ""
-        return 1, "", "error: unknown command: '%s'\n" % cmd
+        return 1, "", f"error: unknown command: '{cmd}'\n"
 
     def _domain_xml(self, guest: Guest) -> str:
         devs = []
@@ -953,23 +1049,29 @@ class SimHost:
                 "    <hostdev mode='subsystem' type='pci' managed='yes'>\n"
                 "      <driver name='vfio'/>\n"
                 "      <source>\n"
-                "        <address domain='0x%s' bus='0x%s' slot='0x%s' function='0x%s'/>\n"
+                f"        <address domain='0x{dom}' bus='0x{bus}' slot='0x{dev}' function='0x{fn}'/>\n"
                 "      </source>\n"
-                "    </hostdev>\n" % (dom, bus, dev, fn))
+                "    </hostdev>\n"
+            )
         return (
-            "<domain type='kvm'%s>\n  <name>%s</name>\n  <uuid>%s</uuid>\n"
+            "<domain type='kvm'{}>\n  <name>{}</name>\n  <uuid>{}</uuid>\n"
             "  <memory unit='KiB'>4194304</memory>\n  <vcpu placement='static'>2</vcpu>\n"
             "  <os>\n    <type arch='x86_64' machine='pc-q35-6.2'>hvm</type>\n  </os>\n"
-            "  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n%s"
+            "  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n{}"
             "    <interface type='network'>\n      <source network='default'/>\n"
-            "      <model type='virtio'/>\n    </interface>\n  </devices>\n</domain>\n"
-            % (" id='%d'" % (self.guests.index(guest) + 1) if guest.running else "", escape(guest.name),
-               guest.uuid, "".join(devs)))
+            "      <model type='virtio'/>\n    </interface>\n  </devices>\n</domain>\n".format(
+                f" id='{self.guests.index(guest) + 1}'" if guest.running else "",
+                escape(guest.name),
+                guest.uuid,
+                "".join(devs),
+            )
+        )
 
     def _prog_mkconfig(self, args: list[str], name: str = "grub-mkconfig"):
         if "update_grub_fails" in self.faults:
             msg = self.faults["update_grub_fails"].get(
-                "message", "/usr/sbin/grub-probe: error: failed to get canonical path of `/dev/mapper/root'.")
+                "message", "/usr/sbin/grub-probe: error: failed to get canonical path of `/dev/mapper/root'."
+            )
             return 1, "", msg.rstrip("\n") + "\n"
         out_path = None
         if name == "update-grub":
@@ -986,9 +1088,9 @@ class SimHost:
                     out_path = args[i].split("=", 1)[1]
                     i += 1
                 else:
-                    return 1, "", "%s: unrecognized option '%s'\n" % (name, args[i])
+                    return 1, "", f"{name}: unrecognized option '{args[i]}'\n"
         files = self._grub_default_files()
-        log = "".join("Sourcing file `%s'\n" % f for f in files)
+        log = "".join(f"Sourcing file `{f}'\n" for f in files)
         try:
             env = self._sourced_defaults()
         except bootcfg.ShellError as exc:
@@ -999,22 +1101,23 @@ class SimHost:
             try:
                 parent = self._resolve(posixpath.dirname(out_path))
             except OSError:
-                return 1, "", log + "%s: cannot open %s.new: No such file or directory\n" % (name, out_path)
+                return 1, "", log + f"{name}: cannot open {out_path}.new: No such file or directory\n"
             self._put(posixpath.join(parent, posixpath.basename(out_path)), text)
-        log += "Found linux image: /boot/vmlinuz-%s\ndone\n" % self.profile.kernel
+        log += f"Found linux image: /boot/vmlinuz-{self.profile.kernel}\ndone\n"
         return 0, ("" if out_path else text), log
 
     def _prog_grubby(self, args: list[str]):
         if "update_grub_fails" in self.faults:
-            msg = self.faults["update_grub_fails"].get("message", "grubby fatal error: unable to find a "
-                                                                   "suitable template")
+            msg = self.faults["update_grub_fails"].get(
+                "message", "grubby fatal error: unable to find a suitable template"
+            )
             return 1, "", msg.rstrip("\n") + "\n"
         opts = {}
         for a in args:
             key, _, value = a.partition("=")
             opts[key] = value
         if "--default-kernel" in opts:
-            return 0, "/boot/vmlinuz-%s\n" % self.profile.kernel, ""
+            return 0, f"/boot/vmlinuz-{self.profile.kernel}\n", ""
         if "--default-index" in opts:
             return 0, "0\n", ""
         if "--info" in opts:
@@ -1022,14 +1125,25 @@ class SimHost:
             words = cmd.split()
             if words and words[0].startswith("BOOT_IMAGE="):
                 words = words[1:]
-            return 0, ('index=0\nkernel="/boot/vmlinuz-%s"\nargs="%s"\nroot="%s"\ninitrd="/boot/initramfs-%s.img"\n'
-                       'title="%s (%s)"\n' % (self.profile.kernel, " ".join(w for w in words if not w.startswith(
-                           "root=")), next((w[5:] for w in words if w.startswith("root=")), ""),
-                           self.profile.kernel, self.profile.distributor, self.profile.kernel)), ""
+            return (
+                0,
+                (
+                    'index=0\nkernel="/boot/vmlinuz-{}"\nargs="{}"\nroot="{}"\ninitrd="/boot/initramfs-{}.img"\n'
+                    'title="{} ({})"\n'.format(
+                        self.profile.kernel,
+                        " ".join(w for w in words if not w.startswith("root=")),
+                        next((w[5:] for w in words if w.startswith("root=")), ""),
+                        self.profile.kernel,
+                        self.profile.distributor,
+                        self.profile.kernel,
+                    )
+                ),
+                "",
+            )
         if "--update-kernel" in opts:
             target = opts["--update-kernel"]
             if target not in ("ALL", "DEFAULT", "/boot/vmlinuz-" + self.profile.kernel, "0"):
-                return 1, "", "grubby: kernel not found: %s\n" % target
+                return 1, "", f"grubby: kernel not found: {target}\n"
             add = bootcfg.split_args(opts.get("--args", ""))
             remove = bootcfg.split_args(opts.get("--remove-args", ""))
             self._grubby_edit(add, remove)
@@ -1038,12 +1152,14 @@ class SimHost:
 
     # -- control helpers (tests, CLI) -----------------------------------------------------------
 
-    def add_guest(self, name: str, hostdevs: list[str] | None = None, running: bool = True,
-                  autostart: bool = True) -> None:
+    def add_guest(
+        self, name: str, hostdevs: list[str] | None = None, running: bool = True, autostart: bool = True
+    ) -> None:
         with self.lock:
             self.guests = [g for g in self.guests if g.name != name]
-            self.guests.append(Guest(name=name, hostdevs=list(hostdevs or []), running=running,
-                                     autostart=autostart))
+            self.guests.append(
+                Guest(name=name, hostdevs=list(hostdevs or []), running=running, autostart=autostart)
+            )
             self._touch()
 
     def remove_guest(self, name: str) -> None:
@@ -1094,14 +1210,27 @@ class SimHost:
                 "iommu_active": self.iommu_active,
                 "numvfs": {n.pci: n.numvfs for n in self.nics if n.spec.sriov},
                 "totalvfs": {n.pci: self._totalvfs(n) for n in self.nics if n.spec.sriov},
-                "vfs": {n.pci: [{"index": v.index, "pci": v.pci, "netdev": v.netdev, "mac": v.mac,
-                                 "netdev_present": now >= v.ready_at and v.pci not in held,
-                                 "held_by": held.get(v.pci)} for v in n.vfs]
-                        for n in self.nics if n.spec.sriov},
+                "vfs": {
+                    n.pci: [
+                        {
+                            "index": v.index,
+                            "pci": v.pci,
+                            "netdev": v.netdev,
+                            "mac": v.mac,
+                            "netdev_present": now >= v.ready_at and v.pci not in held,
+                            "held_by": held.get(v.pci),
+                        }
+                        for v in n.vfs
+                    ]
+                    for n in self.nics
+                    if n.spec.sriov
+                },
                 "persisted": persisted,
                 "nics": {n.name: n.pci for n in self.nics},
-                "guests": [{"name": g.name, "running": g.running, "hostdevs": list(g.hostdevs),
-                            "note": g.note} for g in self.guests],
+                "guests": [
+                    {"name": g.name, "running": g.running, "hostdevs": list(g.hostdevs), "note": g.note}
+                    for g in self.guests
+                ],
                 "faults": {k: dict(v) for k, v in self.faults.items()},
                 "reboots_requested": self.reboots_requested,
                 "files": sorted(p for p in self.files if p.startswith("/etc/")),

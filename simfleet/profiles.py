@@ -173,21 +173,39 @@ PRETTY_NAME="CentOS Linux 6.10 (Final)"
 
 # Programs present on each OS family (which() answers from these; run() simulates them).
 _COMMON = {
-    "python3": "/usr/bin/python3", "sh": "/bin/sh", "ethtool": "/usr/sbin/ethtool",
-    "virsh": "/usr/bin/virsh", "reboot": "/usr/sbin/reboot", "shutdown": "/usr/sbin/shutdown",
-    "systemctl": "/usr/bin/systemctl", "systemd-run": "/usr/bin/systemd-run",
-    "udevadm": "/usr/bin/udevadm", "modprobe": "/usr/sbin/modprobe", "ip": "/usr/sbin/ip",
-    "sudo": "/usr/bin/sudo", "true": "/usr/bin/true", "sync": "/usr/bin/sync",
+    "python3": "/usr/bin/python3",
+    "sh": "/bin/sh",
+    "ethtool": "/usr/sbin/ethtool",
+    "virsh": "/usr/bin/virsh",
+    "reboot": "/usr/sbin/reboot",
+    "shutdown": "/usr/sbin/shutdown",
+    "systemctl": "/usr/bin/systemctl",
+    "systemd-run": "/usr/bin/systemd-run",
+    "udevadm": "/usr/bin/udevadm",
+    "modprobe": "/usr/sbin/modprobe",
+    "ip": "/usr/sbin/ip",
+    "sudo": "/usr/bin/sudo",
+    "true": "/usr/bin/true",
+    "sync": "/usr/bin/sync",
 }
-DEBIAN_PROGRAMS = dict(_COMMON, **{"update-grub": "/usr/sbin/update-grub",
-                                   "grub-mkconfig": "/usr/sbin/grub-mkconfig"})
+DEBIAN_PROGRAMS = dict(
+    _COMMON, **{"update-grub": "/usr/sbin/update-grub", "grub-mkconfig": "/usr/sbin/grub-mkconfig"}
+)
 RHEL_GRUBBY_PROGRAMS = dict(_COMMON, grubby="/usr/sbin/grubby")
 RHEL_MKCONFIG_PROGRAMS = dict(_COMMON, **{"grub2-mkconfig": "/usr/sbin/grub2-mkconfig"})
 CENTOS6_PROGRAMS = {
-    "python3": "/usr/bin/python3", "sh": "/bin/sh", "ethtool": "/sbin/ethtool",
-    "virsh": "/usr/bin/virsh", "reboot": "/sbin/reboot", "shutdown": "/sbin/shutdown",
-    "modprobe": "/sbin/modprobe", "ip": "/sbin/ip", "sudo": "/usr/bin/sudo", "grubby": "/sbin/grubby",
-    "true": "/bin/true", "sync": "/bin/sync",
+    "python3": "/usr/bin/python3",
+    "sh": "/bin/sh",
+    "ethtool": "/sbin/ethtool",
+    "virsh": "/usr/bin/virsh",
+    "reboot": "/sbin/reboot",
+    "shutdown": "/sbin/shutdown",
+    "modprobe": "/sbin/modprobe",
+    "ip": "/sbin/ip",
+    "sudo": "/usr/bin/sudo",
+    "grubby": "/sbin/grubby",
+    "true": "/bin/true",
+    "sync": "/bin/sync",
 }
 
 
@@ -245,47 +263,117 @@ class Profile:
     guests_possible: bool = True
 
 
-def _i350_ports(names, bus, bridge, *, vf_offset=0x80, oui="3c:a8:2a", link_up=(), version="5.6.0-k",
-                firmware="1.61, 0x80000daa, 1.949.0", subsystem=(0x103C, 0x22BD)):
+def _i350_ports(
+    names,
+    bus,
+    bridge,
+    *,
+    vf_offset=0x80,
+    oui="3c:a8:2a",
+    link_up=(),
+    version="5.6.0-k",
+    firmware="1.61, 0x80000daa, 1.949.0",
+    subsystem=(0x103C, 0x22BD),
+):
     out = []
     for func, name in enumerate(names):
-        out.append(NicSpec(
-            name=name, pci="0000:%02x:00.%d" % (bus, func), driver="igb", vendor=0x8086, device=0x1521,
-            description="Intel Corporation I350 Gigabit Network Connection (rev 01)",
-            driver_version=version, firmware=firmware, bridge=bridge, speed=1000,
-            link_up=name in link_up, sriov=True, totalvfs=7, vf_driver="igbvf", vf_device=0x1520,
-            vf_offset=vf_offset, vf_stride=4, vf_zero_mac=True, subsystem=subsystem, mac_oui=oui))
+        out.append(
+            NicSpec(
+                name=name,
+                pci=f"0000:{bus:02x}:00.{func}",
+                driver="igb",
+                vendor=0x8086,
+                device=0x1521,
+                description="Intel Corporation I350 Gigabit Network Connection (rev 01)",
+                driver_version=version,
+                firmware=firmware,
+                bridge=bridge,
+                speed=1000,
+                link_up=name in link_up,
+                sriov=True,
+                totalvfs=7,
+                vf_driver="igbvf",
+                vf_device=0x1520,
+                vf_offset=vf_offset,
+                vf_stride=4,
+                vf_zero_mac=True,
+                subsystem=subsystem,
+                mac_oui=oui,
+            )
+        )
     return tuple(out)
 
 
-def _bcm5719_ports(names, bus, bridge, *, device=0x1657, link_up=("eno1", "eno4"), firmware=None,
-                   description="Broadcom Inc. and subsidiaries NetXtreme BCM5719 Gigabit Ethernet PCIe "
-                               "(rev 01)"):
-    return tuple(NicSpec(
-        name=name, pci="0000:%02x:00.%d" % (bus, func), driver="tg3", vendor=0x14E4, device=device,
-        description=description, driver_version="3.137",
-        firmware=firmware or "5719-v1.46 NCSI v1.5.18.0", bridge=bridge, speed=1000,
-        link_up=name in link_up, mac_oui="94:18:82") for func, name in enumerate(names))
+def _bcm5719_ports(
+    names,
+    bus,
+    bridge,
+    *,
+    device=0x1657,
+    link_up=("eno1", "eno4"),
+    firmware=None,
+    description="Broadcom Inc. and subsidiaries NetXtreme BCM5719 Gigabit Ethernet PCIe (rev 01)",
+):
+    return tuple(
+        NicSpec(
+            name=name,
+            pci=f"0000:{bus:02x}:00.{func}",
+            driver="tg3",
+            vendor=0x14E4,
+            device=device,
+            description=description,
+            driver_version="3.137",
+            firmware=firmware or "5719-v1.46 NCSI v1.5.18.0",
+            bridge=bridge,
+            speed=1000,
+            link_up=name in link_up,
+            mac_oui="94:18:82",
+        )
+        for func, name in enumerate(names)
+    )
 
 
 def _x710_ports(names, bus, bridge, *, kernel_version, oui="f8:f2:1e", link_up=()):
     offsets = (16, 79, 142, 205)
-    return tuple(NicSpec(
-        name=name, pci="0000:%02x:00.%d" % (bus, func), driver="i40e", vendor=0x8086, device=0x1572,
-        description="Intel Corporation Ethernet Controller X710 for 10GbE SFP+ (rev 02)",
-        driver_version=kernel_version, firmware="9.20 0x8000d8c5 1.3429.0", bridge=bridge, speed=10000,
-        link_up=name in link_up, sriov=True, totalvfs=64, vf_driver="iavf", vf_device=0x154C,
-        vf_offset=offsets[func], vf_stride=1, subsystem=(0x8086, 0x0000), mac_oui=oui)
-        for func, name in enumerate(names))
+    return tuple(
+        NicSpec(
+            name=name,
+            pci=f"0000:{bus:02x}:00.{func}",
+            driver="i40e",
+            vendor=0x8086,
+            device=0x1572,
+            description="Intel Corporation Ethernet Controller X710 for 10GbE SFP+ (rev 02)",
+            driver_version=kernel_version,
+            firmware="9.20 0x8000d8c5 1.3429.0",
+            bridge=bridge,
+            speed=10000,
+            link_up=name in link_up,
+            sriov=True,
+            totalvfs=64,
+            vf_driver="iavf",
+            vf_device=0x154C,
+            vf_offset=offsets[func],
+            vf_stride=1,
+            subsystem=(0x8086, 0x0000),
+            mac_oui=oui,
+        )
+        for func, name in enumerate(names)
+    )
 
 
 DL360G9 = Profile(
     name="dl360g9",
     description="HPE ProLiant DL360 Gen9, Ubuntu 22.04, Intel I350 (igb) + Broadcom BCM5719 (tg3)",
-    sys_vendor="HP", product_name="ProLiant DL360 Gen9",
-    cpu_vendor="GenuineIntel", cpu_model="Intel(R) Xeon(R) CPU E5-2680 v3 @ 2.50GHz",
-    os_release=UBUNTU_2204_OS_RELEASE, distributor="Ubuntu", kernel="5.15.0-91-generic",
-    boot_flavour="debian", programs=DEBIAN_PROGRAMS, grub_default=UBUNTU_GRUB,
+    sys_vendor="HP",
+    product_name="ProLiant DL360 Gen9",
+    cpu_vendor="GenuineIntel",
+    cpu_model="Intel(R) Xeon(R) CPU E5-2680 v3 @ 2.50GHz",
+    os_release=UBUNTU_2204_OS_RELEASE,
+    distributor="Ubuntu",
+    kernel="5.15.0-91-generic",
+    boot_flavour="debian",
+    programs=DEBIAN_PROGRAMS,
+    grub_default=UBUNTU_GRUB,
     grub_d={"50-cloudimg-settings.cfg": UBUNTU_CLOUDIMG_CFG},
     nics=_bcm5719_ports(("eno1", "eno2", "eno3", "eno4"), 0x02, "0000:00:1c.0")
     + _i350_ports(("eno49", "eno50", "eno51", "eno52"), 0x04, "0000:00:03.0"),
@@ -294,86 +382,181 @@ DL360G9 = Profile(
 X710 = Profile(
     name="x710",
     description="Dell PowerEdge R740, Debian 12, Intel X710 (i40e) + Broadcom BCM5720 (tg3)",
-    sys_vendor="Dell Inc.", product_name="PowerEdge R740",
-    cpu_vendor="GenuineIntel", cpu_model="Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz",
-    os_release=DEBIAN_12_OS_RELEASE, distributor="Debian", kernel="6.1.0-17-amd64",
-    boot_flavour="debian", programs=DEBIAN_PROGRAMS, grub_default=DEBIAN_GRUB,
-    nics=_bcm5719_ports(("eno1", "eno2"), 0x01, "0000:00:1c.5", device=0x165F, link_up=("eno1",),
-                        firmware="FFV21.80.8 bc 5720-v1.39",
-                        description="Broadcom Inc. and subsidiaries NetXtreme BCM5720 Gigabit Ethernet "
-                                    "PCIe")
-    + _x710_ports(("enp59s0f0", "enp59s0f1"), 0x3B, "0000:3a:00.0", kernel_version="6.1.0-17-amd64",
-                  link_up=("enp59s0f0", "enp59s0f1")),
+    sys_vendor="Dell Inc.",
+    product_name="PowerEdge R740",
+    cpu_vendor="GenuineIntel",
+    cpu_model="Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz",
+    os_release=DEBIAN_12_OS_RELEASE,
+    distributor="Debian",
+    kernel="6.1.0-17-amd64",
+    boot_flavour="debian",
+    programs=DEBIAN_PROGRAMS,
+    grub_default=DEBIAN_GRUB,
+    nics=_bcm5719_ports(
+        ("eno1", "eno2"),
+        0x01,
+        "0000:00:1c.5",
+        device=0x165F,
+        link_up=("eno1",),
+        firmware="FFV21.80.8 bc 5720-v1.39",
+        description="Broadcom Inc. and subsidiaries NetXtreme BCM5720 Gigabit Ethernet PCIe",
+    )
+    + _x710_ports(
+        ("enp59s0f0", "enp59s0f1"),
+        0x3B,
+        "0000:3a:00.0",
+        kernel_version="6.1.0-17-amd64",
+        link_up=("enp59s0f0", "enp59s0f1"),
+    ),
 )
 
 _CX5_KERNEL = "5.14.0-362.8.1.el9_3.x86_64"
 CX5 = Profile(
     name="cx5",
     description="Lenovo ThinkSystem SR650, RHEL 9.3 (grubby), Mellanox ConnectX-5 (mlx5_core)",
-    sys_vendor="Lenovo", product_name="ThinkSystem SR650 -[7X06CTO1WW]-",
-    cpu_vendor="GenuineIntel", cpu_model="Intel(R) Xeon(R) Silver 4214 CPU @ 2.20GHz",
-    os_release=RHEL_9_OS_RELEASE, distributor="Red Hat Enterprise Linux", kernel=_CX5_KERNEL,
-    boot_flavour="bls", programs=RHEL_GRUBBY_PROGRAMS, grub_default=RHEL9_GRUB,
+    sys_vendor="Lenovo",
+    product_name="ThinkSystem SR650 -[7X06CTO1WW]-",
+    cpu_vendor="GenuineIntel",
+    cpu_model="Intel(R) Xeon(R) Silver 4214 CPU @ 2.20GHz",
+    os_release=RHEL_9_OS_RELEASE,
+    distributor="Red Hat Enterprise Linux",
+    kernel=_CX5_KERNEL,
+    boot_flavour="bls",
+    programs=RHEL_GRUBBY_PROGRAMS,
+    grub_default=RHEL9_GRUB,
     extra_etc={"/etc/redhat-release": "Red Hat Enterprise Linux release 9.3 (Plow)\n"},
     nics=(
-        NicSpec(name="eno1", pci="0000:01:00.0", driver="igb", vendor=0x8086, device=0x1533,
-                description="Intel Corporation I210 Gigabit Network Connection (rev 03)",
-                driver_version=_CX5_KERNEL, firmware="3.30, 0x800005d0", bridge="0000:00:1c.0",
-                link_up=True, subsystem=(0x17AA, 0x1064), mac_oui="08:94:ef"),
-    ) + tuple(
-        NicSpec(name="enp94s0f%dnp%d" % (func, func), pci="0000:5e:00.%d" % func, driver="mlx5_core",
-                vendor=0x15B3, device=0x1017,
-                description="Mellanox Technologies MT27800 Family [ConnectX-5]",
-                driver_version=_CX5_KERNEL, firmware="16.35.2000 (MT_0000000012)",
-                bridge="0000:5d:00.0", speed=25000, link_up=True, sriov=True, totalvfs=127,
-                fw_num_vfs=8, vf_driver="mlx5_core", vf_device=0x1018, vf_offset=2 + func * 9,
-                vf_stride=1, vf_name_base="enp94s0f%d" % func, subsystem=(0x15B3, 0x0007),
-                mac_oui="b8:ce:f6")
-        for func in (0, 1)),
+        NicSpec(
+            name="eno1",
+            pci="0000:01:00.0",
+            driver="igb",
+            vendor=0x8086,
+            device=0x1533,
+            description="Intel Corporation I210 Gigabit Network Connection (rev 03)",
+            driver_version=_CX5_KERNEL,
+            firmware="3.30, 0x800005d0",
+            bridge="0000:00:1c.0",
+            link_up=True,
+            subsystem=(0x17AA, 0x1064),
+            mac_oui="08:94:ef",
+        ),
+    )
+    + tuple(
+        NicSpec(
+            name=f"enp94s0f{func}np{func}",
+            pci=f"0000:5e:00.{func}",
+            driver="mlx5_core",
+            vendor=0x15B3,
+            device=0x1017,
+            description="Mellanox Technologies MT27800 Family [ConnectX-5]",
+            driver_version=_CX5_KERNEL,
+            firmware="16.35.2000 (MT_0000000012)",
+            bridge="0000:5d:00.0",
+            speed=25000,
+            link_up=True,
+            sriov=True,
+            totalvfs=127,
+            fw_num_vfs=8,
+            vf_driver="mlx5_core",
+            vf_device=0x1018,
+            vf_offset=2 + func * 9,
+            vf_stride=1,
+            vf_name_base=f"enp94s0f{func}",
+            subsystem=(0x15B3, 0x0007),
+            mac_oui="b8:ce:f6",
+        )
+        for func in (0, 1)
+    ),
 )
 
 EPYC = Profile(
     name="epyc",
     description="Dell PowerEdge R7525, AMD EPYC, Debian 12, Intel I350 (igb) + X710 (i40e)",
-    sys_vendor="Dell Inc.", product_name="PowerEdge R7525",
-    cpu_vendor="AuthenticAMD", cpu_model="AMD EPYC 7543 32-Core Processor",
-    os_release=DEBIAN_12_OS_RELEASE, distributor="Debian", kernel="6.1.0-17-amd64",
-    boot_flavour="debian", programs=DEBIAN_PROGRAMS, grub_default=DEBIAN_GRUB,
-    nics=_bcm5719_ports(("eno1", "eno2"), 0x01, "0000:00:01.1", device=0x165F, link_up=("eno1",),
-                        firmware="FFV21.80.8 bc 5720-v1.39",
-                        description="Broadcom Inc. and subsidiaries NetXtreme BCM5720 Gigabit Ethernet "
-                                    "PCIe")
-    + _i350_ports(("enp65s0f0", "enp65s0f1"), 0x41, "0000:40:01.1", oui="b4:96:91",
-                  version="6.1.0-17-amd64", subsystem=(0x8086, 0x0001))
-    + _x710_ports(("enp129s0f0", "enp129s0f1"), 0x81, "0000:80:01.1", kernel_version="6.1.0-17-amd64",
-                  link_up=("enp129s0f0",)),
+    sys_vendor="Dell Inc.",
+    product_name="PowerEdge R7525",
+    cpu_vendor="AuthenticAMD",
+    cpu_model="AMD EPYC 7543 32-Core Processor",
+    os_release=DEBIAN_12_OS_RELEASE,
+    distributor="Debian",
+    kernel="6.1.0-17-amd64",
+    boot_flavour="debian",
+    programs=DEBIAN_PROGRAMS,
+    grub_default=DEBIAN_GRUB,
+    nics=_bcm5719_ports(
+        ("eno1", "eno2"),
+        0x01,
+        "0000:00:01.1",
+        device=0x165F,
+        link_up=("eno1",),
+        firmware="FFV21.80.8 bc 5720-v1.39",
+        description="Broadcom Inc. and subsidiaries NetXtreme BCM5720 Gigabit Ethernet PCIe",
+    )
+    + _i350_ports(
+        ("enp65s0f0", "enp65s0f1"),
+        0x41,
+        "0000:40:01.1",
+        oui="b4:96:91",
+        version="6.1.0-17-amd64",
+        subsystem=(0x8086, 0x0001),
+    )
+    + _x710_ports(
+        ("enp129s0f0", "enp129s0f1"),
+        0x81,
+        "0000:80:01.1",
+        kernel_version="6.1.0-17-amd64",
+        link_up=("enp129s0f0",),
+    ),
 )
 
 RHEL8 = Profile(
     name="rhel8",
     description="HPE ProLiant DL380 Gen10, RHEL 8.9 (grub2-mkconfig), Intel I350 (igb) + BCM5719 (tg3)",
-    sys_vendor="HPE", product_name="ProLiant DL380 Gen10",
-    cpu_vendor="GenuineIntel", cpu_model="Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz",
-    os_release=RHEL_8_OS_RELEASE, distributor="Red Hat Enterprise Linux",
-    kernel="4.18.0-513.5.1.el8_9.x86_64", boot_flavour="rhel-mkconfig",
-    programs=RHEL_MKCONFIG_PROGRAMS, grub_default=RHEL8_GRUB,
+    sys_vendor="HPE",
+    product_name="ProLiant DL380 Gen10",
+    cpu_vendor="GenuineIntel",
+    cpu_model="Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz",
+    os_release=RHEL_8_OS_RELEASE,
+    distributor="Red Hat Enterprise Linux",
+    kernel="4.18.0-513.5.1.el8_9.x86_64",
+    boot_flavour="rhel-mkconfig",
+    programs=RHEL_MKCONFIG_PROGRAMS,
+    grub_default=RHEL8_GRUB,
     extra_etc={"/etc/redhat-release": "Red Hat Enterprise Linux release 8.9 (Ootpa)\n"},
     nics=_bcm5719_ports(("eno1", "eno2", "eno3", "eno4"), 0x02, "0000:00:1c.0", link_up=("eno1",))
-    + _i350_ports(("ens1f0", "ens1f1", "ens1f2", "ens1f3"), 0x12, "0000:00:02.0", oui="98:03:9b",
-                  version="4.18.0-513.5.1.el8_9.x86_64"),
+    + _i350_ports(
+        ("ens1f0", "ens1f1", "ens1f2", "ens1f3"),
+        0x12,
+        "0000:00:02.0",
+        oui="98:03:9b",
+        version="4.18.0-513.5.1.el8_9.x86_64",
+    ),
 )
 
 LEGACY = Profile(
     name="legacy",
     description="HP ProLiant DL360 G7, CentOS 6.10, kernel 2.6.32 (max_vfs only), Intel I350 (igb)",
-    sys_vendor="HP", product_name="ProLiant DL360 G7",
-    cpu_vendor="GenuineIntel", cpu_model="Intel(R) Xeon(R) CPU X5650 @ 2.67GHz",
-    os_release=CENTOS_6_OS_RELEASE, distributor="CentOS", kernel="2.6.32-754.35.1.el6.x86_64",
-    boot_flavour="grub-legacy", programs=CENTOS6_PROGRAMS, grub_default=None,
-    extra_etc={"/etc/redhat-release": "CentOS release 6.10 (Final)\n",
-               "/etc/centos-release": "CentOS release 6.10 (Final)\n"},
-    nics=_i350_ports(("eth0", "eth1", "eth2", "eth3"), 0x03, "0000:00:07.0", link_up=("eth0",),
-                     version="5.3.0-k", firmware="1.52, 0x80000783, 1.949.0"),
+    sys_vendor="HP",
+    product_name="ProLiant DL360 G7",
+    cpu_vendor="GenuineIntel",
+    cpu_model="Intel(R) Xeon(R) CPU X5650 @ 2.67GHz",
+    os_release=CENTOS_6_OS_RELEASE,
+    distributor="CentOS",
+    kernel="2.6.32-754.35.1.el6.x86_64",
+    boot_flavour="grub-legacy",
+    programs=CENTOS6_PROGRAMS,
+    grub_default=None,
+    extra_etc={
+        "/etc/redhat-release": "CentOS release 6.10 (Final)\n",
+        "/etc/centos-release": "CentOS release 6.10 (Final)\n",
+    },
+    nics=_i350_ports(
+        ("eth0", "eth1", "eth2", "eth3"),
+        0x03,
+        "0000:00:07.0",
+        link_up=("eth0",),
+        version="5.3.0-k",
+        firmware="1.52, 0x80000783, 1.949.0",
+    ),
     root_arg="root=/dev/mapper/vg_root-lv_root",
 )
 

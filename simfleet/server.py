@@ -48,10 +48,28 @@ class FleetHost(SimHost):
     port, username, host_public_key (OpenSSH line), inject(), clear_faults(), true_state(),
     reboot(), commands (deque of dicts), add_guest(), remove_guest(), wait_until()."""
 
-    def __init__(self, fleet: SimFleet, name: str, profile: str, *, index: int, address: str, port: int,
-                 username: str, host_key: asyncssh.SSHKey, variety: bool):
-        super().__init__(name, profile, index=index, username=username, vf_delay=fleet.vf_delay,
-                         variety=variety, seed=fleet.seed)
+    def __init__(
+        self,
+        fleet: SimFleet,
+        name: str,
+        profile: str,
+        *,
+        index: int,
+        address: str,
+        port: int,
+        username: str,
+        host_key: asyncssh.SSHKey,
+        variety: bool,
+    ):
+        super().__init__(
+            name,
+            profile,
+            index=index,
+            username=username,
+            vf_delay=fleet.vf_delay,
+            variety=variety,
+            seed=fleet.seed,
+        )
         self.fleet = fleet
         self.address = address
         self.port = port
@@ -91,21 +109,21 @@ class FleetHost(SimHost):
 
     def _set_fault(self, fault: str, params: dict) -> None:
         if fault not in FAULTS:
-            raise ValueError("unknown fault %r; known: %s" % (fault, ", ".join(FAULTS)))
+            raise ValueError("unknown fault {!r}; known: {}".format(fault, ", ".join(FAULTS)))
         with self.lock:
             if fault == "host_key_rotated":
                 self._rotated_key = asyncssh.generate_private_key("ssh-ed25519")
             if fault == "latency":
                 params = {"seconds": float(params.get("seconds", 1.0))}
             self.faults[fault] = dict(params)
-            self.events.append("fault set: %s %s" % (fault, params))
+            self.events.append(f"fault set: {fault} {params}")
             self._touch()
 
     def _clear(self, faults: tuple[str, ...]) -> None:
         with self.lock:
             for fault in faults or tuple(self.faults):
                 if fault not in FAULTS:
-                    raise ValueError("unknown fault %r" % fault)
+                    raise ValueError(f"unknown fault {fault!r}")
                 self.faults.pop(fault, None)
             self.events.append("faults cleared: %s" % (", ".join(faults) or "all"))
             self._touch()
@@ -160,10 +178,20 @@ class FleetHost(SimHost):
                 self._acceptor_key = key
             if want and self._acceptor is None:
                 self._acceptor = await asyncssh.create_server(
-                    lambda: _HostServer(self), self.address, self.port, server_host_keys=[key],
-                    process_factory=self._handle, encoding=None, reuse_address=True,
-                    login_timeout=30, keepalive_interval=0, allow_scp=False, agent_forwarding=False,
-                    x11_forwarding=False, sftp_factory=None)
+                    lambda: _HostServer(self),
+                    self.address,
+                    self.port,
+                    server_host_keys=[key],
+                    process_factory=self._handle,
+                    encoding=None,
+                    reuse_address=True,
+                    login_timeout=30,
+                    keepalive_interval=0,
+                    allow_scp=False,
+                    agent_forwarding=False,
+                    x11_forwarding=False,
+                    sftp_factory=None,
+                )
                 self._acceptor_key = key
                 if not self.port:
                     self.port = self._acceptor.get_port()
@@ -202,8 +230,16 @@ class FleetHost(SimHost):
         started = time.monotonic()
         command = process.command
         user = process.get_extra_info("username")
-        record = {"time": time.time(), "user": user, "command": "other", "op": None,
-                  "request_id": None, "sha256": None, "exit_status": None, "faults": sorted(self.faults)}
+        record = {
+            "time": time.time(),
+            "user": user,
+            "command": "other",
+            "op": None,
+            "request_id": None,
+            "sha256": None,
+            "exit_status": None,
+            "faults": sorted(self.faults),
+        }
         self.commands.append(record)
         try:
             latency = self.faults.get("latency")
@@ -230,14 +266,19 @@ class FleetHost(SimHost):
                 return
             if "no_python" in self.faults:
                 record["exit_status"] = 127
-                process.stderr.write(b"sudo: python3: command not found\n" if sudo
-                                     else b"bash: line 1: python3: command not found\n")
+                process.stderr.write(
+                    b"sudo: python3: command not found\n"
+                    if sudo
+                    else b"bash: line 1: python3: command not found\n"
+                )
                 process.exit(127)
                 return
             status, out, err = await self._run_bootstrap(data, record, privileged=(user == "root" or sudo))
             if "garbage_output" in self.faults:
-                out = "\x1b[0;31m*** System restart required ***\x1b[0m\nLast login: Mon Jan  8 09:12:44 2024\n" + \
-                    out[: len(out) // 2]
+                out = (
+                    "\x1b[0;31m*** System restart required ***\x1b[0m\nLast login: Mon Jan  8 09:12:44 2024\n"
+                    + out[: len(out) // 2]
+                )
             record["exit_status"] = status
             record["duration"] = round(time.monotonic() - started, 4)
             if not process.is_closing():
@@ -282,8 +323,14 @@ class FleetHost(SimHost):
         try:
             source, request = decode_payload(data)
         except ValueError as exc:
-            return 1, "", ("Traceback (most recent call last):\n  File \"<string>\", line 1, in <module>\n"
-                           "ValueError: %s\n" % exc)
+            return (
+                1,
+                "",
+                (
+                    'Traceback (most recent call last):\n  File "<string>", line 1, in <module>\n'
+                    f"ValueError: {exc}\n"
+                ),
+            )
         digest = hashlib.sha256(source).hexdigest()
         record["sha256"] = digest
         try:
@@ -352,12 +399,26 @@ class _HostServer(asyncssh.SSHServer):
 class SimFleet:
     """N simulated hypervisors over real SSH. See the module docstring."""
 
-    def __init__(self, state_dir: str | os.PathLike, hosts: list | None = None, count: int | None = None, *,
-                 base_port: int = 2222, address_mode: str = "ports", bind_address: str = "127.0.0.1",
-                 first_address: str = "127.100.0.1", reboot_delay: float = 1.0, down_time: float = 2.0,
-                 vf_delay: float = 0.2, agent_workers: int = 8, users: tuple[str, ...] = ("root",),
-                 variety: bool | None = None, name_prefix: str = "hv", seed: str = "simfleet",
-                 control: bool = False):
+    def __init__(
+        self,
+        state_dir: str | os.PathLike,
+        hosts: list | None = None,
+        count: int | None = None,
+        *,
+        base_port: int = 2222,
+        address_mode: str = "ports",
+        bind_address: str = "127.0.0.1",
+        first_address: str = "127.100.0.1",
+        reboot_delay: float = 1.0,
+        down_time: float = 2.0,
+        vf_delay: float = 0.2,
+        agent_workers: int = 8,
+        users: tuple[str, ...] = ("root",),
+        variety: bool | None = None,
+        name_prefix: str = "hv",
+        seed: str = "simfleet",
+        control: bool = False,
+    ):
         if (hosts is None) == (count is None):
             raise ValueError("give either hosts=[profile names or dicts] or count=N")
         if address_mode not in ("ports", "addresses"):
@@ -385,8 +446,10 @@ class SimFleet:
         for i, spec in enumerate(specs):
             spec = dict(spec)
             if spec.get("profile") not in PROFILES:
-                raise ValueError("unknown profile %r; known: %s" % (spec.get("profile"), ", ".join(PROFILES)))
-            spec.setdefault("name", "%s%0*d-%s" % (name_prefix, width, i + 1, spec["profile"]))
+                raise ValueError(
+                    "unknown profile {!r}; known: {}".format(spec.get("profile"), ", ".join(PROFILES))
+                )
+            spec.setdefault("name", f"{name_prefix}{i + 1:0{width}d}-{spec['profile']}")
             spec.setdefault("username", self.users[i % len(self.users)])
             spec.setdefault("variety", default_variety)
             self._specs.append(spec)
@@ -491,10 +554,11 @@ class SimFleet:
         self._loop = asyncio.get_running_loop()
         self._stop_event_async = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.agent_workers, thread_name_prefix="simfleet-agent")
+            max_workers=self.agent_workers, thread_name_prefix="simfleet-agent"
+        )
         await asyncio.to_thread(self._prepare)
         for start in range(0, len(self.hosts), 200):
-            await asyncio.gather(*(h._sync_listener() for h in self.hosts[start:start + 200]))
+            await asyncio.gather(*(h._sync_listener() for h in self.hosts[start : start + 200]))
         if self.control:
             self._control_server = await asyncio.start_server(self._control_conn, "127.0.0.1", 0)
             self.control_port = self._control_server.sockets[0].getsockname()[1]
@@ -572,32 +636,65 @@ class SimFleet:
                 port = self.base_port + i if self.base_port else 0
             else:
                 n = first + i
-                address = "%d.%d.%d.%d" % (n >> 24, (n >> 16) & 255, (n >> 8) & 255, n & 255)
+                address = f"{n >> 24}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
                 port = self.base_port or 22
-            host = FleetHost(self, spec["name"], spec["profile"], index=i, address=address, port=port,
-                             username=spec["username"], host_key=key, variety=spec["variety"])
+            host = FleetHost(
+                self,
+                spec["name"],
+                spec["profile"],
+                index=i,
+                address=address,
+                port=port,
+                username=spec["username"],
+                host_key=key,
+                variety=spec["variety"],
+            )
             for guest in spec.get("guests", ()):
                 host.add_guest(guest["name"], guest.get("hostdevs", []), guest.get("running", True))
             self.hosts.append(host)
             self._by_name[host.name] = host
 
     def inventory_rows(self) -> list[dict]:
-        return [{"name": h.name, "address": h.address, "port": h.port, "username": h.username,
-                 "profile": h.profile.name, "host_key": h.original_host_public_key} for h in self.hosts]
+        return [
+            {
+                "name": h.name,
+                "address": h.address,
+                "port": h.port,
+                "username": h.username,
+                "profile": h.profile.name,
+                "host_key": h.original_host_public_key,
+            }
+            for h in self.hosts
+        ]
 
     def _write_files(self) -> None:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["name", "address", "port", "username", "profile", "host_key"],
-                                lineterminator="\n")
+        writer = csv.DictWriter(
+            buf,
+            fieldnames=["name", "address", "port", "username", "profile", "host_key"],
+            lineterminator="\n",
+        )
         writer.writeheader()
         writer.writerows(self.inventory_rows())
         _atomic_text(self.inventory_path, buf.getvalue())
         if self.control:
-            _atomic_text(self.state_dir / "fleet.json", json.dumps({
-                "pid": os.getpid(), "control_host": "127.0.0.1", "control_port": self.control_port,
-                "token": self.control_token, "hosts": len(self.hosts),
-                "inventory": str(self.inventory_path), "client_key": str(self.client_private_key_path),
-            }, indent=2) + "\n", mode=0o600)
+            _atomic_text(
+                self.state_dir / "fleet.json",
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "control_host": "127.0.0.1",
+                        "control_port": self.control_port,
+                        "token": self.control_token,
+                        "hosts": len(self.hosts),
+                        "inventory": str(self.inventory_path),
+                        "client_key": str(self.client_private_key_path),
+                    },
+                    indent=2,
+                )
+                + "\n",
+                mode=0o600,
+            )
 
     def _compile(self, digest: str, source: bytes):
         with self._code_lock:
@@ -623,7 +720,7 @@ class SimFleet:
                 try:
                     reply = {"ok": True, "result": await self._control(json.loads(line))}
                 except Exception as exc:  # noqa: BLE001 - reported to the CLI
-                    reply = {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)}
+                    reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
                 writer.write(json.dumps(reply, default=str).encode() + b"\n")
                 await writer.drain()
         finally:
@@ -634,8 +731,10 @@ class SimFleet:
             raise PermissionError("bad control token")
         cmd = req.get("cmd")
         if cmd == "list":
-            return [dict(r, state=h.state, faults=sorted(h.faults)) for r, h in
-                    zip(self.inventory_rows(), self.hosts, strict=True)]
+            return [
+                dict(r, state=h.state, faults=sorted(h.faults))
+                for r, h in zip(self.inventory_rows(), self.hosts, strict=True)
+            ]
         host = self._by_name[req["host"]]
         if cmd == "state":
             return host.true_state()
@@ -650,7 +749,7 @@ class SimFleet:
             return {"boot_id": host.boot_id}
         if cmd == "commands":
             return list(host.commands)
-        raise ValueError("unknown command %r" % cmd)
+        raise ValueError(f"unknown command {cmd!r}")
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -1,6 +1,7 @@
 """Fixtures for the SSH transport tests: the real OpenSSH sshd test host (tests/sshd_host.py)."""
 
 import os
+import shutil
 
 import pytest
 
@@ -9,13 +10,22 @@ from tests.sshd_host import SshdHost, requirements_missing
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+def _skip_or_fail(reason: str):
+    if IN_CI:
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def sudo_installed():
+    if not shutil.which("sudo"):
+        _skip_or_fail("sudo is not installed (apt-get install sudo) - needed for the sudo -n tests")
+
+
 def _require_sshd_host():
     req = requirements_missing()
-    if req.ok:
-        return
-    if IN_CI:
-        pytest.fail(f"required in CI: {req.reason()}")
-    pytest.skip(req.reason())
+    if not req.ok:
+        _skip_or_fail(req.reason())
 
 
 @pytest.fixture(scope="session")

@@ -73,16 +73,14 @@ def test_agent_error_keeps_its_code_and_changes_nothing(sshd_host):
     assert numvfs.read_text() == before
 
 
-@pytest.mark.skipif(not __import__("shutil").which("sudo"), reason="sudo not installed")
-def test_non_root_user_goes_through_sudo_n(sshd_host):
+def test_non_root_user_goes_through_sudo_n(sshd_host, sudo_installed):
     res = run_agent_sync(sshd_host.target(username=sshd_host.USER_SUDO), "inventory")
     assert res.kind == "ok", (res.message, res.stderr)
     assert res.command == protocol.SUDO_PREFIX + protocol.BOOTSTRAP_COMMAND
     assert len(res.result["nics"]) == 8
 
 
-@pytest.mark.skipif(not __import__("shutil").which("sudo"), reason="sudo not installed")
-def test_sudo_without_nopasswd_is_sudo_failed(sshd_host):
+def test_sudo_without_nopasswd_is_sudo_failed(sshd_host, sudo_installed):
     res = run_agent_sync(sshd_host.target(username=sshd_host.USER_NOPW), "inventory")
     assert res.kind == "sudo_failed", (res.message, res.stderr)
     assert "password is required" in res.stderr

@@ -1,0 +1,179 @@
+"""The change wizard's form: targets, up to OP_ROWS set_vfs rows, reason and rollout policy.
+
+The form only shapes input; validation of targets/operations/policy is the service's
+(`services.clean_input`), whose errors are mapped back onto the fields here.
+"""
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from hosts.models import Hypervisor
+
+from .operations import SELECT_BY
+
+OP_ROWS = 4
+SELECT_LABELS = {
+    "name": "PF name",
+    "pci": "PCI address",
+    "driver": "driver",
+    "vendor_device": "vendor:device",
+}
+
+
+class ChangeForm(forms.Form):
+    title = forms.CharField(max_length=200, widget=forms.TextInput(attrs={"placeholder": "VFs for rack 12"}))
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        help_text="Required: why this change is needed (shown to approvers and in the audit).",
+    )
+    hosts = forms.ModelMultipleChoiceField(
+        queryset=Hypervisor.objects.order_by("name"),
+        required=False,
+        widget=forms.SelectMultiple(attrs={"size": 8}),
+    )
+    filter = forms.CharField(
+        max_length=500,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "label=rack-12 and driver=igb"}),
+        help_text="Keys: label, name (* wildcard), driver, vendor_device, os, cpu_vendor; "
+        "joined with 'and'. Combined with the picked hosts.",
+    )
+    parallelism = forms.IntegerField(min_value=1, max_value=10000, initial=1)
+    canary_count = forms.IntegerField(
+        min_value=0, max_value=10000, initial=0, help_text="The first N hosts run first, one at a time."
+    )
+    max_failures = forms.IntegerField(
+        min_value=0,
+        max_value=10000,
+        initial=1,
+        help_text="The rollout halts once this many hosts failed (0 = at the first).",
+    )
+    not_before = forms.DateTimeField(
+        required=False,
+        help_text="UTC, e.g. 2026-11-27 22:00",
+        widget=forms.DateTimeInput(attrs={"placeholder": "YYYY-MM-DD HH:MM"}),
+    )
+    not_after = forms.DateTimeField(
+        required=False, help_text="UTC", widget=forms.DateTimeInput(attrs={"placeholder": "YYYY-MM-DD HH:MM"})
+    )
+    allow_guest_impact = forms.BooleanField(
+        required=False, label="Allow removing VFs that running guests use"
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for row in range(1, OP_ROWS + 1):
+            self.fields[f"op{row}_by"] = forms.ChoiceField(
+                choices=[(by, SELECT_LABELS[by]) for by in SELECT_BY],
+                required=False,
+                label=f"Select by ({row})",
+            )
+            self.fields[f"op{row}_value"] = forms.CharField(
+                max_length=64,
+                required=False,
+                label="value",
+                widget=forms.TextInput(attrs={"placeholder": "eno49"}),
+            )
+            self.fields[f"op{row}_count"] = forms.IntegerField(
+                min_value=0, max_value=4096, required=False, label="VFs"
+            )
+            self.fields[f"op{row}_persist"] = forms.BooleanField(
+                required=False, label="persist", initial=True
+            )
+            self.fields[f"op{row}_take_over"] = forms.BooleanField(required=False, label="take over")
+        if not self.is_bound:
+            self.initial.setdefault("op1_persist", True)
+
+    def op_rows(self):
+        return [
+            {key: self[f"op{row}_{key}"] for key in ("by", "value", "count", "persist", "take_over")}
+            | {"n": row}
+            for row in range(1, OP_ROWS + 1)
+        ]
+
+    def clean(self):
+        data = super().clean()
+        for row in range(1, OP_ROWS + 1):
+            value = (data.get(f"op{row}_value") or "").strip()
+            if value and data.get(f"op{row}_count") is None:
+                self.add_error(f"op{row}_count", "Give the VF count.")
+        return data
+
+    def service_data(self) -> dict:
+        data = self.cleaned_data
+        operations = []
+        for row in range(1, OP_ROWS + 1):
+            value = (data.get(f"op{row}_value") or "").strip()
+            if not value:
+                continue
+            operations.append(
+                {
+                    "op": "set_vfs",
+                    "select": {"by": data.get(f"op{row}_by") or "name", "value": value},
+                    "count": data.get(f"op{row}_count"),
+                    "persist": bool(data.get(f"op{row}_persist")),
+                    "take_over": bool(data.get(f"op{row}_take_over")),
+                }
+            )
+        targets = {}
+        if data.get("hosts"):
+            targets["host_ids"] = sorted(h.pk for h in data["hosts"])
+        if (data.get("filter") or "").strip():
+            targets["filter"] = data["filter"].strip()
+        return {
+            "title": data.get("title", ""),
+            "reason": data.get("reason", ""),
+            "targets": targets,
+            "operations": operations,
+            "parallelism": data.get("parallelism"),
+            "canary_count": data.get("canary_count"),
+            "max_failures": data.get("max_failures"),
+            "not_before": data.get("not_before"),
+            "not_after": data.get("not_after"),
+            "allow_guest_impact": bool(data.get("allow_guest_impact")),
+        }
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        mapping = {"targets": "filter", "operations": None}
+        for field, messages in exc.message_dict.items():
+            name = mapping.get(field, field)
+            if name is not None and name not in self.fields:
+                name = None
+            for message in messages:
+                self.add_error(name, message)
+
+    @classmethod
+    def initial_for(cls, change) -> dict:
+        initial = {
+            "title": change.title,
+            "reason": change.reason,
+            "hosts": change.targets.get("host_ids", []),
+            "filter": change.targets.get("filter", ""),
+            "parallelism": change.parallelism,
+            "canary_count": change.canary_count,
+            "max_failures": change.max_failures,
+            "not_before": change.not_before,
+            "not_after": change.not_after,
+            "allow_guest_impact": change.allow_guest_impact,
+        }
+        for row, op in enumerate(change.operations[:OP_ROWS], start=1):
+            initial.update(
+                {
+                    f"op{row}_by": op["select"]["by"],
+                    f"op{row}_value": op["select"]["value"],
+                    f"op{row}_count": op["count"],
+                    f"op{row}_persist": op["persist"],
+                    f"op{row}_take_over": op.get("take_over", False),
+                }
+            )
+        return initial
+
+
+class VoteForm(forms.Form):
+    comment = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False, max_length=2000)
+    plan_hash = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+
+class CancelForm(forms.Form):
+    reason = forms.CharField(max_length=500, required=False)

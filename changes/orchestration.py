@@ -1,0 +1,777 @@
+"""Executing an approved change: the database is the truth, Celery tasks only move it.
+
+    advance(rollout_id)              idempotent; locks change → rollout → host runs (always this order)
+    run_host(host_run_id, token)     one host: claim, drift check, steps, verify; then advance
+    resume_stale(now=None)           beat: re-enqueue host runs whose worker stopped beating
+    kick_rollouts(now=None)          beat: advance rollouts that nothing is moving
+
+Ownership. Each dispatch of a host run carries a token (uuid) stored in HostRun.owner. A task whose
+token is not the owner exits, unless the owner's heartbeat is stale (its worker died), in which case
+it takes over. The heartbeat is refreshed by a thread during every agent call. This is what keeps a
+redelivered message (acks_late) from running a host twice at the same time.
+
+Idempotency of steps. A Step row is created (committed) before its agent call and filled after it.
+On resume, finished ok steps are skipped; a step that started but never finished (the worker died
+mid-call) is closed as "interrupted" and its action is re-run as a new Step with a note: set_vfs
+is idempotent in the agent (an equal count is not written again), so re-running is safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import threading
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+import remote
+from audit.services import record
+from hosts.models import Hypervisor, Nic
+
+from .models import ChangeRequest, HostRun, Rollout, Step
+from .operations import REGISTRY
+from .services import transition
+
+logger = logging.getLogger("changes.orchestration")
+
+HR = HostRun.State
+CS = ChangeRequest.State
+RS = Rollout.State
+WORKER = "worker"
+NAMESPACE_OPS = {op.namespace: op for op in REGISTRY.values()}
+
+
+class LostOwnership(Exception):
+    """Another task owns this host run now (we were presumed dead and replaced)."""
+
+
+def _setting(name, default):
+    return getattr(settings, name, default)
+
+
+def _enqueue_advance(rollout_id: int, countdown: float | None = None) -> None:
+    from .tasks import advance_rollout
+
+    if countdown:
+        transaction.on_commit(lambda: advance_rollout.apply_async((rollout_id,), countdown=countdown))
+    else:
+        transaction.on_commit(lambda: advance_rollout.delay(rollout_id))
+
+
+def _enqueue_run(host_run_id: int, token: str, countdown: float | None = None) -> None:
+    from .tasks import run_host as run_host_task
+
+    transaction.on_commit(
+        lambda: run_host_task.apply_async((host_run_id, token), countdown=countdown or None)
+    )
+
+
+def _set_state(run: HostRun, state: str, message: str, *, change_id: int, extra: dict | None = None) -> None:
+    old = run.state
+    run.state = state
+    run.message = message
+    if state in HostRun.FINISHED:
+        run.finished_at = timezone.now()
+    run.save()
+    record(
+        "hostrun.state_changed",
+        obj=run,
+        host=run.host,
+        change=ChangeRequest(pk=change_id),
+        actor_name=WORKER,
+        data={"from": old, "to": state, "message": message, "rollout": run.rollout_id, **(extra or {})},
+    )
+
+
+def _rollout_state(rollout: Rollout, state: str, message: str) -> None:
+    old = rollout.state
+    rollout.state = state
+    rollout.message = message
+    now = timezone.now()
+    if state == RS.RUNNING and rollout.started_at is None:
+        rollout.started_at = now
+    if state in Rollout.FINISHED:
+        rollout.finished_at = now
+    rollout.save()
+    record(
+        "rollout.state_changed",
+        obj=rollout,
+        change=rollout.change,
+        actor_name=WORKER,
+        data={"from": old, "to": state, "message": message, "attempt": rollout.attempt},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# advance
+# ---------------------------------------------------------------------------------------------
+
+
+def advance(rollout_id: int) -> str:
+    """Move a rollout forward as far as it can go now. Safe to call any number of times."""
+    with transaction.atomic():
+        change_id = Rollout.objects.filter(pk=rollout_id).values_list("change_id", flat=True).first()
+        if change_id is None:
+            return "gone"
+        change = ChangeRequest.objects.select_for_update().get(pk=change_id)
+        rollout = Rollout.objects.select_for_update().get(pk=rollout_id)
+        rollout.change = change
+        if rollout.is_finished:
+            return rollout.state
+        now = timezone.now()
+        runs = list(rollout.host_runs.select_for_update().select_related("host").order_by("order"))
+
+        def stop_open(state, message):
+            for run in runs:
+                if run.state in (HR.PENDING, HR.WAITING):
+                    _set_state(run, state, message, change_id=change.pk)
+
+        running = [r for r in runs if r.state == HR.RUNNING]
+
+        if rollout.cancel_requested_at or change.state == CS.CANCELLED:
+            stop_open(HR.CANCELLED, "cancelled before it started")
+            if not running:
+                return _finish(rollout, change, runs)
+            return "cancelling"
+
+        if rollout.state == RS.PENDING and change.not_before and now < change.not_before:
+            wait = (change.not_before - now).total_seconds()
+            message = f"waiting for the window: not before {change.not_before:%Y-%m-%d %H:%M} UTC"
+            if rollout.message != message:  # the first time only; beat's kick_rollouts covers a lost wake-up
+                rollout.message = message
+                rollout.save(update_fields=["message"])
+                _enqueue_advance(rollout.pk, countdown=max(wait, 1.0))
+            return "window"
+
+        if change.not_after and now > change.not_after:
+            stop_open(HR.SKIPPED, f"skipped: the window closed at {change.not_after:%Y-%m-%d %H:%M} UTC")
+            if not running:
+                return _finish(rollout, change, runs)
+            return "window closed"
+
+        failures = [r for r in runs if r.state in HostRun.FAILURES]
+        failed_canary = next((r for r in failures if r.is_canary), None)
+        threshold = change.failure_threshold
+        if failed_canary is not None or len(failures) >= threshold:
+            if failed_canary is not None:
+                why = f"halted: canary {failed_canary.host.name} {failed_canary.state}"
+            else:
+                why = f"halted after {len(failures)} failure{'s' if len(failures) != 1 else ''}"
+            if not rollout.halted:
+                rollout.halted = True
+                rollout.message = why
+                rollout.save(update_fields=["halted", "message"])
+            stop_open(HR.SKIPPED, why)
+            if not running:
+                return _finish(rollout, change, runs)
+            return "halting"
+
+        if rollout.state == RS.PENDING:
+            _rollout_state(rollout, RS.RUNNING, "")
+            if change.state == CS.SCHEDULED:
+                transition(
+                    change,
+                    CS.RUNNING,
+                    action="rollout.state_changed",
+                    message=f"rollout {rollout.attempt} running",
+                    data={"rollout": rollout.pk},
+                )
+
+        in_flight = [
+            r
+            for r in runs
+            if r.state in (HR.RUNNING, HR.WAITING) or (r.state == HR.PENDING and r.dispatched_at is not None)
+        ]
+        undispatched = [r for r in runs if r.state == HR.PENDING and r.dispatched_at is None]
+        open_canaries = [r for r in runs if r.is_canary and not r.is_finished]
+        if open_canaries:
+            if not in_flight:
+                _dispatch(open_canaries[0], now)
+            return "canary"
+        slots = change.parallelism - len(in_flight)
+        for run in undispatched[: max(slots, 0)]:
+            _dispatch(run, now)
+        if all(r.is_finished for r in runs):
+            return _finish(rollout, change, runs)
+        return "running"
+
+
+def _dispatch(run: HostRun, now) -> None:
+    token = uuid.uuid4().hex
+    run.dispatched_at = now
+    run.heartbeat_at = now
+    run.owner = token
+    run.message = "queued for a worker"
+    run.save(update_fields=["dispatched_at", "heartbeat_at", "owner", "message"])
+    _enqueue_run(run.pk, token)
+
+
+def _finish(rollout: Rollout, change: ChangeRequest, runs: list[HostRun]) -> str:
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.state] = counts.get(run.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    succeeded = counts.get(HR.SUCCEEDED, 0)
+    if rollout.cancel_requested_at or change.state == CS.CANCELLED:
+        state = RS.CANCELLED
+    elif succeeded == len(runs):
+        state = RS.SUCCEEDED
+    elif succeeded == 0:
+        state = RS.FAILED
+    else:
+        state = RS.PARTIALLY_FAILED
+    message = summary + (f"; {rollout.message}" if rollout.halted and rollout.message else "")
+    _rollout_state(rollout, state, message)
+    change_state = {
+        RS.SUCCEEDED: CS.SUCCEEDED,
+        RS.FAILED: CS.FAILED,
+        RS.PARTIALLY_FAILED: CS.PARTIALLY_FAILED,
+    }.get(state)
+    if change_state and change.state in (CS.SCHEDULED, CS.RUNNING):
+        transition(
+            change,
+            change_state,
+            action="rollout.state_changed",
+            message=f"rollout {rollout.attempt}: {message}",
+            data={"rollout": rollout.pk},
+        )
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# run_host
+# ---------------------------------------------------------------------------------------------
+
+
+def _stale(run: HostRun, now) -> bool:
+    limit = timedelta(seconds=_setting("HOSTRUN_STALE_SECONDS", 60))
+    return run.heartbeat_at is None or now - run.heartbeat_at > limit
+
+
+def _claim(host_run_id: int, token: str) -> HostRun | None:
+    with transaction.atomic():
+        run = (
+            HostRun.objects.select_for_update()
+            .select_related("rollout", "host", "plan_item")
+            .filter(pk=host_run_id)
+            .first()
+        )
+        if run is None or run.is_finished:
+            return None
+        change_id = run.rollout.change_id
+        now = timezone.now()
+        resumed = False
+        if run.owner != token:
+            if not _stale(run, now):
+                logger.info("host run %s is owned by another task; this one exits", run.pk)
+                return None
+            resumed = True
+            run.owner = token
+            run.resumed_count += 1
+        if run.rollout.cancel_requested_at and run.state in (HR.PENDING, HR.WAITING):
+            _set_state(run, HR.CANCELLED, "cancelled before it started", change_id=change_id)
+            _enqueue_advance(run.rollout_id)
+            return None
+        run.heartbeat_at = now
+        run.worker = f"{socket.gethostname()}:{_pid()}"
+        if run.state in (HR.PENDING, HR.WAITING):
+            old = run.state
+            try:
+                with transaction.atomic():
+                    run.state = HR.RUNNING
+                    run.started_at = run.started_at or now
+                    run.message = ""
+                    run.save()
+            except IntegrityError:
+                run.state = old
+                holder = (
+                    HostRun.objects.filter(host_id=run.host_id, state=HR.RUNNING)
+                    .select_related("rollout")
+                    .first()
+                )
+                held_by = f"change #{holder.rollout.change_id}" if holder else "another change"
+                message = f"waiting: host is held by {held_by}"
+                if old != HR.WAITING or run.message != message:
+                    _set_state(run, HR.WAITING, message, change_id=change_id)
+                else:
+                    run.save(update_fields=["heartbeat_at", "owner", "resumed_count", "worker"])
+                _enqueue_run(run.pk, token, countdown=_setting("HOSTRUN_WAIT_RETRY_SECONDS", 5))
+                return None
+            record(
+                "hostrun.state_changed",
+                obj=run,
+                host=run.host,
+                change=ChangeRequest(pk=change_id),
+                actor_name=WORKER,
+                data={"from": old, "to": HR.RUNNING, "rollout": run.rollout_id, "worker": run.worker},
+            )
+        else:
+            run.save(update_fields=["heartbeat_at", "owner", "resumed_count", "worker"])
+            if resumed:
+                logger.warning("host run %s taken over after a stale heartbeat", run.pk)
+        return run
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes HostRun.heartbeat_at while an agent call runs; notices a lost ownership."""
+
+    def __init__(self, host_run_id: int, token: str):
+        super().__init__(daemon=True, name=f"heartbeat-{host_run_id}")
+        self.host_run_id = host_run_id
+        self.token = token
+        self.stopped = threading.Event()
+        self.lost = False
+
+    def run(self):
+        interval = float(_setting("HOSTRUN_HEARTBEAT_SECONDS", 10))
+        try:
+            while not self.stopped.wait(interval):
+                updated = HostRun.objects.filter(pk=self.host_run_id, owner=self.token).update(
+                    heartbeat_at=timezone.now()
+                )
+                if not updated:
+                    self.lost = True
+                    return
+        except Exception:  # a heartbeat failure must not kill the step; the resume will sort it out
+            logger.exception("heartbeat of host run %s failed", self.host_run_id)
+        finally:
+            connection.close()
+
+    def stop(self):
+        self.stopped.set()
+        self.join(timeout=30)
+
+
+def _cancel_requested(run: HostRun) -> bool:
+    return Rollout.objects.filter(pk=run.rollout_id, cancel_requested_at__isnull=False).exists()
+
+
+def _target(host: Hypervisor):
+    from hosts.discovery import build_target
+
+    # Never trust a new host key in the middle of a change, whatever the TOFU setting.
+    return dataclasses.replace(build_target(host), accept_new_host_key=False)
+
+
+def _call(
+    run: HostRun,
+    token: str,
+    target,
+    op: str,
+    args: dict,
+    *,
+    kind: str,
+    description: str,
+    action_index: int | None = None,
+    note: str = "",
+) -> tuple[Step, remote.AgentResult]:
+    change_id = run.rollout.change_id
+    with transaction.atomic():
+        locked = HostRun.objects.select_for_update().get(pk=run.pk)
+        if locked.owner != token or locked.is_finished:
+            raise LostOwnership()
+        seq = (locked.steps.order_by("-seq").values_list("seq", flat=True).first() or 0) + 1
+        request_id = f"c{change_id}-hr{run.pk}-s{seq}"
+        step = Step.objects.create(
+            host_run=locked,
+            seq=seq,
+            kind=kind,
+            action_index=action_index,
+            operation=op,
+            description=description[:300],
+            request={"op": op, "args": args, "request_id": request_id},
+            started_at=timezone.now(),
+            note=note,
+        )
+        locked.heartbeat_at = timezone.now()
+        locked.save(update_fields=["heartbeat_at"])
+    beat = _Heartbeat(run.pk, token)
+    beat.start()
+    try:
+        result = remote.run_agent_sync(target, op, args, request_id=request_id)
+    finally:
+        beat.stop()
+    with transaction.atomic():
+        locked = HostRun.objects.select_for_update().get(pk=run.pk)
+        step = Step.objects.select_for_update().get(pk=step.pk)
+        if step.finished_at is None:
+            _fill_step(step, result)
+            _audit_step(step, run, change_id)
+        if locked.owner != token:
+            raise LostOwnership()
+    return step, result
+
+
+def _fill_step(step: Step, res) -> None:
+    step.request = res.request or step.request
+    step.command = res.command or ""
+    step.stdout = res.stdout or ""
+    step.stderr = res.stderr or ""
+    step.exit_status = res.exit_status
+    step.duration = res.duration
+    step.agent_sha256 = res.agent_sha256 or ""
+    step.result = res.result if res.result is not None else (res.response or None)
+    step.ok = bool(res.ok)
+    step.kind_of_result = res.kind
+    step.error_code = res.error_code or ("" if res.ok else res.kind)
+    step.message = res.message or ""
+    step.finished_at = timezone.now()
+    step.save()
+
+
+def _audit_step(step: Step, run: HostRun, change_id: int) -> None:
+    data = {
+        "step": step.pk,
+        "host_run": run.pk,
+        "seq": step.seq,
+        "kind": step.kind,
+        "operation": step.operation,
+        "request": step.request,
+        "ok": step.ok,
+        "result_kind": step.kind_of_result,
+        "error_code": step.error_code,
+        "message": step.message,
+        "exit_status": step.exit_status,
+        "duration": round(step.duration or 0.0, 3),
+        "agent_sha256": step.agent_sha256,
+        "note": step.note,
+    }
+    if step.kind == Step.Kind.ACTION:
+        data.update(stdout=step.stdout, stderr=step.stderr)
+    else:  # inventories are long; the full text is in the step, its digest here
+        import hashlib
+
+        data.update(
+            stdout_sha256=hashlib.sha256(step.stdout.encode()).hexdigest(),
+            stdout_bytes=len(step.stdout),
+            stderr=step.stderr[:2000],
+        )
+    record(
+        "step.finished",
+        obj=step,
+        host=run.host,
+        change=ChangeRequest(pk=change_id),
+        actor_name=WORKER,
+        data=data,
+    )
+
+
+def _finish_run(run: HostRun, token: str, state: str, message: str, extra: dict | None = None) -> None:
+    with transaction.atomic():
+        locked = HostRun.objects.select_for_update().select_related("host").get(pk=run.pk)
+        if locked.owner != token or locked.is_finished:
+            raise LostOwnership()
+        _set_state(locked, state, message, change_id=run.rollout.change_id, extra=extra)
+        _enqueue_advance(run.rollout_id)
+
+
+def _record_inventory(host: Hypervisor, result, target) -> None:
+    """Keep the console's inventory current with what the executor just read (never fatal)."""
+    from hosts.discovery import apply_result
+
+    try:
+        apply_result(host.pk, result, target_key=target.known_host_key or "")
+    except Exception:
+        logger.exception("recording the inventory of %s failed", host.name)
+
+
+def _observe(item_part: dict, inventory: dict) -> dict:
+    seen = {}
+    for namespace, values in item_part.items():
+        seen[namespace] = NAMESPACE_OPS[namespace].observe(inventory, values.keys())
+    return seen
+
+
+def _differences(expected: dict, seen: dict, pf_names: dict, word: str) -> list[str]:
+    out = []
+    for namespace, values in expected.items():
+        for key, want in values.items():
+            got = seen.get(namespace, {}).get(key)
+            if got != want:
+                name = pf_names.get(key, key)
+                got_text = "no such PF" if got is None else f"{got} VFs"
+                out.append(f"{name} ({key}): {word} {want} VFs, the host has {got_text}")
+    return out
+
+
+def run_host(host_run_id: int, token: str) -> str:
+    run = _claim(host_run_id, token)
+    if run is None:
+        return "not claimed"
+    try:
+        state = _execute(run, token)
+    except LostOwnership:
+        logger.warning("host run %s: ownership lost to another task; stopping here", host_run_id)
+        return "lost ownership"
+    except Exception as exc:
+        logger.exception("host run %s failed unexpectedly", host_run_id)
+        try:
+            _finish_run(run, token, HR.FAILED, f"internal error in the executor: {type(exc).__name__}: {exc}")
+        except LostOwnership:
+            return "lost ownership"
+        return HR.FAILED
+    return state
+
+
+def _execute(run: HostRun, token: str) -> str:
+    from hosts.hostkeys import HostKeyNotTrusted, assert_host_trusted
+
+    host = Hypervisor.objects.select_related("credential").get(pk=run.host_id)
+    run.host = host
+    item = run.plan_item
+    steps = list(run.steps.order_by("seq"))
+    pf_names = {a["pci_address"]: a["pf"] for a in item.actions if a.get("pci_address")}
+
+    if _cancel_requested(run) and not any(s.kind == Step.Kind.ACTION for s in steps):
+        _finish_run(run, token, HR.CANCELLED, "cancelled before any write")
+        return HR.CANCELLED
+    try:
+        assert_host_trusted(host)
+    except HostKeyNotTrusted as exc:
+        _finish_run(run, token, HR.FAILED, exc.message)
+        return HR.FAILED
+    if host.credential is None:
+        _finish_run(run, token, HR.FAILED, "no SSH credential is assigned to this host")
+        return HR.FAILED
+    target = _target(host)
+
+    # 1. Drift check before the first write (done once; never again after a write).
+    if not any(s.kind == Step.Kind.DRIFT_CHECK and s.ok for s in steps):
+        _close_interrupted(
+            run, [s for s in steps if s.kind == Step.Kind.DRIFT_CHECK and s.finished_at is None]
+        )
+        step, res = _call(
+            run,
+            token,
+            target,
+            "inventory",
+            {},
+            kind=Step.Kind.DRIFT_CHECK,
+            description="drift check: re-read the host before the first write",
+        )
+        _record_inventory(host, res, target)
+        if not res.ok:
+            _finish_run(
+                run,
+                token,
+                HR.FAILED,
+                f"drift check failed, nothing written: {res.message}",
+                {"step": step.pk},
+            )
+            return HR.FAILED
+        seen = _observe(item.before, res.result or {})
+        diffs = _differences(item.before, seen, pf_names, "the plan saw")
+        if diffs:
+            _finish_run(
+                run,
+                token,
+                HR.DRIFTED,
+                "drifted: the host no longer matches the plan, nothing written ("
+                + "; ".join(diffs)
+                + "). A new change (new plan and approval) is needed.",
+                {"step": step.pk, "expected": item.before, "observed": seen},
+            )
+            return HR.DRIFTED
+
+    # 2. The actions, in plan order; finished ones are skipped, interrupted ones re-run.
+    writes = 0
+    total = sum(1 for a in item.actions if a.get("step"))
+    for index, action in enumerate(item.actions):
+        spec = action.get("step")
+        if not spec:
+            continue
+        mine = [s for s in run.steps.filter(kind=Step.Kind.ACTION, action_index=index).order_by("seq")]
+        if any(s.ok for s in mine):
+            writes += 1
+            continue
+        if any(s.finished_at is not None and not s.ok and s.error_code != "interrupted" for s in mine):
+            _finish_run(run, token, HR.FAILED, f"{action['pf']}: an earlier attempt of this step failed")
+            return HR.FAILED
+        if _cancel_requested(run):
+            _finish_run(
+                run,
+                token,
+                HR.CANCELLED,
+                f"cancelled after {writes} of {total} steps; what was done is not rolled back",
+            )
+            return HR.CANCELLED
+        interrupted = [s for s in mine if s.finished_at is None]
+        note = ""
+        if interrupted:
+            _close_interrupted(run, interrupted)
+            note = (
+                f"re-run of step {interrupted[-1].seq}, interrupted by the loss of its worker "
+                "(set_vfs is idempotent: an equal count is not written again)"
+            )
+        step, res = _call(
+            run,
+            token,
+            target,
+            spec["op"],
+            spec["args"],
+            kind=Step.Kind.ACTION,
+            action_index=index,
+            description=action["text"],
+            note=note,
+        )
+        if not res.ok:
+            _reread_after_failure(run, token, host, target)
+            code = res.error_code or res.kind
+            _finish_run(run, token, HR.FAILED, f"{action['pf']}: {code}: {res.message}", {"step": step.pk})
+            return HR.FAILED
+        writes += 1
+
+    if total == 0:
+        _finish_run(run, token, HR.SUCCEEDED, "nothing to change; the host matches the plan")
+        return HR.SUCCEEDED
+
+    # 3. The console's intent, then re-read and verify.
+    _record_intent(host, item.after)
+    step, res = _call(
+        run,
+        token,
+        target,
+        "inventory",
+        {},
+        kind=Step.Kind.VERIFY,
+        description="verify: re-read the host after the change",
+    )
+    _record_inventory(host, res, target)
+    if not res.ok:
+        _finish_run(
+            run,
+            token,
+            HR.FAILED,
+            f"verification failed: could not re-read the host: {res.message}",
+            {"step": step.pk},
+        )
+        return HR.FAILED
+    seen = _observe(item.after, res.result or {})
+    diffs = _differences(item.after, seen, pf_names, "expected")
+    if diffs:
+        _finish_run(
+            run,
+            token,
+            HR.FAILED,
+            "verification failed: " + "; ".join(diffs),
+            {"step": step.pk, "expected": item.after, "observed": seen},
+        )
+        return HR.FAILED
+    _finish_run(
+        run,
+        token,
+        HR.SUCCEEDED,
+        f"{total} step{'s' if total != 1 else ''} applied and verified",
+        {"step": step.pk},
+    )
+    return HR.SUCCEEDED
+
+
+def _close_interrupted(run: HostRun, steps: list[Step]) -> None:
+    for step in steps:
+        with transaction.atomic():
+            locked = Step.objects.select_for_update().get(pk=step.pk)
+            if locked.finished_at is not None:
+                continue
+            locked.ok = False
+            locked.error_code = "interrupted"
+            locked.message = (
+                "interrupted: the worker was lost during this call; its outcome is unknown "
+                "and the step is re-run"
+            )
+            locked.finished_at = timezone.now()
+            locked.save()
+            _audit_step(locked, run, run.rollout.change_id)
+
+
+def _reread_after_failure(run, token, host, target) -> None:
+    try:
+        _step, res = _call(
+            run,
+            token,
+            target,
+            "inventory",
+            {},
+            kind=Step.Kind.VERIFY,
+            description="re-read the host after the failed step",
+        )
+        _record_inventory(host, res, target)
+    except LostOwnership:
+        raise
+    except Exception:
+        logger.exception("re-reading %s after a failure failed", host.name)
+
+
+def _record_intent(host: Hypervisor, after: dict) -> None:
+    counts = after.get("numvfs", {})
+    with transaction.atomic():
+        for nic in Nic.objects.select_for_update().filter(host=host, pci_address__in=list(counts)):
+            nic.managed_numvfs = counts[nic.pci_address]
+            nic.save(update_fields=["managed_numvfs"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Recovery (beat)
+# ---------------------------------------------------------------------------------------------
+
+
+def resume_stale(now=None) -> list[int]:
+    """Host runs whose owner stopped beating (worker died): give them a new owner and re-enqueue."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=_setting("HOSTRUN_STALE_SECONDS", 60))
+    resumed = []
+    candidates = HostRun.objects.filter(
+        state__in=HostRun.OPEN, dispatched_at__isnull=False, heartbeat_at__lt=cutoff
+    ).values_list("pk", flat=True)
+    for run_id in list(candidates):
+        with transaction.atomic():
+            run = HostRun.objects.select_for_update().select_related("rollout", "host").get(pk=run_id)
+            if run.is_finished or not _stale(run, now):
+                continue
+            token = uuid.uuid4().hex
+            old_owner = run.owner
+            run.owner = token
+            run.heartbeat_at = now
+            run.resumed_count += 1
+            if run.state == HR.RUNNING:
+                run.message = "resumed after worker loss"
+            run.save()
+            record(
+                "hostrun.state_changed",
+                obj=run,
+                host=run.host,
+                change=ChangeRequest(pk=run.rollout.change_id),
+                actor_name=WORKER,
+                data={
+                    "from": run.state,
+                    "to": run.state,
+                    "resumed": True,
+                    "message": "resumed after worker loss"
+                    if run.state == HR.RUNNING
+                    else "re-enqueued: its task was lost",
+                    "old_owner": old_owner,
+                    "rollout": run.rollout_id,
+                },
+            )
+            _enqueue_run(run.pk, token)
+            resumed.append(run.pk)
+    return resumed
+
+
+def kick_rollouts() -> list[int]:
+    """Advance every unfinished rollout (a lost advance message must not stall one forever)."""
+    ids = list(Rollout.objects.exclude(state__in=Rollout.FINISHED).values_list("pk", flat=True))
+    for rollout_id in ids:
+        advance(rollout_id)
+    return ids
