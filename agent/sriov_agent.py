@@ -83,8 +83,8 @@ OPERATIONS = ("inventory", "set_vfs", "kernel_args", "reboot")
 ARG_KEYS = {
     "inventory": (),
     "set_vfs": ("pf", "pci_address", "count", "persist", "force", "wait_seconds"),
-    "kernel_args": ("add", "remove"),
-    "reboot": (),
+    "kernel_args": ("add", "remove", "regenerate"),
+    "reboot": ("refuse_if_guests",),
 }
 
 
@@ -1115,6 +1115,9 @@ def _grub_snapshot(system, grub):
 def op_kernel_args(system, args):
     add = _valid_kargs(args.get("add"), "add")
     remove = _valid_kargs(args.get("remove"), "remove")
+    # regenerate: run the boot-config tool even when the GRUB defaults already say the right thing
+    # (the re-run of an interrupted step: the file may have been edited before the tool ran).
+    regenerate = _valid_bool(args.get("regenerate"), "regenerate", False)
     add_keys = set(_karg_key(a) for a in add)
     for item in remove:
         if item in add or ("=" not in item and item in add_keys):
@@ -1162,7 +1165,7 @@ def op_kernel_args(system, args):
     actions = []
     tool = None
     argv = None
-    if new_texts:
+    if new_texts or regenerate:
         tools = _grub_tools(system)
         if not tools:
             raise AgentError("no_grub_tool", "None of update-grub, grub2-mkconfig, grub-mkconfig or grubby "
@@ -1203,12 +1206,14 @@ def op_kernel_args(system, args):
                         restored.append(path)
                     except OSError:
                         pass
-            raise AgentError("grub_tool_failed", "%s failed (%s); the previous GRUB defaults were restored "
-                             "from the backup." % (
-                                 tool, "timed out" if rc is None else "exit status %d" % rc),
+            raise AgentError("grub_tool_failed", "%s failed (%s); %s" % (
+                                 tool, "timed out" if rc is None else "exit status %d" % rc,
+                                 "the previous GRUB defaults were restored from the backup." if new_texts
+                                 else "the GRUB defaults were not changed."),
                              {"tool": tool, "argv": argv, "exit_status": rc, "stderr": err[-4000:],
                               "stdout": out[-2000:], "restored": restored})
-        actions.append("regenerated the boot configuration: %s" % " ".join(argv))
+        actions.append("regenerated the boot configuration: %s%s" % (
+            " ".join(argv), "" if new_texts else " (requested: the GRUB defaults were already as wanted)"))
     after_grub = _grub_effective(system)
     after = _grub_snapshot(system, after_grub)
     running = (after["cmdline"] or "").split()
@@ -1235,7 +1240,20 @@ def op_kernel_args(system, args):
 
 
 def op_reboot(system, args):
+    refuse_if_guests = _valid_bool(args.get("refuse_if_guests"), "refuse_if_guests", False)
     boot_id = _read(system, "/proc/sys/kernel/random/boot_id")
+    if refuse_if_guests:
+        # Checked here, immediately before the reboot is scheduled: a guest started since the plan
+        # (or since the console's last look) must not go down without the change allowing it.
+        guests = _guests(system)
+        if guests["guests"] is None:
+            raise AgentError("guest_check_failed", "Not rebooting: cannot tell whether guests are running (%s)."
+                             % guests["error"], {"error": guests["error"], "boot_id": boot_id})
+        names = [g["name"] for g in guests["guests"]]
+        if names:
+            raise AgentError("guests_running", "Not rebooting: %d running guest%s would go down: %s." % (
+                len(names), "" if len(names) == 1 else "s", ", ".join(names)),
+                {"guests": names, "boot_id": boot_id})
     actions = []
     method = None
     notes = []

@@ -18,8 +18,21 @@ GENESIS = "0" * 64
 
 # The fields covered by the hash, as stored in the table (the hash itself excluded).
 HASHED_FIELDS = (
-    "id", "created_at", "actor_id", "actor_name", "action", "object_type", "object_id", "object_repr",
-    "host_id", "host_name", "change_id", "data", "client_ip", "request_id", "prev_hash",
+    "id",
+    "created_at",
+    "actor_id",
+    "actor_name",
+    "action",
+    "object_type",
+    "object_id",
+    "object_repr",
+    "host_id",
+    "host_name",
+    "change_id",
+    "data",
+    "client_ip",
+    "request_id",
+    "prev_hash",
 )
 
 
@@ -103,18 +116,34 @@ def walk(rows, *, prev_id=None, prev_hash=GENESIS) -> ChainResult:
         expected_id = 1 if prev_id is None else prev_id + 1
         broken = None
         if row["id"] != expected_id:
-            broken = BrokenLink(row["id"], row["action"], row["created_at"],
-                                "events missing before this one (gap in the sequence)",
-                                str(expected_id), str(row["id"]))
+            broken = BrokenLink(
+                row["id"],
+                row["action"],
+                row["created_at"],
+                "events missing before this one (gap in the sequence)",
+                str(expected_id),
+                str(row["id"]),
+            )
         elif row["prev_hash"] != prev_hash:
-            broken = BrokenLink(row["id"], row["action"], row["created_at"],
-                                "prev_hash does not match the previous event's hash", prev_hash, row["prev_hash"])
+            broken = BrokenLink(
+                row["id"],
+                row["action"],
+                row["created_at"],
+                "prev_hash does not match the previous event's hash",
+                prev_hash,
+                row["prev_hash"],
+            )
         else:
             recomputed = compute_hash(row)
             if recomputed != row["hash"]:
-                broken = BrokenLink(row["id"], row["action"], row["created_at"],
-                                    "content does not match its hash (the event was altered)",
-                                    recomputed, row["hash"])
+                broken = BrokenLink(
+                    row["id"],
+                    row["action"],
+                    row["created_at"],
+                    "content does not match its hash (the event was altered)",
+                    recomputed,
+                    row["hash"],
+                )
         if broken:
             return ChainResult(checked, prev_id, prev_hash, broken)
         checked += 1

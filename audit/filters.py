@@ -13,8 +13,10 @@ from .models import AuditEvent
 # One text expression searched by `q`. On PostgreSQL a pg_trgm GIN index on exactly this expression
 # (migration 0002) serves the LIKE; on SQLite it is a scan bounded by the keyset page.
 SEARCH_SQL = {
-    "postgresql": "upper(object_repr || ' ' || actor_name || ' ' || host_name || ' ' || data::text) LIKE upper(%s)",
-    "sqlite": "upper(object_repr || ' ' || actor_name || ' ' || host_name || ' ' || data) LIKE upper(%s) ESCAPE '\\'",
+    "postgresql": "upper(object_repr || ' ' || actor_name || ' ' || host_name || ' ' || data::text) "
+    "LIKE upper(%s)",
+    "sqlite": "upper(object_repr || ' ' || actor_name || ' ' || host_name || ' ' || data) "
+    "LIKE upper(%s) ESCAPE '\\'",
 }
 
 
@@ -30,11 +32,18 @@ class DateInput(forms.DateInput):
 class AuditEventFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(label="Search", method="search", max_length=200)
     actor = django_filters.CharFilter(field_name="actor_name", label="Actor", max_length=150)
-    action = django_filters.CharFilter(field_name="action", lookup_expr="startswith", label="Action",
-                                       max_length=100, help_text="A name or a prefix such as change.")
+    action = django_filters.CharFilter(
+        field_name="action",
+        lookup_expr="startswith",
+        label="Action",
+        max_length=100,
+        help_text="A name or a prefix such as change.",
+    )
     host = django_filters.CharFilter(label="Host", method="filter_host", max_length=63)
     change = django_filters.NumberFilter(field_name="change_id", label="Change", min_value=1)
-    since = django_filters.DateFilter(field_name="created_at", lookup_expr="gte", label="From", widget=DateInput)
+    since = django_filters.DateFilter(
+        field_name="created_at", lookup_expr="gte", label="From", widget=DateInput
+    )
     until = django_filters.DateFilter(label="To (inclusive)", method="filter_until", widget=DateInput)
 
     class Meta:

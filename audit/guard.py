@@ -49,7 +49,9 @@ def install_sql(vendor):
 
 def uninstall_sql(vendor):
     if vendor == "postgresql":
-        return [f"DROP TRIGGER IF EXISTS {t}_{n} ON {t}" for t in TABLES for n in ("append_only", "no_truncate")]
+        return [
+            f"DROP TRIGGER IF EXISTS {t}_{n} ON {t}" for t in TABLES for n in ("append_only", "no_truncate")
+        ]
     if vendor == "sqlite":
         return [f"DROP TRIGGER IF EXISTS {t}_{n}" for t in TABLES for n in ("no_update", "no_delete")]
     raise NotImplementedError(f"no append-only triggers for {vendor}")
@@ -72,7 +74,8 @@ def installed(connection) -> bool:
         if connection.vendor == "postgresql":
             cursor.execute(
                 "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'audit_auditevent'::regclass "
-                "AND tgname IN ('audit_auditevent_append_only', 'audit_auditevent_no_truncate') AND tgenabled <> 'D'"
+                "AND tgname IN ('audit_auditevent_append_only', 'audit_auditevent_no_truncate') "
+                "AND tgenabled <> 'D'"
             )
         else:
             cursor.execute(

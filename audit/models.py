@@ -40,7 +40,9 @@ class AppendOnlyModel(models.Model):
 
     def save(self, *args, **kwargs):
         if not self._state.adding:
-            raise AppendOnlyError(f"audit history is append-only: {self._meta.label} {self.pk} cannot be changed")
+            raise AppendOnlyError(
+                f"audit history is append-only: {self._meta.label} {self.pk} cannot be changed"
+            )
         kwargs["force_insert"] = True
         super().save(*args, **kwargs)
 
@@ -54,7 +56,11 @@ class AuditEvent(AppendOnlyModel):
     id = models.BigIntegerField(primary_key=True)
     created_at = models.DateTimeField()
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
         related_name="+",
     )
     # Snapshot of who acted: a user name, or "system" / "worker" for automation.
@@ -122,4 +128,5 @@ class VerifyRun(AppendOnlyModel):
         ordering = ["-id"]
 
     def __str__(self):
-        return f"verify {self.finished_at:%Y-%m-%d %H:%M:%S} {'ok' if self.ok else 'BROKEN'} ({self.checked} events)"
+        verdict = "ok" if self.ok else "BROKEN"
+        return f"verify {self.finished_at:%Y-%m-%d %H:%M:%S} {verdict} ({self.checked} events)"

@@ -107,7 +107,9 @@ def _append(fields_list, using):
     last_id, last_hash = chain_tail(using)
     events = []
     for fields in fields_list:
-        row = dict(fields, id=last_id + 1, created_at=fields.get("created_at") or timezone.now(), prev_hash=last_hash)
+        row = dict(
+            fields, id=last_id + 1, created_at=fields.get("created_at") or timezone.now(), prev_hash=last_hash
+        )
         row["hash"] = compute_hash(row)
         events.append(AuditEvent(**row))
         last_id, last_hash = row["id"], row["hash"]
@@ -123,8 +125,16 @@ def record(action, *, actor=None, actor_name=None, obj=None, host=None, change=N
     Called outside a transaction, the event gets its own. The chain lock is held until the caller's
     transaction ends, so record late in long transactions (docs/audit.md).
     """
-    fields = _snapshot(action, actor=actor, actor_name=actor_name, obj=obj, host=host, change=change,
-                       data=data, request=request)
+    fields = _snapshot(
+        action,
+        actor=actor,
+        actor_name=actor_name,
+        obj=obj,
+        host=host,
+        change=change,
+        data=data,
+        request=request,
+    )
     using = router.db_for_write(AuditEvent)
     with transaction.atomic(using=using):
         lock_chain(using)
@@ -139,8 +149,19 @@ def bulk_record(rows, *, using="default", batch_size=2000):
     rows: dicts with any of actor_name, action, object_type, object_id, object_repr, host_id,
     host_name, change_id, data, client_ip, request_id, created_at.
     """
-    defaults = {"actor_id": None, "actor_name": "system", "object_type": "", "object_id": "", "object_repr": "",
-                "host_id": None, "host_name": "", "change_id": None, "data": {}, "client_ip": "", "request_id": ""}
+    defaults = {
+        "actor_id": None,
+        "actor_name": "system",
+        "object_type": "",
+        "object_id": "",
+        "object_repr": "",
+        "host_id": None,
+        "host_name": "",
+        "change_id": None,
+        "data": {},
+        "client_ip": "",
+        "request_id": "",
+    }
     with transaction.atomic(using=using):
         lock_chain(using)
         batch = []
@@ -161,7 +182,9 @@ def iter_chain_rows(*, after_id=0, chunk_size=5000, using="default"):
 
     while True:
         chunk = list(
-            AuditEvent.objects.using(using).filter(id__gt=after_id).order_by("id")
+            AuditEvent.objects.using(using)
+            .filter(id__gt=after_id)
+            .order_by("id")
             .values(*HASHED_FIELDS, "hash")[:chunk_size]
         )
         if not chunk:
@@ -184,8 +207,13 @@ def save_verify_run(result, *, started_at, problem=None, broken_id=None, using="
     if result.broken and problem is None:
         problem, broken_id = result.broken.describe(), result.broken.id
     return VerifyRun.objects.using(using).create(
-        started_at=started_at, finished_at=timezone.now(), checked=result.checked, last_id=result.last_id,
-        last_hash=result.last_hash if result.last_id else "", ok=problem is None, broken_id=broken_id,
+        started_at=started_at,
+        finished_at=timezone.now(),
+        checked=result.checked,
+        last_id=result.last_id,
+        last_hash=result.last_hash if result.last_id else "",
+        ok=problem is None,
+        broken_id=broken_id,
         message=problem or f"{result.checked} events verified",
     )
 
@@ -200,7 +228,9 @@ def chain_state(using="default"):
     from .models import VerifyRun
 
     last_run = VerifyRun.objects.using(using).order_by("-id").first()
-    rows = list(AuditEvent.objects.using(using).order_by("-id").values(*HASHED_FIELDS, "hash")[: TAIL_CHECK + 1])
+    rows = list(
+        AuditEvent.objects.using(using).order_by("-id").values(*HASHED_FIELDS, "hash")[: TAIL_CHECK + 1]
+    )
     rows.reverse()
     if rows and rows[0]["id"] == 1:
         tail = walk(rows)
@@ -210,8 +240,12 @@ def chain_state(using="default"):
     else:
         tail = walk([], prev_hash=GENESIS)
     newest = rows[-1]["id"] if rows else 0
-    return {"last_run": last_run, "tail": tail, "newest_id": newest,
-            "unverified": (newest - (last_run.last_id or 0)) if last_run and last_run.ok else None}
+    return {
+        "last_run": last_run,
+        "tail": tail,
+        "newest_id": newest,
+        "unverified": (newest - (last_run.last_id or 0)) if last_run and last_run.ok else None,
+    }
 
 
 def timeline(*, host=None, change=None, limit=50):

@@ -17,8 +17,20 @@ from .models import AuditEvent
 from .services import chain_state, record
 
 PAGE_SIZE = 50
-LIST_FIELDS = ("id", "created_at", "actor_name", "action", "object_type", "object_id", "object_repr",
-               "host_id", "host_name", "change_id", "client_ip", "request_id")
+LIST_FIELDS = (
+    "id",
+    "created_at",
+    "actor_name",
+    "action",
+    "object_type",
+    "object_id",
+    "object_repr",
+    "host_id",
+    "host_name",
+    "change_id",
+    "client_ip",
+    "request_id",
+)
 EXPORT_FIELDS = (*LIST_FIELDS, "actor_id", "data", "prev_hash", "hash")
 
 
@@ -82,8 +94,14 @@ def _before_after(data):
     rows = []
     for key in sorted(set(before) | set(after)):
         b, a = before.get(key), after.get(key)
-        rows.append({"key": key, "before": json.dumps(b, ensure_ascii=False), "after": json.dumps(a, ensure_ascii=False),
-                     "changed": b != a})
+        rows.append(
+            {
+                "key": key,
+                "before": json.dumps(b, ensure_ascii=False),
+                "after": json.dumps(a, ensure_ascii=False),
+                "changed": b != a,
+            }
+        )
     return rows
 
 
@@ -143,13 +161,22 @@ def export(request):
         raise BadRequest("format must be csv or jsonl")
     filterset, queryset = _filtered(request)
     if queryset is None:
-        raise BadRequest("invalid filter: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in filterset.errors.items()))
-    record("audit.exported", actor=request.user, request=request, data={"format": fmt, "filter": filterset.used()})
+        raise BadRequest(
+            "invalid filter: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in filterset.errors.items())
+        )
+    record(
+        "audit.exported",
+        actor=request.user,
+        request=request,
+        data={"format": fmt, "filter": filterset.used()},
+    )
     rows = queryset.order_by("id").values_list(*EXPORT_FIELDS).iterator(chunk_size=2000)
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     if fmt == "csv":
         response = StreamingHttpResponse(_csv_rows(rows), content_type="text/csv; charset=utf-8")
     else:
-        response = StreamingHttpResponse(_jsonl_rows(rows), content_type="application/x-ndjson; charset=utf-8")
+        response = StreamingHttpResponse(
+            _jsonl_rows(rows), content_type="application/x-ndjson; charset=utf-8"
+        )
     response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{fmt}"'
     return response

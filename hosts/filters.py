@@ -82,10 +82,12 @@ class HostFilterSet(django_filters.FilterSet):
         widget=forms.TextInput(attrs={"type": "search", "placeholder": "name, address, hostname"}),
     )
     label = django_filters.ModelChoiceFilter(
-        queryset=Label.objects.all(), to_field_name="name", method="filter_label", empty_label="any",
+        queryset=Label.objects.all(), to_field_name="name", method="filter_label", empty_label="any", label="Label",
     )
     status = django_filters.ChoiceFilter(choices=Hypervisor.Status.choices, empty_label="any")
-    driver = django_filters.ChoiceFilter(choices=driver_choices, method="filter_driver", empty_label="any")
+    driver = django_filters.ChoiceFilter(
+        choices=driver_choices, method="filter_driver", empty_label="any", label="NIC driver",
+    )
     sriov = _choice(YES_NO, "filter_sriov", "SR-IOV NIC")
     iommu = _choice(YES_NO, "filter_iommu", "IOMMU")
     drifted = _choice(YES_NO, "filter_drifted", "Drifted")

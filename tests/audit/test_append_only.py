@@ -42,15 +42,22 @@ def test_model_and_queryset_refuse_update_and_delete():
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("table", ["audit_auditevent", "audit_verifyrun"])
-@pytest.mark.parametrize("statement", [
-    "UPDATE {table} SET {column} = {column}",
-    "DELETE FROM {table}",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE {table} SET {column} = {column}",
+        "DELETE FROM {table}",
+    ],
+)
 def test_database_refuses_update_and_delete_by_raw_sql(table, statement):
     record("auth.login")
     call_command("verify_audit", stdout=io.StringIO())
     column = "action" if table == "audit_auditevent" else "message"
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
         cursor.execute(statement.format(table=table, column=column))
     assert AuditEvent.objects.count() == 1 and VerifyRun.objects.count() == 1
 
@@ -60,7 +67,11 @@ def test_postgresql_refuses_truncate(vendor):
     if vendor != "postgresql":
         pytest.skip("TRUNCATE is PostgreSQL's")
     record("auth.login")
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
         cursor.execute("TRUNCATE audit_auditevent")
     assert AuditEvent.objects.count() == 1
 
@@ -109,8 +120,9 @@ def test_rehashing_a_tampered_row_breaks_the_next_link():
     row["actor_name"] = "mallory"
     from audit.chain import compute_hash
 
-    _as_superuser_session("UPDATE audit_auditevent SET actor_name = 'mallory', hash = %s WHERE id = 4",
-                          [compute_hash(row)])
+    _as_superuser_session(
+        "UPDATE audit_auditevent SET actor_name = 'mallory', hash = %s WHERE id = 4", [compute_hash(row)]
+    )
     code, output = _verify()
     assert code == 1 and "first broken link at event 5" in output and "prev_hash" in output
 

@@ -8,8 +8,12 @@ pytestmark = pytest.mark.django_db
 
 
 def test_login_is_recorded_once_with_actor_ip_and_request_id(client, operator):
-    response = client.post(reverse("login"), {"username": "otto", "password": PASSWORD},
-                           REMOTE_ADDR="192.0.2.10", HTTP_X_REQUEST_ID="login-req-0001")
+    response = client.post(
+        reverse("login"),
+        {"username": "otto", "password": PASSWORD},
+        REMOTE_ADDR="192.0.2.10",
+        HTTP_X_REQUEST_ID="login-req-0001",
+    )
     assert response.status_code == 302
     event = the_event("auth.login")
     assert (event.actor_id, event.actor_name) == (operator.pk, "otto")
@@ -19,8 +23,9 @@ def test_login_is_recorded_once_with_actor_ip_and_request_id(client, operator):
 
 
 def test_failed_login_is_recorded_once_without_the_password(client, operator):
-    response = client.post(reverse("login"), {"username": "otto", "password": "wrong-password-123"},
-                           REMOTE_ADDR="198.51.100.7")
+    response = client.post(
+        reverse("login"), {"username": "otto", "password": "wrong-password-123"}, REMOTE_ADDR="198.51.100.7"
+    )
     assert response.status_code == 400  # console.security.ThrottledLoginView
     event = the_event("auth.login_failed")
     assert (event.actor_id, event.actor_name) == (None, "anonymous")

@@ -40,7 +40,9 @@ def test_parallel_writers_leave_one_unbroken_chain():
     assert errors == []
     result = assert_chain_ok()
     assert result.checked == THREADS * EACH == AuditEvent.objects.count()
-    assert list(AuditEvent.objects.order_by("id").values_list("id", flat=True)) == list(range(1, THREADS * EACH + 1))
+    assert list(AuditEvent.objects.order_by("id").values_list("id", flat=True)) == list(
+        range(1, THREADS * EACH + 1)
+    )
     prev_hashes = list(AuditEvent.objects.values_list("prev_hash", flat=True))
     assert len(set(prev_hashes)) == len(prev_hashes)
     per_thread = AuditEvent.objects.filter(actor_name="worker-3").count()

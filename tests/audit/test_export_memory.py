@@ -16,8 +16,17 @@ BOUND = 50 * 1024 * 1024
 @pytest.mark.django_db
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_export_of_100k_events_streams_with_bounded_memory(client_for, auditor, fmt):
-    bulk_record({"action": "step.finished", "actor_name": "worker", "host_id": i % 1000, "host_name": f"hv{i % 1000}",
-                 "object_repr": f"step {i}", "data": {"exit_status": 0, "note": "x" * 200}} for i in range(ROWS))
+    bulk_record(
+        {
+            "action": "step.finished",
+            "actor_name": "worker",
+            "host_id": i % 1000,
+            "host_name": f"hv{i % 1000}",
+            "object_repr": f"step {i}",
+            "data": {"exit_status": 0, "note": "x" * 200},
+        }
+        for i in range(ROWS)
+    )
     c = client_for(auditor)
     tracemalloc.start()
     try:

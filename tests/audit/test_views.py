@@ -20,9 +20,19 @@ def _ids(response):
 
 
 def _seed(n=10, **extra):
-    bulk_record({"action": "host.discovered" if i % 2 else "change.approved", "actor_name": "anna" if i % 3 else "otto",
-                 "host_id": i % 4 + 1, "host_name": f"hv{i % 4 + 1}", "change_id": i % 5 + 1,
-                 "object_repr": f"object {i}", "data": {"note": f"needle-{i}"}, **extra} for i in range(n))
+    bulk_record(
+        {
+            "action": "host.discovered" if i % 2 else "change.approved",
+            "actor_name": "anna" if i % 3 else "otto",
+            "host_id": i % 4 + 1,
+            "host_name": f"hv{i % 4 + 1}",
+            "change_id": i % 5 + 1,
+            "object_repr": f"object {i}",
+            "data": {"note": f"needle-{i}"},
+            **extra,
+        }
+        for i in range(n)
+    )
 
 
 @pytest.mark.parametrize("name", ["audit:list", "audit:export"])
@@ -76,7 +86,7 @@ def test_keyset_pagination_walks_every_event_once(client_for, auditor):
     total = AuditEvent.objects.count()
     assert seen == list(range(total, 0, -1))
     back = c.get(url, {"after": seen[PAGE_SIZE * 2]})  # "newer" from the third page
-    assert _ids(back) == seen[PAGE_SIZE: PAGE_SIZE * 2]
+    assert _ids(back) == seen[PAGE_SIZE : PAGE_SIZE * 2]
 
 
 @pytest.mark.parametrize("query", [{}, {"action": "change.", "q": "needle"}, {"host": "2"}])
@@ -105,8 +115,11 @@ def test_chain_state_is_shown(client_for, auditor):
 
 
 def test_detail_shows_before_after_and_step_transcript_link(client_for, auditor):
-    event = record("host.updated", actor=auditor, data={"before": {"port": 22, "user": "root"},
-                                                         "after": {"port": 2222, "user": "root"}})
+    event = record(
+        "host.updated",
+        actor=auditor,
+        data={"before": {"port": 22, "user": "root"}, "after": {"port": 2222, "user": "root"}},
+    )
     step = record("step.finished", actor_name="worker", data={"exit_status": 0})
     c = client_for(auditor)
     text = c.get(reverse("audit:detail", args=[event.pk])).content.decode()
@@ -138,7 +151,7 @@ def test_export_csv_and_jsonl_follow_the_filter_and_are_audited(client_for, audi
 
 
 def test_export_neutralises_spreadsheet_formulas(client_for, auditor):
-    record("host.updated", actor_name="=HYPERLINK(\"http://evil\")")
+    record("host.updated", actor_name='=HYPERLINK("http://evil")')
     text = _consume(client_for(auditor).get(reverse("audit:export"), {"format": "csv", "action": "host."}))
     assert "'=HYPERLINK" in text
 
@@ -172,5 +185,7 @@ def test_admin_is_read_only(client_for, superuser):
     assert c.get(reverse("admin:audit_auditevent_add")).status_code == 403
     page = c.get(reverse("admin:audit_auditevent_change", args=[event.pk]))
     assert page.status_code == 200 and b'name="action"' not in page.content
-    assert c.post(reverse("admin:audit_auditevent_delete", args=[event.pk]), {"post": "yes"}).status_code == 403
+    assert (
+        c.post(reverse("admin:audit_auditevent_delete", args=[event.pk]), {"post": "yes"}).status_code == 403
+    )
     assert AuditEvent.objects.filter(pk=event.pk).exists()

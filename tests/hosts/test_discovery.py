@@ -5,6 +5,7 @@ host-key pending / mismatch / TOFU, NICs that disappear and come back, VF counts
 drift detected and cleared — and the audit event of each.
 """
 
+import importlib
 import time
 
 import pytest
@@ -34,6 +35,15 @@ def fleet(tmp_path_factory):
     sim = SimFleet(tmp_path_factory.mktemp("simfleet"), hosts=SPECS, base_port=0, vf_delay=0.05).start()
     yield sim
     sim.stop()
+
+
+@pytest.fixture(autouse=True)
+def _roles(transactional_db):
+    """transactional_db empties every table after a test, the role groups too: put them back."""
+    from django.apps import apps
+
+    migration = importlib.import_module("console.migrations.0002_roles")
+    migration.create_roles(apps, None)
 
 
 @pytest.fixture(autouse=True)
@@ -225,13 +235,13 @@ def test_nic_changes_and_drift_through_celery(celery_worker, fleet, credential, 
     target = remote.HostTarget(name=sim.name, address=sim.address, port=sim.port, username=sim.username,
                                private_key=credential.get_private_key(), known_host_key=host.host_key)
     result = remote.run_agent_sync(target, "set_vfs", {"pf": "eno49", "pci_address": "0000:04:00.0",
-                                                       "count": 4, "persist": False})
+                                                       "count": 4, "persist": True})
     assert result.ok, result.message
     Hypervisor.objects.filter(pk=host.pk).update(managed_kernel_args=[])
 
     host = refresh(host, operator)
     eno49.refresh_from_db()
-    assert eno49.sriov_numvfs == 4
+    assert eno49.sriov_numvfs == 4 and eno49.persisted and eno49.persisted_numvfs == 4
     vfs = list(eno49.vfs.order_by("index"))
     assert [vf.netdev for vf in vfs] == ["eno49v0", "eno49v1", "eno49v2", "eno49v3"]
     assert all(vf.driver == "igbvf" and vf.present and vf.pci_address for vf in vfs)
@@ -244,7 +254,7 @@ def test_nic_changes_and_drift_through_celery(celery_worker, fleet, credential, 
 
     # Fewer VFs: the VFs that went away are marked gone, not deleted.
     result = remote.run_agent_sync(target, "set_vfs", {"pf": "eno49", "pci_address": "0000:04:00.0",
-                                                       "count": 2, "persist": False})
+                                                       "count": 2, "persist": True})
     assert result.ok, result.message
     host = refresh(host, operator)
     assert [(vf.index, vf.present) for vf in eno49.vfs.order_by("index")] == [
@@ -256,7 +266,7 @@ def test_nic_changes_and_drift_through_celery(celery_worker, fleet, credential, 
 
     # Back to 0 on the host, and the intent cleared: in line again.
     remote.run_agent_sync(target, "set_vfs", {"pf": "eno49", "pci_address": "0000:04:00.0",
-                                              "count": 0, "persist": False})
+                                              "count": 0, "persist": True})
     Nic.objects.filter(pk=eno49.pk).update(managed_numvfs=None)
     host = refresh(host, operator)
     assert not host.drifted and len(events("host.drift_cleared", host)) == 2

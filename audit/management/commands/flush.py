@@ -23,12 +23,17 @@ def is_test_database(connection) -> bool:
 
 
 class Command(FlushCommand):
-    help = FlushCommand.help + " Audit history is only erased in a test database or with --erase-audit-history."
+    help = (
+        FlushCommand.help + " Audit history is only erased in a test database or with --erase-audit-history."
+    )
 
     def add_arguments(self, parser):
         super().add_arguments(parser)
-        parser.add_argument("--erase-audit-history", action="store_true",
-                            help="Also erase the append-only audit history (outside a test database).")
+        parser.add_argument(
+            "--erase-audit-history",
+            action="store_true",
+            help="Also erase the append-only audit history (outside a test database).",
+        )
 
     def handle(self, **options):
         connection = connections[options["database"]]

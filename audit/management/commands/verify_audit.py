@@ -16,7 +16,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--chunk-size", type=int, default=5000)
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS)
-        parser.add_argument("--no-save", action="store_true", help="Do not record the outcome as a VerifyRun.")
+        parser.add_argument(
+            "--no-save", action="store_true", help="Do not record the outcome as a VerifyRun."
+        )
 
     def handle(self, *args, chunk_size, database, no_save, **options):
         started_at, clock = timezone.now(), time.monotonic()
@@ -26,17 +28,28 @@ class Command(BaseCommand):
             problem, broken_id = result.broken.describe(), result.broken.id
         # A previous successful run must still find the event it ended at, with the same hash:
         # otherwise the newest events were removed or re-chained since.
-        previous = VerifyRun.objects.using(database).filter(ok=True, last_id__isnull=False).order_by("-id").first()
+        previous = (
+            VerifyRun.objects.using(database).filter(ok=True, last_id__isnull=False).order_by("-id").first()
+        )
         if problem is None and previous is not None:
-            still = AuditEvent.objects.using(database).filter(id=previous.last_id).values_list("hash", flat=True).first()
+            still = (
+                AuditEvent.objects.using(database)
+                .filter(id=previous.last_id)
+                .values_list("hash", flat=True)
+                .first()
+            )
             if still != previous.last_hash:
                 broken_id = previous.last_id
-                problem = (f"event {previous.last_id}, verified by run {previous.pk} at "
-                           f"{previous.finished_at:%Y-%m-%d %H:%M:%S}, is missing or changed: expected "
-                           f"{previous.last_hash}, stored {still or 'nothing'}")
+                problem = (
+                    f"event {previous.last_id}, verified by run {previous.pk} at "
+                    f"{previous.finished_at:%Y-%m-%d %H:%M:%S}, is missing or changed: expected "
+                    f"{previous.last_hash}, stored {still or 'nothing'}"
+                )
         if not no_save:
             with transaction.atomic(using=database):
-                save_verify_run(result, started_at=started_at, problem=problem, broken_id=broken_id, using=database)
+                save_verify_run(
+                    result, started_at=started_at, problem=problem, broken_id=broken_id, using=database
+                )
         elapsed = time.monotonic() - clock
         if problem:
             self.stderr.write(f"audit chain BROKEN after {result.checked} good events: {problem}")
