@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 SELECT_BY = ("name", "pci", "driver", "vendor_device")
 MAX_OPERATIONS = 20
+RESET_NOTE = "reset to 0 first, the kernel refuses a direct change"
 
 
 class OperationError(ValueError):
@@ -145,7 +146,7 @@ class SetVfs:
                 if needs_persist:
                     text = f"{nic.name}: already {count} VFs; record the count so it survives a reboot"
             elif reset:
-                text = f"{nic.name}: {current} → {count} VFs (reset to 0 first, the kernel refuses a direct change)"
+                text = f"{nic.name}: {current} → {count} VFs ({RESET_NOTE})"
             else:
                 text = f"{nic.name}: {current} → {count} VFs"
             if legacy and count != current:

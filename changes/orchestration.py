@@ -44,6 +44,7 @@ CS = ChangeRequest.State
 RS = Rollout.State
 WORKER = "worker"
 NAMESPACE_OPS = {op.namespace: op for op in REGISTRY.values()}
+QUEUED_STALE_FACTOR = 5
 
 
 class LostOwnership(Exception):
@@ -729,7 +730,10 @@ def _record_intent(host: Hypervisor, after: dict) -> None:
 def resume_stale(now=None) -> list[int]:
     """Host runs whose owner stopped beating (worker died): give them a new owner and re-enqueue."""
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=_setting("HOSTRUN_STALE_SECONDS", 60))
+    stale = _setting("HOSTRUN_STALE_SECONDS", 60)
+    cutoff = now - timedelta(seconds=stale)
+    # A dispatched run still waiting in the queue has no heartbeat yet: give the queue longer.
+    queued_cutoff = now - timedelta(seconds=stale * QUEUED_STALE_FACTOR)
     resumed = []
     candidates = HostRun.objects.filter(
         state__in=HostRun.OPEN, dispatched_at__isnull=False, heartbeat_at__lt=cutoff
@@ -738,6 +742,8 @@ def resume_stale(now=None) -> list[int]:
         with transaction.atomic():
             run = HostRun.objects.select_for_update().select_related("rollout", "host").get(pk=run_id)
             if run.is_finished or not _stale(run, now):
+                continue
+            if run.state == HR.PENDING and run.heartbeat_at and run.heartbeat_at >= queued_cutoff:
                 continue
             token = uuid.uuid4().hex
             old_owner = run.owner

@@ -59,7 +59,9 @@ def parse_filter(text: str) -> list[tuple[str, str]]:
             return terms
         joiner = tokens.pop(0)
         if joiner.lower() != "and":
-            raise TargetError(f"expected 'and' after term {position}, found {joiner!r} (only 'and' is supported)")
+            raise TargetError(
+                f"expected 'and' after term {position}, found {joiner!r} (only 'and' is supported)"
+            )
 
 
 def _term_q(key: str, value: str) -> Q:

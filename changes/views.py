@@ -17,7 +17,7 @@ from console.roles import has_permission, require_permission
 from . import approvals, services
 from .filters import ChangeFilter, annotated_changes
 from .forms import CancelForm, ChangeForm, VoteForm
-from .models import Approval, ChangeRequest, HostRun, PlanItem, Rollout, Step
+from .models import Approval, ChangeRequest, HostRun, PlanItem, Step
 
 PER_PAGE = 50
 TIMELINE_LIMIT = 300
@@ -227,11 +227,7 @@ def _act(request, pk, action, ok_message):
     try:
         action()
     except services.ChangeError as exc:
-        resp = _done(request, pk, error=exc.message)
-        resp.status_code = 409 if not wants_partial(request) else 200
-        if not wants_partial(request):
-            resp.status_code = 302
-        return resp
+        return _done(request, pk, error=exc.message)
     return _done(request, pk, ok=ok_message)
 
 
@@ -310,5 +306,3 @@ def change_retry(request, pk):
         "Retrying the failed hosts as a new rollout of the same approved plan.",
     )
 
-
-__all__ = ["Rollout"]

@@ -1,3 +1,4 @@
+import ipaddress
 import re
 import uuid
 from contextvars import ContextVar
@@ -11,12 +12,25 @@ current_client_ip: ContextVar[str | None] = ContextVar("current_client_ip", defa
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def client_ip(request) -> str | None:
-    """REMOTE_ADDR, or the proxy's X-Forwarded-For when the proxy is trusted (HTTPS deployments)."""
+    """REMOTE_ADDR, or the proxy's X-Forwarded-For when the proxy is trusted (HTTPS deployments).
+
+    The *last* entry is the one our proxy added; earlier entries come from the client and can be
+    forged (which would let a client dodge login throttling by address and lie in the audit).
+    """
     if getattr(settings, "SECURE_PROXY_SSL_HEADER", None):
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()[:45]
+        candidate = forwarded.split(",")[-1].strip()
+        if candidate and _is_ip(candidate):  # garbage would break inet columns (audit, lockout)
+            return candidate
     return request.META.get("REMOTE_ADDR")
 
 

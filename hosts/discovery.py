@@ -451,7 +451,7 @@ def _apply_inventory(host, result, now, kwargs) -> None:
 
 def _apply_nics(host, reported, now, kwargs, first) -> dict[str, tuple]:
     """Upsert physical functions by PCI address and their VFs by index; returns VF-count changes."""
-    existing = {nic.pci_address: nic for nic in host.nics.all()}
+    existing = {nic.pci_address: nic for nic in host.nics.prefetch_related("vfs")}
     seen = set()
     numvfs_changes = {}
     for item in reported:

@@ -82,7 +82,8 @@ class HostFilterSet(django_filters.FilterSet):
         widget=forms.TextInput(attrs={"type": "search", "placeholder": "name, address, hostname"}),
     )
     label = django_filters.ModelChoiceFilter(
-        queryset=Label.objects.all(), to_field_name="name", method="filter_label", empty_label="any", label="Label",
+        queryset=Label.objects.all(), to_field_name="name", method="filter_label", empty_label="any",
+        label="Label",
     )
     status = django_filters.ChoiceFilter(choices=Hypervisor.Status.choices, empty_label="any")
     driver = django_filters.ChoiceFilter(

@@ -196,7 +196,7 @@ def update_host(host: Hypervisor, data: dict, user, *, request=None) -> Hypervis
     """
     _check(user)
     with transaction.atomic():
-        host = Hypervisor.objects.select_for_update().select_related("credential").get(pk=host.pk)
+        host = Hypervisor.objects.select_for_update(of=("self",)).select_related("credential").get(pk=host.pk)
         before = _snapshot(host)
         labels = _prepare(host, data)
         host.save()

@@ -59,15 +59,31 @@ def group_members(pgid: int) -> list[int]:
 class Demo:
     def __init__(self, var_dir: Path):
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DATABASE_NAME_OVERRIDE")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DATABASE_NAME_OVERRIDE")
+        }
         env.update(CONSOLE_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1")
         self.output_path = var_dir / "demo-output.txt"
         self.output = open(self.output_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "demo", "--hosts", str(HOSTS), "--port", str(self.port),
-             "--sim-base-port", "0"],
-            cwd=ROOT, env=env, stdout=self.output, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "manage.py",
+                "demo",
+                "--hosts",
+                str(HOSTS),
+                "--port",
+                str(self.port),
+                "--sim-base-port",
+                "0",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def text(self) -> str:
@@ -112,7 +128,9 @@ def login(port: int, username: str, password: str) -> urllib.request.OpenerDirec
     page = opener.open(f"{base}/login/", timeout=10).read().decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
     body = urllib.parse.urlencode({"username": username, "password": password, "csrfmiddlewaretoken": token})
-    request = urllib.request.Request(f"{base}/login/", data=body.encode(), headers={"Referer": f"{base}/login/"})
+    request = urllib.request.Request(
+        f"{base}/login/", data=body.encode(), headers={"Referer": f"{base}/login/"}
+    )
     response = opener.open(request, timeout=10)
     assert "/login/" not in response.geturl(), "login failed"
     return opener
@@ -123,7 +141,9 @@ def test_demo_runs_and_stops_cleanly(demo, tmp_path):
     text = demo.text()
     assert f"SR-IOV Console demo is running: http://127.0.0.1:{demo.port}/" in text
     assert "HOST_KEY_TOFU=1" in text
-    passwords = dict(re.findall(r"^\s+(admin|operator|approver|auditor|viewer)\s+password: (\S+)", text, re.M))
+    passwords = dict(
+        re.findall(r"^\s+(admin|operator|approver|auditor|viewer)\s+password: (\S+)", text, re.M)
+    )
     assert set(passwords) == {"admin", "operator", "approver", "auditor", "viewer"}
     children = {name: int(pid) for name, pid in re.findall(r"started (\w+)\s+pid (\d+)", text)}
     assert set(children) == {"simfleet", "worker", "beat", "web"}

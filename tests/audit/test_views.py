@@ -1,5 +1,6 @@
 import datetime
 import json
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
@@ -120,12 +121,14 @@ def test_detail_shows_before_after_and_step_transcript_link(client_for, auditor)
         actor=auditor,
         data={"before": {"port": 22, "user": "root"}, "after": {"port": 2222, "user": "root"}},
     )
-    step = record("step.finished", actor_name="worker", data={"exit_status": 0})
+    fake_step = SimpleNamespace(pk=5, _meta=SimpleNamespace(label_lower="changes.step"))
+    step = record("step.finished", actor_name="worker", obj=fake_step, data={"exit_status": 0})
     c = client_for(auditor)
     text = c.get(reverse("audit:detail", args=[event.pk])).content.decode()
     assert "Before and after" in text and "2222" in text and event.hash in text
     text = c.get(reverse("audit:detail", args=[step.pk])).content.decode()
     assert "exit_status" in text
+    assert f'href="{reverse("changes:step", args=[5])}"' in text
     assert c.get(reverse("audit:detail", args=[9999])).status_code == 404
 
 

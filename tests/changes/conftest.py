@@ -26,14 +26,28 @@ def make_credential(name="ops"):
     return credential
 
 
-def make_host(name, *, credential=None, nics=(), status="reachable", host_key="ssh-ed25519 AAAAC3 test",
-              labels=(), refreshed=None, kernel="5.15.0-91-generic"):
+def make_host(
+    name,
+    *,
+    credential=None,
+    nics=(),
+    status="reachable",
+    host_key="ssh-ed25519 AAAAC3 test",
+    labels=(),
+    refreshed=None,
+    kernel="5.15.0-91-generic",
+):
     """A discovered host with NICs: nics = [(name, pci, numvfs, {overrides}), ...]."""
     from hosts.models import Hypervisor, Label, Nic, VirtualFunction
 
     host = Hypervisor.objects.create(
-        name=name, address="127.0.0.1", credential=credential, status=status, host_key=host_key,
-        facts_refreshed_at=refreshed or timezone.now(), kernel=kernel,
+        name=name,
+        address="127.0.0.1",
+        credential=credential,
+        status=status,
+        host_key=host_key,
+        facts_refreshed_at=refreshed or timezone.now(),
+        kernel=kernel,
     )
     for label in labels:
         host.labels.add(Label.objects.get_or_create(name=label)[0])
@@ -42,8 +56,13 @@ def make_host(name, *, credential=None, nics=(), status="reachable", host_key="s
         guests = fields.pop("guests", {})
         nic = Nic.objects.create(host=host, name=nic_name, pci_address=pci, sriov_numvfs=numvfs, **fields)
         for index in range(numvfs or 0):
-            VirtualFunction.objects.create(nic=nic, index=index, pci_address=f"0000:05:10.{index}",
-                                           netdev=f"{nic_name}v{index}", guest=guests.get(index, ""))
+            VirtualFunction.objects.create(
+                nic=nic,
+                index=index,
+                pci_address=f"0000:05:10.{index}",
+                netdev=f"{nic_name}v{index}",
+                guest=guests.get(index, ""),
+            )
     return host
 
 
@@ -54,9 +73,13 @@ def change_data(host_ids=None, *, filter_text="", ops=None, **policy):
     if filter_text:
         targets["filter"] = filter_text
     data = {
-        "title": "VFs for the rack", "reason": "guests need SR-IOV", "targets": targets,
+        "title": "VFs for the rack",
+        "reason": "guests need SR-IOV",
+        "targets": targets,
         "operations": ops or [{"op": "set_vfs", "select": {"by": "name", "value": "eno49"}, "count": 4}],
-        "parallelism": 1, "canary_count": 0, "max_failures": 1,
+        "parallelism": 1,
+        "canary_count": 0,
+        "max_failures": 1,
     }
     data.update(policy)
     return data

@@ -29,8 +29,10 @@ def hosts(credential):
 
 
 def states(rollout):
-    return [r.state + ("*" if r.dispatched_at and r.state == "pending" else "")
-            for r in rollout.host_runs.order_by("order")]
+    return [
+        r.state + ("*" if r.dispatched_at and r.state == "pending" else "")
+        for r in rollout.host_runs.order_by("order")
+    ]
 
 
 def finish(rollout, order, state):
@@ -38,7 +40,9 @@ def finish(rollout, order, state):
 
 
 def test_canary_alone_then_parallelism_then_halt(hosts, operator, approver):
-    change, rollout = approved_change(hosts, operator, approver, canary_count=1, parallelism=2, max_failures=2)
+    change, rollout = approved_change(
+        hosts, operator, approver, canary_count=1, parallelism=2, max_failures=2
+    )
     orchestration.advance(rollout.pk)
     orchestration.advance(rollout.pk)  # idempotent: nothing more while the canary runs
     assert states(rollout) == ["pending*", "pending", "pending", "pending", "pending"]
@@ -65,7 +69,9 @@ def test_canary_alone_then_parallelism_then_halt(hosts, operator, approver):
 
 
 def test_canary_failure_halts_everything(hosts, operator, approver):
-    change, rollout = approved_change(hosts, operator, approver, canary_count=2, parallelism=5, max_failures=5)
+    change, rollout = approved_change(
+        hosts, operator, approver, canary_count=2, parallelism=5, max_failures=5
+    )
     orchestration.advance(rollout.pk)
     finish(rollout, 0, "failed")
     assert orchestration.advance(rollout.pk) == "failed"
@@ -77,14 +83,16 @@ def test_canary_failure_halts_everything(hosts, operator, approver):
 
 def test_window_not_before_and_not_after(hosts, operator, approver):
     later = timezone.now() + timedelta(hours=1)
-    change, rollout = approved_change(hosts[:2], operator, approver, not_before=later,
-                                      not_after=later + timedelta(hours=1))
+    change, rollout = approved_change(
+        hosts[:2], operator, approver, not_before=later, not_after=later + timedelta(hours=1)
+    )
     assert orchestration.advance(rollout.pk) == "window"
     assert states(rollout) == ["pending", "pending"]
     rollout.refresh_from_db()
     assert rollout.message.startswith("waiting for the window: not before")
-    ChangeRequest.objects.filter(pk=change.pk).update(not_before=timezone.now() - timedelta(hours=2),
-                                                      not_after=timezone.now() - timedelta(hours=1))
+    ChangeRequest.objects.filter(pk=change.pk).update(
+        not_before=timezone.now() - timedelta(hours=2), not_after=timezone.now() - timedelta(hours=1)
+    )
     assert orchestration.advance(rollout.pk) == "failed"
     assert all(r.state == "skipped" and "window closed" in r.message for r in rollout.host_runs.all())
 

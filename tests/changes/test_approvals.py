@@ -32,10 +32,14 @@ def submitted(host, operator, django_capture_on_commit_callbacks):
 
 
 def actions(change):
-    return list(AuditEvent.objects.filter(change_id=change.pk).order_by("id").values_list("action", flat=True))
+    return list(
+        AuditEvent.objects.filter(change_id=change.pk).order_by("id").values_list("action", flat=True)
+    )
 
 
-def test_requester_can_never_approve_even_as_admin(host, admin_user, approver, django_capture_on_commit_callbacks):
+def test_requester_can_never_approve_even_as_admin(
+    host, admin_user, approver, django_capture_on_commit_callbacks
+):
     change = services.create_change(change_data([host.pk]), admin_user)
     services.submit_change(change.pk, admin_user)
     change.refresh_from_db()
@@ -63,13 +67,19 @@ def test_approval_schedules_a_rollout_with_host_runs(submitted, approver, django
     assert rollout.attempt == 1 and rollout.plan_hash == submitted.plan_hash
     assert list(rollout.host_runs.values_list("state", flat=True)) == ["pending"]
     assert len(callbacks) == 1  # advance_rollout, after commit
-    assert actions(submitted) == ["change.created", "change.submitted", "change.approved", "change.scheduled",
-                                  "rollout.state_changed"]
+    assert actions(submitted) == [
+        "change.created",
+        "change.submitted",
+        "change.approved",
+        "change.scheduled",
+        "rollout.state_changed",
+    ]
 
 
 @override_settings(CHANGE_APPROVALS_REQUIRED=2)
-def test_quorum_one_vote_each_and_votes_are_kept(host, operator, approver, second_approver,
-                                                  django_capture_on_commit_callbacks):
+def test_quorum_one_vote_each_and_votes_are_kept(
+    host, operator, approver, second_approver, django_capture_on_commit_callbacks
+):
     change = services.create_change(change_data([host.pk]), operator)
     assert change.required_approvals == 2
     services.submit_change(change.pk, operator)
@@ -115,15 +125,21 @@ def test_vote_binds_to_the_plan_hash_and_a_changed_plan_needs_new_votes(submitte
 
 
 def test_editing_a_submitted_change_returns_it_to_draft_and_old_votes_stop_counting(
-        host, operator, approver, second_approver, django_capture_on_commit_callbacks):
+    host, operator, approver, second_approver, django_capture_on_commit_callbacks
+):
     with override_settings(CHANGE_APPROVALS_REQUIRED=2):
         change = services.create_change(change_data([host.pk]), operator)
     services.submit_change(change.pk, operator)
     change.refresh_from_db()
     approvals.approve(change.pk, approver, plan_hash=change.plan_hash)
     old_hash = change.plan_hash
-    services.update_change(change.pk, change_data([host.pk], ops=[
-        {"op": "set_vfs", "select": {"by": "name", "value": "eno49"}, "count": 5}]), operator)
+    services.update_change(
+        change.pk,
+        change_data(
+            [host.pk], ops=[{"op": "set_vfs", "select": {"by": "name", "value": "eno49"}, "count": 5}]
+        ),
+        operator,
+    )
     change.refresh_from_db()
     assert change.state == "draft" and change.plan_hash != old_hash
     services.submit_change(change.pk, operator)
@@ -165,8 +181,9 @@ def test_transition_table_refuses_the_impossible(submitted, operator):
         services.retry_change(submitted.pk, operator)
 
 
-def test_at_most_one_running_host_run_per_host_is_enforced_by_the_database(submitted, host, approver,
-                                                                          operator, django_capture_on_commit_callbacks):
+def test_at_most_one_running_host_run_per_host_is_enforced_by_the_database(
+    submitted, host, approver, operator, django_capture_on_commit_callbacks
+):
     from django.db import IntegrityError, transaction
 
     approvals.approve(submitted.pk, approver, plan_hash=submitted.plan_hash)

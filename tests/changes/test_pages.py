@@ -2,6 +2,7 @@
 query counts that do not grow with the number of hosts and steps."""
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 from django.utils import timezone
 
@@ -14,14 +15,26 @@ pytestmark = pytest.mark.django_db
 
 
 def hosts_for(credential, n, prefix="hv"):
-    return [make_host(f"{prefix}{i:03d}", credential=credential, nics=[("eno49", "0000:04:00.0", 0)])
-            for i in range(n)]
+    return [
+        make_host(f"{prefix}{i:03d}", credential=credential, nics=[("eno49", "0000:04:00.0", 0)])
+        for i in range(n)
+    ]
 
 
 def form_post(host_ids, **extra):
-    data = {"title": "VFs", "reason": "needed", "hosts": [str(i) for i in host_ids], "filter": "",
-            "op1_by": "name", "op1_value": "eno49", "op1_count": "4", "op1_persist": "on",
-            "parallelism": "2", "canary_count": "1", "max_failures": "1"}
+    data = {
+        "title": "VFs",
+        "reason": "needed",
+        "hosts": [str(i) for i in host_ids],
+        "filter": "",
+        "op1_by": "name",
+        "op1_value": "eno49",
+        "op1_count": "4",
+        "op1_persist": "on",
+        "parallelism": "2",
+        "canary_count": "1",
+        "max_failures": "1",
+    }
     data.update(extra)
     return data
 
@@ -63,7 +76,9 @@ def test_live_preview_renders_the_plan_and_writes_nothing(client_for, operator, 
     html = response.content.decode()
     assert "eno49: 0 → 4 VFs" in html and "hv000" in html and "no blocking error" in html
     assert "<html" not in html  # a partial
-    response = c.post(reverse("changes:preview"), form_post([hosts[0].pk], op1_count="9"), HTTP_HX_REQUEST="true")
+    response = c.post(
+        reverse("changes:preview"), form_post([hosts[0].pk], op1_count="9"), HTTP_HX_REQUEST="true"
+    )
     assert "eno49: 9 VFs requested, the NIC supports at most 7" in response.content.decode()
     response = c.post(reverse("changes:preview"), form_post([], filter="rack=1"), HTTP_HX_REQUEST="true")
     assert response.status_code == 422
@@ -71,7 +86,9 @@ def test_live_preview_renders_the_plan_and_writes_nothing(client_for, operator, 
     assert ChangeRequest.objects.count() == 0
 
 
-def test_create_submit_approve_through_pages(client_for, operator, approver, credential, django_capture_on_commit_callbacks):
+def test_create_submit_approve_through_pages(
+    client_for, operator, approver, credential, django_capture_on_commit_callbacks
+):
     hosts = hosts_for(credential, 2)
     c = client_for(operator)
     response = c.post(reverse("changes:new"), form_post([h.pk for h in hosts], reason=""))
@@ -100,15 +117,18 @@ def test_create_submit_approve_through_pages(client_for, operator, approver, cre
     assert "style=" not in detail
 
 
-def test_requester_post_approve_is_refused(client_for, admin_user, credential, django_capture_on_commit_callbacks):
+def test_requester_post_approve_is_refused(
+    client_for, admin_user, credential, django_capture_on_commit_callbacks
+):
     host = hosts_for(credential, 1)[0]
     change = services.create_change(change_data([host.pk]), admin_user)
     services.submit_change(change.pk, admin_user)
     change.refresh_from_db()
-    with pytest.raises(Exception):  # PermissionDenied → 403
+    with pytest.raises(PermissionDenied):
         approvals.approve(change.pk, admin_user, plan_hash=change.plan_hash)
-    response = client_for(admin_user).post(reverse("changes:approve", args=[change.pk]),
-                                           {"plan_hash": change.plan_hash})
+    response = client_for(admin_user).post(
+        reverse("changes:approve", args=[change.pk]), {"plan_hash": change.plan_hash}
+    )
     assert response.status_code == 403
     change.refresh_from_db()
     assert change.state == "submitted"
@@ -134,14 +154,29 @@ def _ran_change(credential, operator, approver, n, prefix):
     approvals.approve(change.pk, approver, plan_hash=change.plan_hash)
     for run in HostRun.objects.filter(rollout__change=change):
         for seq in (1, 2, 3):
-            Step.objects.create(host_run=run, seq=seq, kind="action", operation="set_vfs", started_at=timezone.now(),
-                                finished_at=timezone.now(), ok=True, stdout="{}")
+            Step.objects.create(
+                host_run=run,
+                seq=seq,
+                kind="action",
+                operation="set_vfs",
+                started_at=timezone.now(),
+                finished_at=timezone.now(),
+                ok=True,
+                stdout="{}",
+            )
     return change
 
 
 @pytest.mark.parametrize("url_name", ["changes:detail", "changes:rollout"])
-def test_detail_query_count_does_not_grow(client_for, operator, approver, credential, url_name,
-                                          django_assert_max_num_queries, django_capture_on_commit_callbacks):
+def test_detail_query_count_does_not_grow(
+    client_for,
+    operator,
+    approver,
+    credential,
+    url_name,
+    django_assert_max_num_queries,
+    django_capture_on_commit_callbacks,
+):
     small = _ran_change(credential, operator, approver, 3, "s")
     big = _ran_change(credential, operator, approver, 30, "b")
     c = client_for(operator)
@@ -152,26 +187,34 @@ def test_detail_query_count_does_not_grow(client_for, operator, approver, creden
         assert c.get(reverse(url_name, args=[big.pk])).status_code == 200
 
 
-def test_list_and_queue_query_counts_do_not_grow(client_for, operator, approver, credential,
-                                                 django_assert_max_num_queries):
+def test_list_and_queue_query_counts_do_not_grow(
+    client_for, operator, approver, credential, django_assert_max_num_queries
+):
     host = hosts_for(credential, 1)[0]
     for i in range(3):
-        services.submit_change(services.create_change(change_data([host.pk], title=f"c{i}"), operator).pk, operator)
+        services.submit_change(
+            services.create_change(change_data([host.pk], title=f"c{i}"), operator).pk, operator
+        )
     c = client_for(approver)
     with django_assert_max_num_queries(15) as few:
         c.get(reverse("changes:list"))
         c.get(reverse("changes:queue"))
     for i in range(30):
-        services.submit_change(services.create_change(change_data([host.pk], title=f"d{i}"), operator).pk, operator)
+        services.submit_change(
+            services.create_change(change_data([host.pk], title=f"d{i}"), operator).pk, operator
+        )
     with django_assert_max_num_queries(len(few.captured_queries)):
         c.get(reverse("changes:list"))
         c.get(reverse("changes:queue"))
 
 
-def test_step_transcript_page(client_for, viewer, operator, approver, credential, django_capture_on_commit_callbacks):
+def test_step_transcript_page(
+    client_for, viewer, operator, approver, credential, django_capture_on_commit_callbacks
+):
     change = _ran_change(credential, operator, approver, 1, "t")
     step = Step.objects.filter(host_run__rollout__change=change).first()
-    Step.objects.filter(pk=step.pk).update(stdout='{"ok": true}', stderr="warning: x", exit_status=0,
-                                           agent_sha256="ab" * 32)
+    Step.objects.filter(pk=step.pk).update(
+        stdout='{"ok": true}', stderr="warning: x", exit_status=0, agent_sha256="ab" * 32
+    )
     html = client_for(viewer).get(reverse("changes:step", args=[step.pk])).content.decode()
     assert "warning: x" in html and "ab" * 32 in html and "{&quot;ok&quot;: true}" in html

@@ -25,10 +25,15 @@ def preview(hosts, ops, **policy):
 
 
 def test_sentences_reset_and_nothing_to_do(credential):
-    host = make_host("hv1", credential=credential, nics=[
-        ("eno49", "0000:04:00.0", 2, {"persisted": True, "persisted_numvfs": 2}),
-        ("eno50", "0000:04:00.1", 4, {"persisted": True, "persisted_numvfs": 4}),
-        ("eno51", "0000:04:00.2", 0)])
+    host = make_host(
+        "hv1",
+        credential=credential,
+        nics=[
+            ("eno49", "0000:04:00.0", 2, {"persisted": True, "persisted_numvfs": 2}),
+            ("eno50", "0000:04:00.1", 4, {"persisted": True, "persisted_numvfs": 4}),
+            ("eno51", "0000:04:00.2", 0),
+        ],
+    )
     plan = preview([host], [op("eno49", 4), op("eno50", 4), op("eno51", 3)])
     item = plan.hosts[0].plan
     texts = [a["text"] for a in item.actions]
@@ -41,8 +46,10 @@ def test_sentences_reset_and_nothing_to_do(credential):
     assert item.after == {"numvfs": {"0000:04:00.0": 4, "0000:04:00.1": 4, "0000:04:00.2": 3}}
     steps = [a["step"] for a in item.actions]
     assert steps[1] is None
-    assert steps[0] == {"op": "set_vfs", "args": {"pf": "eno49", "pci_address": "0000:04:00.0", "count": 4,
-                                                  "persist": True, "force": False}}
+    assert steps[0] == {
+        "op": "set_vfs",
+        "args": {"pf": "eno49", "pci_address": "0000:04:00.0", "count": 4, "persist": True, "force": False},
+    }
     assert not plan.blocked and item.errors == []
 
 
@@ -59,9 +66,14 @@ def test_over_limit_is_blocking_and_cannot_be_submitted(credential, operator):
 
 
 def test_host_errors_missing_pf_and_not_capable(credential):
-    ok = make_host("hv-ok", credential=credential, nics=[("eno1", "0000:02:00.0", None,
-                                                          {"driver": "tg3", "sriov_totalvfs": None})])
-    down = make_host("hv-down", credential=credential, status="unreachable", nics=[("eno49", "0000:04:00.0", 0)])
+    ok = make_host(
+        "hv-ok",
+        credential=credential,
+        nics=[("eno1", "0000:02:00.0", None, {"driver": "tg3", "sriov_totalvfs": None})],
+    )
+    down = make_host(
+        "hv-down", credential=credential, status="unreachable", nics=[("eno49", "0000:04:00.0", 0)]
+    )
     pending = make_host("hv-new", credential=credential, status="host_key_pending", host_key="")
     never = make_host("hv-never", credential=credential, status="unknown", refreshed=None)
     never.facts_refreshed_at = None
@@ -79,17 +91,22 @@ def test_host_errors_missing_pf_and_not_capable(credential):
 
 
 def test_guests_block_unless_policy_allows_and_force_follows(credential):
-    host = make_host("hv1", credential=credential, nics=[
-        ("eno49", "0000:04:00.0", 4, {"persisted": True, "guests": {3: "web-1"}})])
+    host = make_host(
+        "hv1",
+        credential=credential,
+        nics=[("eno49", "0000:04:00.0", 4, {"persisted": True, "guests": {3: "web-1"}})],
+    )
     plan = preview([host], [op("eno49", 2)])
     assert plan.hosts[0].plan.errors == [
         "eno49: VFs in use by running guests would be removed (web-1); stop or migrate them, or allow guest "
-        "impact in the policy"]
+        "impact in the policy"
+    ]
     plan = preview([host], [op("eno49", 2)], allow_guest_impact=True)
     item = plan.hosts[0].plan
     assert not item.errors
-    assert item.warnings == ["eno49: VFs in use by running guests would be removed (web-1); allowed by the "
-                             "rollout policy"]
+    assert item.warnings == [
+        "eno49: VFs in use by running guests would be removed (web-1); allowed by the rollout policy"
+    ]
     assert item.actions[0]["step"]["args"]["force"] is True
     # Growing 4 → 6 resets to 0 first, so the guest's VF is affected too.
     plan = preview([host], [op("eno49", 6)])
@@ -108,9 +125,16 @@ def test_externally_managed_needs_take_over(credential):
 
 def test_stale_inventory_warns_and_selection_by_driver(credential):
     old = timezone.now() - timedelta(hours=3)
-    host = make_host("hv1", credential=credential, refreshed=old, nics=[
-        ("eno49", "0000:04:00.0", 0), ("eno50", "0000:04:00.1", 0),
-        ("eno1", "0000:02:00.0", None, {"driver": "tg3", "sriov_totalvfs": None})])
+    host = make_host(
+        "hv1",
+        credential=credential,
+        refreshed=old,
+        nics=[
+            ("eno49", "0000:04:00.0", 0),
+            ("eno50", "0000:04:00.1", 0),
+            ("eno1", "0000:02:00.0", None, {"driver": "tg3", "sriov_totalvfs": None}),
+        ],
+    )
     plan = preview([host], [op("igb", 2, by="driver")])
     item = plan.hosts[0].plan
     assert [a["pf"] for a in item.actions] == ["eno49", "eno50"]

@@ -38,9 +38,12 @@ NAMES = [f"c{i:02d}" for i in range(24)]
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    sim = SimFleet(tmp_path_factory.mktemp("simfleet-changes"), hosts=[{"profile": "dl360g9", "name": n}
-                                                                       for n in NAMES],
-                   base_port=0, vf_delay=0.02).start()
+    sim = SimFleet(
+        tmp_path_factory.mktemp("simfleet-changes"),
+        hosts=[{"profile": "dl360g9", "name": n} for n in NAMES],
+        base_port=0,
+        vf_delay=0.02,
+    ).start()
     yield sim
     sim.stop()
 
@@ -72,9 +75,15 @@ def register(fleet, sims):
     credential = create_credential(f"simfleet-{sims[0].name}", fleet.client_private_key_path.read_text())
     hosts = [
         Hypervisor.objects.create(
-            name=s.name, address=s.address, port=s.port, username=s.username, credential=credential,
-            host_key=s.original_host_public_key, host_key_fingerprint=remote.fingerprint(s.original_host_public_key),
-            host_key_accepted_at=timezone.now())
+            name=s.name,
+            address=s.address,
+            port=s.port,
+            username=s.username,
+            credential=credential,
+            host_key=s.original_host_public_key,
+            host_key_fingerprint=remote.fingerprint(s.original_host_public_key),
+            host_key_accepted_at=timezone.now(),
+        )
         for s in sims
     ]
     outcomes = discover_hosts(Hypervisor.objects.filter(pk__in=[h.pk for h in hosts]).order_by("name"))
@@ -112,7 +121,11 @@ def runs(rollout):
 
 def writes(sim, pci=ENO49):
     """The values written to a PF's sriov_numvfs on the simulated host, in order."""
-    return [int(m.group(1)) for e in list(sim.events) if (m := re.match(rf"sriov_numvfs {re.escape(pci)} <- (\d+)", e))]
+    return [
+        int(m.group(1))
+        for e in list(sim.events)
+        if (m := re.match(rf"sriov_numvfs {re.escape(pci)} <- (\d+)", e))
+    ]
 
 
 def set_vfs_calls(sim):
@@ -122,7 +135,9 @@ def set_vfs_calls(sim):
 def test_three_host_change_four_eyes_transcripts_and_the_reset(celery_worker, fleet, operator, approver):
     sims = sim_hosts(fleet, 3)
     hosts = register(fleet, sims)
-    change = services.create_change(change_data([h.pk for h in hosts], parallelism=2, canary_count=1), operator)
+    change = services.create_change(
+        change_data([h.pk for h in hosts], parallelism=2, canary_count=1), operator
+    )
     services.submit_change(change.pk, operator)
     change.refresh_from_db()
     with pytest.raises(PermissionDenied):
@@ -139,13 +154,22 @@ def test_three_host_change_four_eyes_transcripts_and_the_reset(celery_worker, fl
         assert [s.kind for s in steps] == ["drift_check", "action", "verify"]
         assert all(s.ok and s.exit_status == 0 and s.agent_sha256 == sha and s.duration > 0 for s in steps)
         action = steps[1]
-        assert action.request["args"] == {"pf": "eno49", "pci_address": ENO49, "count": 4, "persist": True,
-                                          "force": False}
+        assert action.request["args"] == {
+            "pf": "eno49",
+            "pci_address": ENO49,
+            "count": 4,
+            "persist": True,
+            "force": False,
+        }
         assert json.loads(action.stdout)["result"]["after"]["sriov_numvfs"] == 4
         assert run.message == "1 step applied and verified"
         assert AuditEvent.objects.filter(action="step.finished", data__step=action.pk).exists()
-    assert Nic.objects.filter(host__in=hosts, pci_address=ENO49, managed_numvfs=4, sriov_numvfs=4,
-                              persisted=True).count() == 3
+    assert (
+        Nic.objects.filter(
+            host__in=hosts, pci_address=ENO49, managed_numvfs=4, sriov_numvfs=4, persisted=True
+        ).count()
+        == 3
+    )
     assert runs(rollout)[0].is_canary
 
     # Non-zero → non-zero goes through the reset; 8 is over the I350's 7 and is blocked at plan time.
@@ -155,8 +179,10 @@ def test_three_host_change_four_eyes_transcripts_and_the_reset(celery_worker, fl
     with pytest.raises(services.ChangeError):
         services.submit_change(blocked.pk, operator)
     second = approved(hosts[:1], operator, approver, ops=[set_vfs("eno49", 2)])
-    assert second.plan_items.get().actions[0]["text"] == \
-        "eno49: 4 → 2 VFs (reset to 0 first, the kernel refuses a direct change)"
+    assert (
+        second.plan_items.get().actions[0]["text"]
+        == "eno49: 4 → 2 VFs (reset to 0 first, the kernel refuses a direct change)"
+    )
     rollout = finished(second)
     assert rollout.state == "succeeded", [r.message for r in runs(rollout)]
     assert writes(sims[0]) == [4, 0, 2]
@@ -210,7 +236,7 @@ def test_cancel_mid_rollout(celery_worker, fleet, operator, approver):
     assert rollout.state == "cancelled" and change.state == "cancelled"
     assert not Step.objects.filter(host_run__in=rest).exists()
     for sim in sims[1:]:
-        assert sim.commands and not set_vfs_calls(sim) or not sim.commands
+        assert not set_vfs_calls(sim)
     assert all(s.finished_at for s in first.steps.all())
 
 
@@ -237,8 +263,11 @@ def test_two_changes_on_one_host_never_run_at_once(celery_worker, fleet, operato
     for change in (first, second):
         assert Rollout.objects.get(change=change).state == "succeeded"
     # The agent calls of the two changes never overlapped on the host.
-    calls = sorted((c["time"], c["time"] + c.get("duration", 0), c["request_id"]) for c in sims[0].commands
-                   if c.get("request_id"))
+    calls = sorted(
+        (c["time"], c["time"] + c.get("duration", 0), c["request_id"])
+        for c in sims[0].commands
+        if c.get("request_id")
+    )
     for (_s1, end1, _r1), (start2, _e2, _r2) in zip(calls, calls[1:], strict=False):
         assert start2 >= end1 - 0.01
     assert sims[0].true_state()["numvfs"] == {**sims[0].true_state()["numvfs"], ENO49: 2, ENO50: 3}
@@ -251,8 +280,15 @@ def test_worker_killed_mid_rollout_resumes_without_harmful_rewrites(celery_worke
         sim.inject("latency", seconds=3.0)
     change = approved(hosts, operator, approver, parallelism=2)
     # Wait until both hosts are inside their set_vfs call, then kill the worker (SIGKILL, all processes).
-    wait_for(lambda: Step.objects.filter(host_run__rollout__change=change, kind="action",
-                                         finished_at__isnull=True).count() == 2, what="both set_vfs calls")
+    wait_for(
+        lambda: (
+            Step.objects.filter(
+                host_run__rollout__change=change, kind="action", finished_at__isnull=True
+            ).count()
+            == 2
+        ),
+        what="both set_vfs calls",
+    )
     celery_worker.kill()
     for sim in sims:
         sim.clear_faults()
@@ -276,8 +312,9 @@ def test_worker_killed_mid_rollout_resumes_without_harmful_rewrites(celery_worke
         rerun = [s for s in steps if s.kind == "action" and s.ok]
         assert len(rerun) == 1 and rerun[0].note.startswith(f"re-run of step {interrupted[0].seq}")
         assert run.resumed_count >= 1
-        assert AuditEvent.objects.filter(action="hostrun.state_changed", object_id=str(run.pk),
-                                         data__resumed=True).exists()
+        assert AuditEvent.objects.filter(
+            action="hostrun.state_changed", object_id=str(run.pk), data__resumed=True
+        ).exists()
         assert AuditEvent.objects.filter(action="step.finished", data__step=interrupted[0].pk).exists()
 
 
@@ -288,7 +325,7 @@ def test_drift_between_approval_and_execution(celery_worker, fleet, operator, ap
     services.submit_change(change.pk, operator)
     change.refresh_from_db()
     # Someone changes the host by hand after the plan was made.
-    sims[0].system().write_text(f"/sys/class/net/eno49/device/sriov_numvfs", "2\n")
+    sims[0].system().write_text("/sys/class/net/eno49/device/sriov_numvfs", "2\n")
     approvals.approve(change.pk, approver, plan_hash=change.plan_hash)
     rollout = finished(change)
     run = runs(rollout)[0]

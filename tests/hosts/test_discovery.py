@@ -61,8 +61,13 @@ def credential(transactional_db, fleet):
 def register(sim_host, credential, *, pin=True) -> Hypervisor:
     key = sim_host.original_host_public_key if pin else ""
     return Hypervisor.objects.create(
-        name=sim_host.name, address=sim_host.address, port=sim_host.port, username=sim_host.username,
-        credential=credential, host_key=key, host_key_fingerprint=remote.fingerprint(key) if key else "",
+        name=sim_host.name,
+        address=sim_host.address,
+        port=sim_host.port,
+        username=sim_host.username,
+        credential=credential,
+        host_key=key,
+        host_key_fingerprint=remote.fingerprint(key) if key else "",
         host_key_accepted_at=timezone.now() if key else None,
     )
 
@@ -99,8 +104,10 @@ def refresh(host, user):
 
 
 def test_fleet_discovery_through_celery(celery_worker, fleet, credential, operator):
-    hosts = {spec["name"]: register(fleet[spec["name"]], credential, pin=spec["name"] != "newkey")
-             for spec in SPECS}
+    hosts = {
+        spec["name"]: register(fleet[spec["name"]], credential, pin=spec["name"] != "newkey")
+        for spec in SPECS
+    }
     fleet["locked"].inject("auth_rejected")
     fleet["rotated"].inject("host_key_rotated")
 
@@ -196,7 +203,9 @@ def test_fleet_discovery_through_celery(celery_worker, fleet, credential, operat
     # It comes back on the next refresh (the refresh button's path, for a user).
     fleet["down"].clear_faults()
     refresh(down, operator)
-    assert down.status == Status.REACHABLE and down.status_reason == "" and down.discovery_requested_at is None
+    assert (
+        down.status == Status.REACHABLE and down.status_reason == "" and down.discovery_requested_at is None
+    )
     assert events("host.discovered", down)[-1].actor == operator
 
 
@@ -207,8 +216,9 @@ def test_nic_changes_and_drift_through_celery(celery_worker, fleet, credential, 
     eno49 = host.nics.get(name="eno49")
 
     # A NIC the host no longer reports (here: a row the host never had), and one that comes back.
-    ghost = Nic.objects.create(host=host, name="eno99", pci_address="0000:99:00.0", driver="igb",
-                               sriov_totalvfs=7, sriov_numvfs=0)
+    ghost = Nic.objects.create(
+        host=host, name="eno99", pci_address="0000:99:00.0", driver="igb", sriov_totalvfs=7, sriov_numvfs=0
+    )
     Nic.objects.filter(host=host, name="eno50").update(present=False, gone_at=timezone.now())
     # Intent the console applied earlier (normally written by the change executor).
     Nic.objects.filter(pk=eno49.pk).update(managed_numvfs=4)
@@ -232,10 +242,17 @@ def test_nic_changes_and_drift_through_celery(celery_worker, fleet, credential, 
 
     # The host now gets the 4 VFs (through the real agent over SSH), and the kernel args are
     # no longer managed: discovery sees the VFs, records the change and clears the drift.
-    target = remote.HostTarget(name=sim.name, address=sim.address, port=sim.port, username=sim.username,
-                               private_key=credential.get_private_key(), known_host_key=host.host_key)
-    result = remote.run_agent_sync(target, "set_vfs", {"pf": "eno49", "pci_address": "0000:04:00.0",
-                                                       "count": 4, "persist": True})
+    target = remote.HostTarget(
+        name=sim.name,
+        address=sim.address,
+        port=sim.port,
+        username=sim.username,
+        private_key=credential.get_private_key(),
+        known_host_key=host.host_key,
+    )
+    result = remote.run_agent_sync(
+        target, "set_vfs", {"pf": "eno49", "pci_address": "0000:04:00.0", "count": 4, "persist": True}
+    )
     assert result.ok, result.message
     Hypervisor.objects.filter(pk=host.pk).update(managed_kernel_args=[])
 
@@ -253,20 +270,25 @@ def test_nic_changes_and_drift_through_celery(celery_worker, fleet, credential, 
     assert changed.data["after"]["sriov_numvfs"] == {"eno49": 4}
 
     # Fewer VFs: the VFs that went away are marked gone, not deleted.
-    result = remote.run_agent_sync(target, "set_vfs", {"pf": "eno49", "pci_address": "0000:04:00.0",
-                                                       "count": 2, "persist": True})
+    result = remote.run_agent_sync(
+        target, "set_vfs", {"pf": "eno49", "pci_address": "0000:04:00.0", "count": 2, "persist": True}
+    )
     assert result.ok, result.message
     host = refresh(host, operator)
     assert [(vf.index, vf.present) for vf in eno49.vfs.order_by("index")] == [
-        (0, True), (1, True), (2, False), (3, False)
+        (0, True),
+        (1, True),
+        (2, False),
+        (3, False),
     ]
     assert host.drifted and compute_drift(host) == host.drift_reasons
     assert "has 2 VFs; the console applied 4" in host.drift_reasons[0]
     assert len(events("host.drift_detected", host)) == 2
 
     # Back to 0 on the host, and the intent cleared: in line again.
-    remote.run_agent_sync(target, "set_vfs", {"pf": "eno49", "pci_address": "0000:04:00.0",
-                                              "count": 0, "persist": True})
+    remote.run_agent_sync(
+        target, "set_vfs", {"pf": "eno49", "pci_address": "0000:04:00.0", "count": 0, "persist": True}
+    )
     Nic.objects.filter(pk=eno49.pk).update(managed_numvfs=None)
     host = refresh(host, operator)
     assert not host.drifted and len(events("host.drift_cleared", host)) == 2

@@ -85,8 +85,13 @@ def by_name(rows):
 def test_parse_csv():
     rows = by_name(importers.parse_csv(CSV))
     assert rows["hv01"] == {
-        "line": 2, "name": "hv01", "address": "10.0.0.1", "port": "22", "username": "root",
-        "credential": "fleet-key", "labels": ["rack1", "prod"],
+        "line": 2,
+        "name": "hv01",
+        "address": "10.0.0.1",
+        "port": "22",
+        "username": "root",
+        "credential": "fleet-key",
+        "labels": ["rack1", "prod"],
     }
     assert rows["hv02"]["labels"] == ["rack2", "prod"]
     assert rows["hv03"] == {"line": 4, "name": "hv03", "address": "10.0.0.3", "labels": []}
@@ -113,7 +118,11 @@ def test_parse_yaml_nested_groups():
     assert set(rows) == {"hv00", "hv01", "hv02", "hv03"}
     assert rows["hv00"]["labels"] == [] and rows["hv00"]["username"] == "root"
     assert rows["hv01"] == {
-        "line": 14, "name": "hv01", "address": "10.0.0.1", "port": "2222", "username": "root",
+        "line": 14,
+        "name": "hv01",
+        "address": "10.0.0.1",
+        "port": "2222",
+        "username": "root",
         "labels": ["kvm", "rack1"],
     }
     assert rows["hv02"]["port"] == "22" and rows["hv02"]["credential"] == "lab-key"

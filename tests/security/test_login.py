@@ -141,3 +141,18 @@ def test_weak_passwords_are_refused(db):
         with pytest.raises(ValidationError):
             validate_password(weak)
     validate_password(PASSWORD)
+
+
+def test_behind_the_proxy_the_address_is_the_one_the_proxy_added(client, viewer, limits):
+    limits.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # The client forges the first entry each time; the proxy appends the real address.
+    for n in range(5):
+        response = client.post(reverse("login"), {"username": f"u{n}", "password": "x"}, secure=True,
+                               HTTP_X_FORWARDED_FOR=f"10.66.0.{n}, 203.0.113.9", REMOTE_ADDR="127.0.0.1")
+    assert response.status_code == 429
+    assert set(LoginAttempt.objects.values_list("client_ip", flat=True)) == {"203.0.113.9"}
+    # Garbage in the header does not break anything; REMOTE_ADDR is used instead.
+    response = client.post(reverse("login"), {"username": "vera", "password": "x"}, secure=True,
+                           HTTP_X_FORWARDED_FOR="not-an-ip", REMOTE_ADDR="127.0.0.2")
+    assert response.status_code == 400
+    assert LoginAttempt.objects.filter(client_ip="127.0.0.2").exists()

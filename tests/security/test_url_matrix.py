@@ -181,7 +181,9 @@ def test_anonymous_is_sent_to_login(route, client, sample_objects):
     url = url_of(route, sample_objects)
     response = client.get(url)
     if route.route.startswith(API_PREFIXES):  # the REST API answers 401, not a redirect (docs/api.md)
-        assert response.status_code == 401, f"{route.name}: anonymous got {response.status_code}, expected 401"
+        assert response.status_code == 401, (
+            f"{route.name}: anonymous got {response.status_code}, expected 401"
+        )
         return
     if response.status_code == 405:  # POST-only view: the method check comes first; ask with POST
         response = client.post(url)

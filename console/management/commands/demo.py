@@ -320,6 +320,14 @@ class Command(BaseCommand):
                 for number, row in enumerate(csv.DictReader(handle), start=2)
             ]
         report = import_hosts(rows, None, credential, update_existing=True, source="demo simfleet inventory")
+        from hosts.models import Hypervisor
+
+        stale = Hypervisor.objects.filter(labels__name="simfleet").exclude(name__in=[r["name"] for r in rows])
+        if stale.exists():
+            self._say(
+                f"  note: {stale.count()} simulated host(s) from an earlier, larger demo are not running "
+                "now and will show as unreachable"
+            )
         if report.errors:
             raise CommandError(
                 "registering the simulated hosts failed:\n" + "\n".join(map(str, report.errors))

@@ -1,0 +1,369 @@
+"""The `kernel_args` operation (issue 7): edit GRUB_CMDLINE_LINUX_DEFAULT, regenerate the boot
+configuration with the host's own tool; the "Enable IOMMU for SR-IOV" preset.
+
+Operation format (validated by `KernelArgs.validate`)::
+
+    {"op": "kernel_args", "add": ["intel_iommu=on", "iommu=pt"], "remove": ["quiet"]}
+    {"op": "kernel_args", "preset": "iommu", "vfio_pci_ids": ["8086:1521"], "add": [], "remove": []}
+
+`preset: "iommu"` resolves per host at plan time from the host's CPU vendor (Intel:
+``intel_iommu=on iommu=pt``; AMD: ``amd_iommu=on iommu=pt``; anything else is a blocking error),
+plus ``vfio-pci.ids=<ids>`` when `vfio_pci_ids` is given. A `remove` item without ``=`` removes
+every token with that key (``iommu`` removes ``iommu=pt``); with ``=`` only that exact token.
+
+Namespace ``kernel_args`` of the plan's before/after: ``{"grub_cmdline_linux_default": value}``
+(whitespace-normalised), compared by the drift check and the verification. Pure functions only:
+no database, no SSH (the per-host facts come from the Hypervisor row the planner passes in).
+"""
+
+from __future__ import annotations
+
+import re
+
+from .operations import HostPlan, OperationError
+
+# Same pattern as the agent's KARG_RE (agent/sriov_agent.py): name or name=value, no quotes, no
+# spaces, no shell metacharacters. The agent checks again; the console refuses earlier, per field.
+KARG_RE = re.compile(r"^[A-Za-z0-9_.-]+(=[A-Za-z0-9_.,:/+-]+)?$")
+MAX_ARG_LENGTH = 512
+MAX_ARGS = 32
+VFIO_ID_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
+PRESETS = ("iommu",)
+IOMMU_ARGS = {"intel": ["intel_iommu=on", "iommu=pt"], "amd": ["amd_iommu=on", "iommu=pt"]}
+VENDOR_IOMMU_ON = {"intel": "intel_iommu=on", "amd": "amd_iommu=on"}
+GRUB_VAR = "GRUB_CMDLINE_LINUX_DEFAULT"
+
+# Tokens that cannot both be on one command line (besides the generic rule: one key, two values).
+CONFLICTS = (
+    ("iommu=pt", "iommu=off"),
+    ("iommu=on", "iommu=off"),
+    ("intel_iommu=on", "intel_iommu=off"),
+    ("amd_iommu=on", "amd_iommu=off"),
+    ("intel_iommu=on", "iommu=off"),
+    ("amd_iommu=on", "iommu=off"),
+)
+# Keys the kernel accepts several times (values accumulate): on GRUB_CMDLINE_LINUX, which the
+# console does not edit, another value of these keys is not a conflict.
+MULTI_VALUE_KEYS = {"console", "rd.lvm.lv", "modprobe.blacklist", "module_blacklist", "rd.driver.pre"}
+
+
+def key_of(token: str) -> str:
+    return token.split("=", 1)[0]
+
+
+def conflicts_in(tokens: list[str]) -> list[str]:
+    """Human sentences for every conflicting pair in `tokens` (empty when consistent)."""
+    found = []
+    present = set(tokens)
+    for a, b in CONFLICTS:
+        if a in present and b in present:
+            found.append(f"{a} conflicts with {b}")
+    by_key: dict[str, list[str]] = {}
+    for token in tokens:
+        if "=" in token:
+            values = by_key.setdefault(key_of(token), [])
+            if token not in values:
+                values.append(token)
+    for key, values in by_key.items():
+        if len(values) > 1:
+            text = f"{key} is given twice with different values ({' and '.join(values)})"
+            if not any(f"{a} conflicts with {b}" in found for a in values for b in values if a != b):
+                found.append(text)
+    return found
+
+
+def clashes_with(existing: list[str], added: list[str]) -> list[str]:
+    """Conflicts between tokens that stay (e.g. GRUB_CMDLINE_LINUX) and the added ones."""
+    found = []
+    pairs = set(CONFLICTS) | {(b, a) for a, b in CONFLICTS}
+    for a in added:
+        for t in existing:
+            if (a, t) in pairs or (
+                "=" in a and "=" in t and key_of(a) == key_of(t) and a != t and key_of(a) not in MULTI_VALUE_KEYS
+            ):
+                text = f"{t} conflicts with {a}"
+                if text not in found:
+                    found.append(text)
+    return found
+
+
+def _clean_list(value, field: str, where: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, list):
+        raise OperationError(f"{where}: {field} must be a list of kernel arguments")
+    if len(value) > MAX_ARGS:
+        raise OperationError(f"{where}: {field}: at most {MAX_ARGS} arguments")
+    out = []
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise OperationError(f"{where}: {field}: every argument must be a non-empty text")
+        item = item.strip()
+        if len(item) > MAX_ARG_LENGTH or not KARG_RE.match(item):
+            raise OperationError(
+                f"{where}: {field}: {item!r} is not a safe kernel argument (name or name=value; "
+                "letters, digits, _ . - in the name and , : / + also in the value; no quotes, "
+                "spaces or shell characters)"
+            )
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def resolve_add(op: dict, cpu_vendor: str | None) -> tuple[list[str], str | None]:
+    """The arguments to add on one host -> (args, error). The preset depends on the CPU vendor."""
+    add: list[str] = []
+    if op.get("preset") == "iommu":
+        vendor = (cpu_vendor or "").lower()
+        if vendor not in IOMMU_ARGS:
+            shown = cpu_vendor or "unknown"
+            return [], (
+                f"CPU vendor {shown}: cannot choose the IOMMU arguments (Intel or AMD only); "
+                "run discovery, or give the arguments explicitly"
+            )
+        add.extend(IOMMU_ARGS[vendor])
+        if op.get("vfio_pci_ids"):
+            add.append("vfio-pci.ids=" + ",".join(op["vfio_pci_ids"]))
+    for token in op.get("add", []):
+        if token not in add:
+            add.append(token)
+    return add, None
+
+
+def removed_by(token: str, remove: list[str]) -> bool:
+    return token in remove or ("=" in token and key_of(token) in remove) or (
+        "=" not in token and token in remove
+    )
+
+
+def edit_value(value: str | None, add: list[str], remove: list[str]) -> str:
+    """Predict the agent's token edit of the effective GRUB_CMDLINE_LINUX_DEFAULT value (same
+    rules as agent._edit_tokens: removed tokens go, a token with the key of an added name=value is
+    replaced in place, missing added tokens are appended). Returns the normalised value."""
+    add_by_key = {key_of(a): a for a in add if "=" in a}
+    out: list[str] = []
+    for token in (value or "").split():
+        if removed_by(token, remove):
+            continue
+        if "=" in token and key_of(token) in add_by_key:
+            token = add_by_key[key_of(token)]
+        if token not in out or token not in add:
+            out.append(token)
+    for token in add:
+        if token not in out:
+            out.append(token)
+    return " ".join(out)
+
+
+def running_needs_reboot(cmdline: str | None, add: list[str], remove: list[str]) -> list[str]:
+    """What the running kernel's /proc/cmdline lacks (or still has) -> reasons, empty if none."""
+    tokens = (cmdline or "").split()
+    reasons = []
+    missing = [a for a in add if a not in tokens]
+    if missing:
+        reasons.append("/proc/cmdline lacks " + " ".join(missing))
+    still = [t for t in tokens if removed_by(t, remove)]
+    if still:
+        reasons.append("/proc/cmdline still has " + " ".join(still))
+    return reasons
+
+
+def tool_words(tool: str, add: list[str], remove: list[str]) -> str:
+    if tool == "update-grub":
+        return "update-grub"
+    if tool == "grub2-mkconfig":
+        return "grub2-mkconfig -o /boot/grub2/grub.cfg (or the EFI grub.cfg when it is not a stub)"
+    if tool == "grub-mkconfig":
+        return "grub-mkconfig -o /boot/grub/grub.cfg"
+    if tool == "grubby":
+        words = "grubby --update-kernel=ALL"
+        if add:
+            words += f" --args='{' '.join(add)}'"
+        if remove:
+            words += f" --remove-args='{' '.join(remove)}'"
+        return words
+    return tool
+
+
+def wanted_tokens(change_operations: list[dict], cpu_vendor: str | None) -> tuple[list[str], list[str]]:
+    """All tokens the change adds and removes on a host of this vendor (for the reboot op)."""
+    add: list[str] = []
+    remove: list[str] = []
+    for op in change_operations:
+        if op.get("op") != KernelArgs.name:
+            continue
+        args, error = resolve_add(op, cpu_vendor)
+        if error:
+            continue
+        add.extend(a for a in args if a not in add)
+        remove.extend(r for r in op.get("remove", []) if r not in remove)
+    return add, remove
+
+
+class KernelArgs:
+    name = "kernel_args"
+    namespace = "kernel_args"
+    phase = 0  # kernel args -> VF counts -> reboot
+
+    # -- input ------------------------------------------------------------------------------
+    def validate(self, op: dict, where: str) -> dict:
+        allowed = {"op", "add", "remove", "preset", "vfio_pci_ids"}
+        unknown = set(op) - allowed
+        if unknown:
+            raise OperationError(f"{where}: unknown fields {', '.join(sorted(unknown))}")
+        preset = op.get("preset") or None
+        if preset is not None and preset not in PRESETS:
+            raise OperationError(f"{where}: preset must be one of {', '.join(PRESETS)}")
+        add = _clean_list(op.get("add"), "add", where)
+        remove = _clean_list(op.get("remove"), "remove", where)
+        ids = op.get("vfio_pci_ids") or []
+        if isinstance(ids, str):
+            ids = [i for i in re.split(r"[\s,]+", ids) if i]
+        if not isinstance(ids, list):
+            raise OperationError(f"{where}: vfio_pci_ids must be a list of vendor:device ids")
+        clean_ids = []
+        for item in ids:
+            value = item.strip().lower() if isinstance(item, str) else ""
+            if not VFIO_ID_RE.match(value):
+                raise OperationError(f"{where}: vfio_pci_ids: {item!r} is not vendor:device such as 8086:1521")
+            if value not in clean_ids:
+                clean_ids.append(value)
+        if clean_ids and preset != "iommu":
+            raise OperationError(f"{where}: vfio_pci_ids go with the IOMMU preset (or add vfio-pci.ids=… yourself)")
+        if not (add or remove or preset):
+            raise OperationError(f"{where}: give arguments to add or remove, or the IOMMU preset")
+        # The preset's arguments for either vendor take part in the conflict checks.
+        variants = [list(add)]
+        if preset == "iommu":
+            extra = ["vfio-pci.ids=" + ",".join(clean_ids)] if clean_ids else []
+            variants = [IOMMU_ARGS[v] + extra + add for v in sorted(IOMMU_ARGS)]
+        for tokens in variants:
+            problems = conflicts_in(tokens)
+            if problems:
+                raise OperationError(f"{where}: conflicting arguments: {'; '.join(problems)}")
+            for token in remove:
+                hit = [t for t in tokens if t == token or ("=" not in token and key_of(t) == token)]
+                if hit:
+                    raise OperationError(f"{where}: {hit[0]} is both added and removed")
+        return {
+            "op": self.name,
+            "preset": preset,
+            "vfio_pci_ids": clean_ids,
+            "add": add,
+            "remove": remove,
+        }
+
+    def describe(self, op: dict) -> str:
+        parts = []
+        if op.get("preset") == "iommu":
+            text = "enable IOMMU for SR-IOV (per CPU vendor)"
+            if op.get("vfio_pci_ids"):
+                text += f", vfio-pci.ids={','.join(op['vfio_pci_ids'])}"
+            parts.append(text)
+        if op.get("add"):
+            parts.append("add kernel arguments " + " ".join(op["add"]))
+        if op.get("remove"):
+            parts.append("remove kernel arguments " + " ".join(op["remove"]))
+        return "; ".join(parts)
+
+    # -- planning ---------------------------------------------------------------------------
+    def plan(
+        self, op: dict, number: int, host, nics: list, vfs_by_nic: dict, change, out: HostPlan, claimed: dict
+    ) -> None:
+        add, error = resolve_add(op, host.cpu_vendor)
+        remove = list(op.get("remove", []))
+        where = f"operation {number}"
+        if error:
+            out.errors.append(f"{where}: {error}")
+            return
+        if "kernel_args" in claimed:
+            out.errors.append(f"{where}: operation {claimed['kernel_args']} already edits the kernel arguments; "
+                              "use one kernel_args operation per change")
+            return
+        claimed["kernel_args"] = number
+        if not host.grub_file:
+            out.errors.append(
+                f"{where}: no /etc/default/grub on this host (kernel {host.kernel or 'unknown'}): the console "
+                "edits kernel arguments only through GRUB defaults"
+            )
+            return
+        if not host.grub_tool:
+            out.errors.append(f"{where}: no tool to regenerate the boot configuration (update-grub, "
+                              "grub2-mkconfig, grub-mkconfig or grubby) on this host")
+            return
+        current = " ".join((host.grub_cmdline_default or "").split())
+        after = edit_value(current, add, remove)
+        # GRUB_CMDLINE_LINUX is on every boot entry too: a conflict there is not ours to edit.
+        linux_tokens = (host.grub_cmdline_linux or "").split()
+        clash = clashes_with(linux_tokens, add)
+        if clash:
+            out.errors.append(
+                f"{where}: GRUB_CMDLINE_LINUX ({host.grub_cmdline_linux!r}) keeps arguments that conflict with "
+                f"the result: {'; '.join(clash)}; the console edits only {GRUB_VAR}"
+            )
+        for token in remove:
+            if any(removed_by(t, [token]) for t in linux_tokens):
+                out.warnings.append(
+                    f"{token} is also in GRUB_CMDLINE_LINUX, which the console does not edit: it stays on "
+                    "the command line"
+                )
+        reboot_reasons = running_needs_reboot(host.cmdline, add, remove)
+        out.before.setdefault(self.namespace, {})["grub_cmdline_linux_default"] = current
+        out.after.setdefault(self.namespace, {})["grub_cmdline_linux_default"] = after
+        tool = tool_words(host.grub_tool, add, remove)
+        grub = {
+            "file": host.grub_file,
+            "before": current,
+            "after": after,
+            "tool": host.grub_tool,
+            "tool_words": tool,
+            "reboot_required": bool(reboot_reasons),
+            "reboot_reasons": reboot_reasons,
+            "add": add,
+            "remove": remove,
+        }
+        step = None
+        if after != current:
+            text = (
+                f'{GRUB_VAR} in {host.grub_file}: "{current}" → "{after}"; regenerate the boot '
+                f"configuration with {tool}"
+            )
+            step = {"op": self.name, "args": {"add": add, "remove": remove}}
+        elif reboot_reasons:
+            text = (
+                f'{GRUB_VAR} already "{current}", but {"; ".join(reboot_reasons)}: regenerate the boot '
+                f"configuration with {tool} to be sure it has them"
+            )
+            step = {"op": self.name, "args": {"add": add, "remove": remove, "regenerate": True}}
+        else:
+            text = f'{GRUB_VAR} already "{current}" and the running kernel has it: nothing to do'
+        if reboot_reasons:
+            text += f"; reboot required ({'; '.join(reboot_reasons)})"
+        else:
+            text += "; no reboot required"
+        out.actions.append(
+            {
+                "text": text,
+                "pf": None,
+                "label": "kernel arguments",
+                "phase": self.phase,
+                "reboot_required": bool(reboot_reasons),
+                "reboot_reasons": reboot_reasons,
+                "grub": grub,
+                "step": step,
+            }
+        )
+
+    # -- execution --------------------------------------------------------------------------
+    def observe(self, inventory: dict, keys) -> dict:
+        grub = inventory.get("grub") or {}
+        seen = {}
+        for key in keys:
+            if key == "grub_cmdline_linux_default":
+                seen[key] = " ".join((grub.get("cmdline_linux_default") or "").split())
+        return seen
+
+    def difference(self, key: str, want, got, word: str, names: dict) -> str:
+        return f'{GRUB_VAR}: {word} "{want}", the host has "{got}"'
