@@ -31,7 +31,7 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.test.utils import CaptureQueriesContext, setup_test_environment  # noqa: E402
 
 from audit.chain import compute_hash  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
@@ -158,6 +158,7 @@ def main():
     if connection.vendor != "postgresql":
         sys.exit("run against PostgreSQL (DATABASE_URL)")
     call_command("migrate", verbosity=0)
+    setup_test_environment()  # so the test client exposes response.context (rows shown)
     total, load_s = load(args.events)
 
     from django.contrib.auth import get_user_model

@@ -7,7 +7,8 @@ __all__ = ["InvalidToken", "decrypt", "encrypt", "rotate"]
 
 
 def _fernet() -> MultiFernet:
-    return MultiFernet([Fernet(key.encode() if isinstance(key, str) else key) for key in settings.CREDENTIAL_KEYS])
+    keys = [key.encode() if isinstance(key, str) else key for key in settings.CREDENTIAL_KEYS]
+    return MultiFernet([Fernet(key) for key in keys])
 
 
 def encrypt(plaintext: str) -> str:

@@ -11,6 +11,9 @@ class ConsolePermission(models.Model):
         default_permissions = ()
         permissions = list(PERMISSIONS.items())
 
+    def __str__(self):
+        return "console permissions"
+
 
 class LoginAttempt(models.Model):
     """A failed login, kept in the database so every web process sees the same count

@@ -223,7 +223,8 @@ def _edit(request, form, context):
 @require_http_methods(["GET", "POST"])
 @require_permission("operate")
 def host_add(request):
-    form = HostForm(request.POST or None)
+    # Bound on every POST, even an empty one, so an empty submission shows "this field is required".
+    form = HostForm(request.POST if request.method == "POST" else None)
     return _edit(request, form, {"title": "Add host", "host": None})
 
 
@@ -232,7 +233,7 @@ def host_add(request):
 def host_edit(request, pk):
     hosts = Hypervisor.objects.select_related("credential").prefetch_related("labels")
     host = get_object_or_404(hosts, pk=pk)
-    form = HostForm(request.POST or None, instance=host)
+    form = HostForm(request.POST if request.method == "POST" else None, instance=host)
     return _edit(request, form, {"title": f"Edit {host.name}", "host": host})
 
 

@@ -105,8 +105,8 @@ class WorkerProcess:
         env = dict(os.environ, DATABASE_NAME_OVERRIDE=str(self.db_name), PYTHONUNBUFFERED="1")
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the worker's life
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "console", "worker", "--loglevel=INFO",
-             "--pool=prefork", "--concurrency=4", "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
+            [sys.executable, "-m", "celery", "-A", "console", "worker", "--loglevel=INFO", "--pool=prefork",
+             "--concurrency=4", "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self._wait_ready()

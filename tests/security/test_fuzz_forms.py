@@ -48,16 +48,13 @@ def test_host_form_fuzz(operator_client, sample_objects, data):
     assert status in (302, 303) or 400 <= status < 500, status
     if status >= 400:
         assert counts() == before, "a refused host form wrote something"
-        if data:  # an empty POST: see test_an_empty_host_post_says_why
-            assert b"errorlist" in response.content or status != 400, "a 400 without a message"
+        assert b"errorlist" in response.content or status != 400, "a 400 without a message"
     else:
         host = Hypervisor.objects.order_by("-pk").first()
         assert Hypervisor.objects.count() == before[0] + 1
         host.full_clean()  # what was saved is valid by the model's own rules
 
 
-@pytest.mark.xfail(reason="hosts/views.py binds HostForm(request.POST or None): an empty POST leaves the "
-                          "form unbound, so the 400 carries no message (pages engineer to fix)")
 def test_an_empty_host_post_says_why(operator_client):
     response = operator_client.post(reverse("hosts:add"), {})
     assert response.status_code == 400
