@@ -25,6 +25,10 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
+def _utc_midnight(day):
+    return datetime.datetime.combine(day, datetime.time.min, tzinfo=datetime.UTC)
+
+
 class DateInput(forms.DateInput):
     input_type = "date"
 
@@ -63,8 +67,12 @@ class AuditEventFilter(django_filters.FilterSet):
             return queryset.filter(host_id=int(value))
         return queryset.filter(host_name=value) if value else queryset
 
+    # Dates are whole UTC days (the console's time zone).
+    def filter_since(self, queryset, name, value):
+        return queryset.filter(created_at__gte=_utc_midnight(value))
+
     def filter_until(self, queryset, name, value):
-        return queryset.filter(created_at__lt=value + datetime.timedelta(days=1))
+        return queryset.filter(created_at__lt=_utc_midnight(value + datetime.timedelta(days=1)))
 
     def used(self) -> dict:
         """The filters in effect (for the export's own audit event and the page's links)."""

@@ -77,11 +77,13 @@ class AuditEvent(AppendOnlyModel):
     # Text, not inet: the hash covers the exact characters stored ("" when unknown).
     client_ip = models.CharField(max_length=45, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
-    prev_hash = models.CharField(max_length=64, unique=True)
-    hash = models.CharField(max_length=64, unique=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
 
     class Meta:
         ordering = ["-id"]
+        # Two events linking to the same predecessor would be a fork: refused by the database.
+        constraints = [models.UniqueConstraint(fields=["prev_hash"], name="audit_chain_no_fork")]
         # Each filter of the audit page has an index that ends in id, so "filter, newest first,
         # keyset page" is one index range scan. See docs/audit.md.
         indexes = [

@@ -153,7 +153,8 @@ class Reboot:
         guests = [g.get("name", "") for g in (host.running_guests or []) if isinstance(g, dict)]
         if guests:
             names = ", ".join(guests)
-            text = f"rebooting {host.name} takes down {len(guests)} running guest{'s' if len(guests) != 1 else ''}: {names}"
+            plural = "s" if len(guests) != 1 else ""
+            text = f"rebooting {host.name} takes down {len(guests)} running guest{plural}: {names}"
             if change.allow_guest_impact:
                 out.warnings.append(text + " (allowed by the rollout policy)")
             else:
@@ -328,7 +329,7 @@ def await_boot(host_run_id: int, token: str) -> str:
 
     import remote
 
-    from .models import HostRun, Step
+    from .models import HostRun
     from .orchestration import _enqueue_run, _finish_run, _record_inventory, _target
 
     run = (
@@ -427,3 +428,25 @@ def _record_probe(run, result, description: str, *, ok: bool, error_code: str = 
             step.save()
         _audit_step(step, run, run.rollout.change_id)
     return step
+
+
+def await_boot_task(host_run_id: int, token: str) -> str:
+    """The await_boot task's body: a lost ownership ends the chain quietly; an unexpected error
+    fails the host run with the reason (a chain that raises would otherwise stop silently)."""
+    from .models import HostRun
+    from .orchestration import LostOwnership, _finish_run
+
+    try:
+        return await_boot(host_run_id, token)
+    except LostOwnership:
+        return "lost ownership"
+    except Exception as exc:
+        logger.exception("await_boot of host run %s failed unexpectedly", host_run_id)
+        run = HostRun.objects.select_related("rollout", "host").filter(pk=host_run_id).first()
+        if run is None:
+            return "gone"
+        try:
+            _finish_run(run, token, "failed", f"internal error while waiting for the boot: {type(exc).__name__}: {exc}")
+        except LostOwnership:
+            return "lost ownership"
+        return "failed"

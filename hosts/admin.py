@@ -1,7 +1,8 @@
-"""Django admin for superusers: read-mostly views of the inventory.
+"""Django admin for superusers: a read-only view of the inventory.
 
-Observed facts and host keys are read-only here (discovery and the host-key page own them);
-credentials show only their public half (the private key is never displayed).
+Every change to hosts, credentials and host keys must be audited, so edits happen on the console's
+own pages (hosts.services, hosts.credentials, hosts.hostkeys), never here. Credentials show only
+their public half (the private key is never displayed).
 """
 
 from django.contrib import admin
@@ -47,7 +48,29 @@ KEY_FIELDS = (
 )
 
 
-class NicInline(admin.TabularInline):
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class NicInline(ReadOnlyInline):
     model = Nic
     extra = 0
     can_delete = False
@@ -57,7 +80,7 @@ class NicInline(admin.TabularInline):
 
 
 @admin.register(Hypervisor)
-class HypervisorAdmin(admin.ModelAdmin):
+class HypervisorAdmin(ReadOnlyAdmin):
     list_display = (
         "name",
         "address",
@@ -82,7 +105,7 @@ class HypervisorAdmin(admin.ModelAdmin):
     inlines = [NicInline]
 
 
-class VirtualFunctionInline(admin.TabularInline):
+class VirtualFunctionInline(ReadOnlyInline):
     model = VirtualFunction
     extra = 0
     can_delete = False
@@ -91,7 +114,7 @@ class VirtualFunctionInline(admin.TabularInline):
 
 
 @admin.register(Nic)
-class NicAdmin(admin.ModelAdmin):
+class NicAdmin(ReadOnlyAdmin):
     list_display = (
         "__str__",
         "pci_address",
@@ -132,16 +155,13 @@ class NicAdmin(admin.ModelAdmin):
 
 
 @admin.register(Credential)
-class CredentialAdmin(admin.ModelAdmin):
+class CredentialAdmin(ReadOnlyAdmin):
     list_display = ("name", "username", "fingerprint", "updated_at")
     search_fields = ("name",)
     readonly_fields = ("public_key", "fingerprint", "created_at", "updated_at")
     fields = ("name", "username", "public_key", "fingerprint", "created_at", "updated_at")
 
-    def has_add_permission(self, request):
-        return False  # keys are added on the credentials page, which encrypts and audits them
-
 
 @admin.register(Label)
-class LabelAdmin(admin.ModelAdmin):
+class LabelAdmin(ReadOnlyAdmin):
     search_fields = ("name",)

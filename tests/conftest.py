@@ -37,9 +37,29 @@ def require_or_skip(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def ensure_role_groups():
+    """The role groups come from a migration; a transactional_db test's flush empties them, so a
+    later test puts them back (same table as console/migrations/0002_roles.py)."""
+    from django.contrib.auth.models import Permission
+    from django.contrib.contenttypes.models import ContentType
+
+    from console.roles import PERMISSIONS, ROLE_PERMISSIONS
+
+    content_type, _ = ContentType.objects.get_or_create(app_label="console", model="consolepermission")
+    perms = {
+        codename: Permission.objects.get_or_create(content_type=content_type, codename=codename,
+                                                   defaults={"name": name})[0]
+        for codename, name in PERMISSIONS.items()
+    }
+    for role, codenames in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        group.permissions.set([perms[c] for c in codenames])
+
+
 def make_user(username: str, *roles: str, **extra):
     from django.contrib.auth import get_user_model
 
+    ensure_role_groups()
     user = get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
     user.groups.set(Group.objects.filter(name__in=roles))
     return user

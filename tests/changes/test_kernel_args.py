@@ -15,7 +15,6 @@ from changes.models import HostRun, Rollout
 from hosts.models import Hypervisor
 
 from .conftest import wait_for
-
 from .kargs_helpers import (  # noqa: F401 (_roles is an autouse fixture)
     IOMMU,
     REBOOT_IF_NEEDED,
@@ -35,7 +34,7 @@ SPECS = [
     {"profile": "epyc", "name": "ka-epyc"},
     {"profile": "cx5", "name": "ka-rhel9"},
     {"profile": "dl360g9", "name": "ka-fails"},
-    {"profile": "x710", "name": "ka-after"},
+    {"profile": "x710", "name": "ka-later"},
 ]
 EXPECTED_ARGS = {
     "ka-ubuntu": ["intel_iommu=on", "iommu=pt"],
@@ -115,14 +114,14 @@ def test_enable_iommu_on_a_mixed_intel_amd_fleet(celery_worker, fleet, operator,
 
 
 def test_update_grub_failure_stops_before_the_reboot(celery_worker, fleet, operator, approver):
-    sims = [fleet.host("ka-fails"), fleet.host("ka-after")]
+    sims = [fleet.host("ka-fails"), fleet.host("ka-later")]
     hosts = register(fleet, sims)
     grub_before = sims[0].true_state()
     sims[0].inject("update_grub_fails")
     change = approved(hosts, operator, approver, [IOMMU, REBOOT_IF_NEEDED], parallelism=1, max_failures=1)
     rollout = finished(change)
     failed, skipped = runs(rollout)
-    assert (failed.host.name, skipped.host.name) == ("ka-fails", "ka-after")
+    assert (failed.host.name, skipped.host.name) == ("ka-fails", "ka-later")
     assert failed.state == "failed", failed.message
     assert failed.message.startswith("kernel arguments: grub_tool_failed: update-grub failed (exit status 1); "
                                      "the previous GRUB defaults were restored from the backup.")

@@ -5,7 +5,6 @@ host-key pending / mismatch / TOFU, NICs that disappear and come back, VF counts
 drift detected and cleared — and the audit event of each.
 """
 
-import importlib
 import time
 
 import pytest
@@ -21,6 +20,7 @@ from hosts.models import Hypervisor, Nic
 from hosts.services import request_discovery
 from hosts.tasks import discover_fleet, discover_host
 from simfleet import SimFleet
+from tests.conftest import ensure_role_groups
 
 Status = Hypervisor.Status
 PROFILES = ("dl360g9", "x710", "cx5", "epyc", "rhel8", "legacy")
@@ -40,10 +40,7 @@ def fleet(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _roles(transactional_db):
     """transactional_db empties every table after a test, the role groups too: put them back."""
-    from django.apps import apps
-
-    migration = importlib.import_module("console.migrations.0002_roles")
-    migration.create_roles(apps, None)
+    ensure_role_groups()
 
 
 @pytest.fixture(autouse=True)
