@@ -202,10 +202,13 @@ def apply_result(host_id, result, *, actor=None, target_key=None, started_at=Non
         if result.host_key_was_unknown and result.host_key and not host.host_key:
             _pin_tofu(host, result, now, kwargs)
 
+        previous = (host.status, host.status_reason)
         if result.kind == "ok":
             _apply_inventory(host, result, now, kwargs)
         else:
             _apply_failure(host, result, now, kwargs)
+        if _worth_an_event(actor, previous, host):
+            _record_outcome(host, result, kwargs)
         return DiscoveryOutcome(host.pk, host.name, result.kind, host.status, host.status_reason)
 
 
@@ -279,6 +282,39 @@ def _failure_reason(host: Hypervisor, result) -> str:
     return text
 
 
+def _worth_an_event(actor, previous, host) -> bool:
+    """Periodic discoveries that find nothing new leave no audit event (the host row keeps the time
+    of the last one); a user's refresh, the first discovery or a change of status or reason does."""
+    first = previous[0] == Hypervisor.Status.UNKNOWN
+    return actor is not None or first or previous != (host.status, host.status_reason)
+
+
+def _record_outcome(host, result, kwargs) -> None:
+    if result.kind != "ok":
+        data = {
+            "kind": result.kind,
+            "status": host.status,
+            "message": result.message,
+            "error_code": result.error_code,
+            "duration": round(result.duration or 0.0, 3),
+        }
+        record("host.discovery_failed", obj=host, host=host, data=data, **kwargs)
+        return
+    present = [n for n in host.nics.all() if n.present]
+    data = {
+        "kernel": host.kernel,
+        "os": host.os_name,
+        "iommu_active": host.iommu_active,
+        "nics": len(present),
+        "sriov_nics": sum(1 for n in present if n.sriov_capable),
+        "vfs": sum(n.sriov_numvfs or 0 for n in present if n.sriov_capable),
+        "tofu": bool(result.host_key_was_unknown),
+        "duration": round(result.duration or 0.0, 3),
+        "agent_sha256": result.agent_sha256,
+    }
+    record("host.discovered", obj=host, host=host, data=data, **kwargs)
+
+
 def _apply_failure(host, result, now, kwargs) -> None:
     kind = result.kind
     reason = _failure_reason(host, result)
@@ -329,19 +365,6 @@ def _apply_failure(host, result, now, kwargs) -> None:
     host.last_discovery_ok = False
     host.last_discovery_message = (result.message or kind)[:2000]
     host.save()
-    record(
-        "host.discovery_failed",
-        obj=host,
-        host=host,
-        data={
-            "kind": kind,
-            "status": host.status,
-            "message": result.message,
-            "error_code": result.error_code,
-            "duration": round(result.duration or 0.0, 3),
-        },
-        **kwargs,
-    )
 
 
 def _text(value, field_name, model=Hypervisor) -> str:
@@ -427,25 +450,6 @@ def _apply_inventory(host, result, now, kwargs) -> None:
         record("host.state_changed", obj=host, host=host, data=data, **kwargs)
 
     nics = list(host.nics.all())
-    present = [n for n in nics if n.present]
-    record(
-        "host.discovered",
-        obj=host,
-        host=host,
-        data={
-            "kernel": host.kernel,
-            "os": host.os_name,
-            "iommu_active": host.iommu_active,
-            "nics": len(present),
-            "sriov_nics": sum(1 for n in present if n.sriov_capable),
-            "vfs": sum(n.sriov_numvfs or 0 for n in present if n.sriov_capable),
-            "first": first,
-            "tofu": bool(result.host_key_was_unknown),
-            "duration": round(result.duration or 0.0, 3),
-            "agent_sha256": result.agent_sha256,
-        },
-        **kwargs,
-    )
     update_drift(host, nics=nics, **({"actor": kwargs["actor"]} if "actor" in kwargs else {}))
 
 

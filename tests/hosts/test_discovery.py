@@ -319,6 +319,17 @@ def test_first_discovery_has_no_state_change_but_later_ones_do(transactional_db,
     assert changed.data["after"]["kernel"] == fleet["x710"].true_state()["kernel"]
 
 
+def test_periodic_discovery_that_finds_nothing_new_leaves_no_event(transactional_db, fleet, credential, operator):
+    host = register(fleet["x710"], credential)
+    discover_hosts([host])
+    discover_hosts([host])  # beat's periodic run: same facts, same status
+    assert len(events("host.discovered", host)) == 1
+    host.refresh_from_db()
+    assert host.last_discovery_ok and host.last_discovery_at > host.created_at
+    discover_hosts([host], actor=operator)  # a person's refresh is always on record
+    assert [e.actor for e in events("host.discovered", host)] == [None, operator]
+
+
 def test_no_credential_and_garbage(transactional_db, fleet, credential):
     bare = Hypervisor.objects.create(name="bare", address="127.0.0.1", port=1)
     [outcome] = discover_hosts(Hypervisor.objects.filter(pk=bare.pk))
