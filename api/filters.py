@@ -5,10 +5,13 @@ The API pages by cursor on the id, so the host list's `sort` filter is left out 
 """
 
 import django_filters
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 
 from audit.filters import AuditEventFilter
-from changes.models import ChangeRequest, HostRun, Rollout, Step
+from changes.filters import ChangeFilter as UiChangeFilter
+from changes.models import HostRun, PlanItem, Rollout, Step
 from hosts.filters import YES_NO, HostFilterSet
 from hosts.models import Nic, VirtualFunction
 
@@ -23,6 +26,15 @@ def id_filter(field_name, label=None):
 
 class HostApiFilter(HostFilterSet):
     """hosts/filters.py's HostFilterSet: q, label, status, driver, sriov, iommu, drifted, key."""
+
+    # Same filtering; the annotations only tell the schema these take a name (a string).
+    @extend_schema_field(OpenApiTypes.STR)
+    def filter_label(self, queryset, name, value):
+        return super().filter_label(queryset, name, value)
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def filter_driver(self, queryset, name, value):
+        return super().filter_driver(queryset, name, value)
 
 
 HostApiFilter.base_filters.pop("sort", None)
@@ -68,19 +80,27 @@ class VfFilter(django_filters.FilterSet):
         return queryset.exclude(guest="") if value else queryset.filter(guest="")
 
 
-class ChangeFilter(django_filters.FilterSet):
-    state = django_filters.MultipleChoiceFilter(choices=ChangeRequest.State.choices)
-    requested_by = django_filters.CharFilter(field_name="requested_by__username", max_length=150)
-    q = django_filters.CharFilter(method="filter_q", max_length=200, label="Search title and reason")
-    host = id_filter("plan_items__host_id", "Targets this host id")
+class ChangeFilter(UiChangeFilter):
+    """changes/filters.py's ChangeFilter: state (repeatable), requested_by, q; plus host. The
+    requester is given by user id (as the page's select) or by user name."""
 
-    class Meta:
-        model = ChangeRequest
+    requested_by = django_filters.CharFilter(method="filter_requested_by", max_length=150,
+                                             label="Requester (user id or name)")
+    q = django_filters.CharFilter(method="search", max_length=200, label="Search title and reason")
+    host = django_filters.NumberFilter(method="filter_host", min_value=1, max_value=MAX_ID,
+                                       label="Targets this host id")
+
+    class Meta(UiChangeFilter.Meta):
         fields = []
 
-    def filter_q(self, queryset, name, value):
+    def filter_host(self, queryset, name, value):
+        return queryset.filter(Exists(PlanItem.objects.filter(change=OuterRef("pk"), host_id=int(value))))
+
+    def filter_requested_by(self, queryset, name, value):
         value = value.strip()
-        return queryset.filter(Q(title__icontains=value) | Q(reason__icontains=value)) if value else queryset
+        if value.isdigit():
+            return queryset.filter(requested_by_id=int(value))
+        return queryset.filter(requested_by__username=value) if value else queryset
 
 
 class RolloutFilter(django_filters.FilterSet):

@@ -387,6 +387,10 @@ class ChangeSerializer(serializers.ModelSerializer):
     requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     policy = serializers.SerializerMethodField()
     url = serializers.HyperlinkedIdentityField(view_name="api:change-detail")
+    host_count = serializers.IntegerField(read_only=True, required=False, help_text="Hosts in the plan.")
+    approvals_in = serializers.IntegerField(
+        read_only=True, required=False, help_text="Distinct approvals on the current plan hash."
+    )
 
     class Meta:
         model = ChangeRequest
@@ -402,6 +406,8 @@ class ChangeSerializer(serializers.ModelSerializer):
             "operations",
             "policy",
             "required_approvals",
+            "approvals_in",
+            "host_count",
             "plan_hash",
             "plan_computed_at",
             "plan_blocked",

@@ -21,7 +21,8 @@ from audit.models import AuditEvent
 from audit.services import record
 from changes import approvals as change_approvals
 from changes import services as change_services
-from changes.models import Approval, ChangeRequest, HostRun, PlanItem, Rollout, Step
+from changes.filters import annotated_changes
+from changes.models import Approval, HostRun, PlanItem, Rollout, Step
 from console.roles import PERMISSIONS, has_permission, user_roles
 from hosts import credentials as credential_services
 from hosts import hostkeys, importers
@@ -414,14 +415,14 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleVie
     http_method_names = ["get", "post", "patch", "head", "options"]
 
     def get_queryset(self):
-        queryset = ChangeRequest.objects.select_related("requested_by")
+        queryset = annotated_changes()
         if self.action == "retrieve":
             queryset = queryset.prefetch_related(
                 Prefetch("plan_items", queryset=PlanItem.objects.select_related("host").order_by("order")),
                 Prefetch("approvals", queryset=Approval.objects.select_related("user")),
                 Prefetch("rollouts", queryset=Rollout.objects.order_by("attempt")),
             )
-        return queryset.distinct() if self.request.query_params.get("host") else queryset
+        return queryset
 
     def get_serializer_class(self):
         return s.ChangeDetailSerializer if self.action == "retrieve" else s.ChangeSerializer

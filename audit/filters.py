@@ -45,9 +45,7 @@ class AuditEventFilter(django_filters.FilterSet):
     )
     host = django_filters.CharFilter(label="Host", method="filter_host", max_length=63)
     change = django_filters.NumberFilter(field_name="change_id", label="Change", min_value=1)
-    since = django_filters.DateFilter(
-        field_name="created_at", lookup_expr="gte", label="From", widget=DateInput
-    )
+    since = django_filters.DateFilter(label="From", method="filter_since", widget=DateInput)
     until = django_filters.DateFilter(label="To (inclusive)", method="filter_until", widget=DateInput)
 
     class Meta:

@@ -200,19 +200,30 @@ def main():
     started = time.monotonic()
     call_command("verify_audit", stdout=open(os.devnull, "w"))  # noqa: SIM115
     verify_s = time.monotonic() - started
+    from audit.models import VerifyRun
+
+    checked = VerifyRun.objects.order_by("-id").values_list("checked", flat=True).first()
     lines += [
         "",
-        f"`manage.py verify_audit` over {total:,} events: {verify_s:.1f}s "
-        f"({total / verify_s:,.0f} events/s).",
+        f"`manage.py verify_audit` over {checked:,} events: {verify_s:.1f}s "
+        f"({checked / verify_s:,.0f} events/s).",
     ]
     print(lines[-1], flush=True)
     if args.export:
-        started, size = time.monotonic(), 0
+        import resource
+
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started, size, rows = time.monotonic(), 0, -1  # minus the CSV header
         response = client.get("/audit/export/", {"format": "csv"})
         for chunk in response.streaming_content:
             size += len(chunk)
+            rows += chunk.count(b"\n")
         export_s = time.monotonic() - started
-        lines.append(f"Full CSV export of {total:,} events: {export_s:.1f}s, {size / 1e6:.0f} MB streamed.")
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        lines.append(
+            f"Full CSV export of {rows:,} events: {export_s:.1f}s, {size / 1e6:.0f} MB streamed; "
+            f"peak RSS of the process {rss_before / 1024:.0f} MB before, {rss_after / 1024:.0f} MB after."
+        )
         print(lines[-1], flush=True)
     if args.write:
         with open(args.write, "a") as out:

@@ -19,8 +19,16 @@ no database, no SSH (the per-host facts come from the Hypervisor row the planner
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from .operations import HostPlan, OperationError
+if TYPE_CHECKING:  # changes/operations.py imports this module at its end: no import cycle at runtime
+    from .operations import HostPlan
+
+
+def OperationError(message: str):  # noqa: N802 - builds changes.operations.OperationError lazily
+    from .operations import OperationError as error
+
+    return error(message)
 
 # Same pattern as the agent's KARG_RE (agent/sriov_agent.py): name or name=value, no quotes, no
 # spaces, no shell metacharacters. The agent checks again; the console refuses earlier, per field.

@@ -18,6 +18,10 @@ from hosts.models import Hypervisor, Nic, VirtualFunction
 
 from .operations import REGISTRY, HostPlan
 
+# Nic columns planning never reads (fewer bytes and less model work on big fleets).
+NIC_DEFERRED = ("vendor_name", "device_name", "driver_version", "firmware", "mac", "operstate", "speed", "mtu",
+                "first_seen_at", "last_seen_at", "gone_at")
+
 HOST_STATUS_ERRORS = {
     Hypervisor.Status.UNKNOWN: "never discovered: run discovery on this host first",
     Hypervisor.Status.UNREACHABLE: "host unreachable at the last contact",
@@ -106,12 +110,13 @@ def compute_plan(change, hosts: list[Hypervisor], now=None) -> Plan:
     max_age = timedelta(seconds=getattr(settings, "PLAN_INVENTORY_MAX_AGE", 3600))
     host_ids = [h.pk for h in hosts]
     nics_by_host: dict[int, list[Nic]] = {}
-    for nic in Nic.objects.filter(host_id__in=host_ids, present=True).order_by("host_id", "pci_address"):
+    nics = Nic.objects.filter(host_id__in=host_ids, present=True).defer(*NIC_DEFERRED)
+    for nic in nics.order_by("host_id", "pci_address"):
         nics_by_host.setdefault(nic.host_id, []).append(nic)
+    # Only VFs that a guest uses matter to planning (the guest-impact check): the others are not loaded.
     vfs_by_nic: dict[int, list[VirtualFunction]] = {}
-    for vf in VirtualFunction.objects.filter(nic__host_id__in=host_ids, present=True).order_by(
-        "nic_id", "index"
-    ):
+    held = VirtualFunction.objects.filter(nic__host_id__in=host_ids, present=True).exclude(guest="")
+    for vf in held.only("nic_id", "index", "guest").order_by("nic_id", "index"):
         vfs_by_nic.setdefault(vf.nic_id, []).append(vf)
 
     planned = []

@@ -34,13 +34,16 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .kernel_args import VENDOR_IOMMU_ON, key_of, removed_by, running_needs_reboot, wanted_tokens
-from .operations import HostPlan, OperationError, _legacy_kernel
+from .kernel_args import VENDOR_IOMMU_ON, OperationError, key_of, removed_by, running_needs_reboot, wanted_tokens
+
+if TYPE_CHECKING:  # changes/operations.py imports this module at its end: no import cycle at runtime
+    from .operations import HostPlan
 
 logger = logging.getLogger("changes.reboots")
 
@@ -126,6 +129,8 @@ class Reboot:
         managed = [str(a) for a in (host.managed_kernel_args or []) if not removed_by(str(a), remove)]
         wanted = add + [a for a in managed if a not in add]
         reasons = running_needs_reboot(host.cmdline, wanted, remove)
+        from .operations import _legacy_kernel
+
         legacy = _legacy_kernel(host.kernel)
         if legacy:
             planned = out.after.get("numvfs", {})
@@ -203,6 +208,7 @@ class Reboot:
                 "phase": self.phase,
                 "reboot_reasons": reasons,
                 "guests": guests,
+                "pf_names": {n.pci_address: n.name for n in nics if f"vfs:{n.pci_address}" in after},
                 "step": {"op": self.name, "args": {"refuse_if_guests": not change.allow_guest_impact}},
             }
         )

@@ -8,11 +8,12 @@ execution in changes/orchestration.py.
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.services import record
 from console.roles import check_permission, has_permission
+from hosts.models import Hypervisor
 
 from .models import ChangeRequest, HostRun, PlanItem, Rollout
 from .operations import OperationError, validate_operations
@@ -204,11 +205,30 @@ def replan(change: ChangeRequest) -> tuple[Plan, bool]:
         errors = [] if hosts else ["the targets match no host"]
     except TargetError as exc:
         hosts, errors = [], [str(exc)]
+    lock_hosts_for_reference([h.pk for h in hosts])
     plan = compute_plan(change, hosts)
     plan.errors.extend(errors)
     old = change.plan_hash
     _store_plan(change, plan)
     return plan, old != plan.hash
+
+
+def lock_hosts_for_reference(host_ids) -> None:
+    """Take now the FOR KEY SHARE row locks that the (deferred) foreign-key checks of new PlanItem /
+    HostRun rows would otherwise take at COMMIT.
+
+    Why: audit.record() holds the audit chain's advisory lock until commit, and discovery locks a
+    host row FOR UPDATE and then records. A transaction of ours that recorded first and met the host
+    row only at commit would wait for discovery while discovery waits for the chain: a deadlock
+    (seen in the tests). Locks here are always taken before the first audit record. PostgreSQL only;
+    SQLite serialises writers anyway.
+    """
+    ids = sorted({int(i) for i in host_ids})
+    if not ids or connection.vendor != "postgresql":
+        return
+    table = connection.ops.quote_name(Hypervisor._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE", [ids])
 
 
 def _apply_fields(change: ChangeRequest, clean: dict) -> None:
@@ -458,6 +478,7 @@ def retry_change(change_id: int, user, *, request=None) -> Rollout:
         if change.state not in RETRYABLE:
             raise ChangeError(f"a {change.get_state_display().lower()} change has nothing to retry")
         items, problems = retryable_items(change)
+        lock_hosts_for_reference([item.host_id for item in items])
         if items:
             hosts = [item.host for item in items]
             plan = compute_plan(change, hosts)

@@ -60,6 +60,7 @@ def test_requester_cannot_approve_through_the_api_but_a_second_person_can(host, 
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["state"] == "scheduled"
+    assert body["approvals_in"] == 1 and body["host_count"] == 1
     assert [(a["user"], a["decision"]) for a in body["approvals"]] == [("anna", "approve")]
     assert len(body["rollouts"]) == 1
     event = AuditEvent.objects.get(action="change.approved")
@@ -147,3 +148,9 @@ def test_preview_and_filters(host, operator, api_for):
     assert len(api.get("/api/v1/changes/?state=draft").json()["results"]) == 0
     assert len(api.get(f"/api/v1/changes/?host={host.pk}&requested_by=otto").json()["results"]) == 1
     assert api.get("/api/v1/changes/?state=bogus").status_code == 400
+    body = change_body([host.pk])
+    del body["policy"]
+    response = api.post("/api/v1/changes/", body, format="json")
+    assert response.status_code == 201
+    assert response.json()["policy"] == {"parallelism": 1, "canary_count": 0, "max_failures": 1,
+                                         "not_before": None, "not_after": None, "allow_guest_impact": False}

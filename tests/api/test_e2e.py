@@ -4,7 +4,6 @@ request a change → the requester cannot approve, a second user does → the ro
 with transcripts → the audit trail, filtered and exported.
 """
 
-import importlib
 import json
 import time
 
@@ -27,14 +26,6 @@ def fleet(tmp_path_factory):
                    base_port=0, vf_delay=0.02).start()
     yield sim
     sim.stop()
-
-
-@pytest.fixture(autouse=True)
-def _roles(transactional_db):
-    """transactional_db empties every table after a test, the role groups too: put them back."""
-    from django.apps import apps
-
-    importlib.import_module("console.migrations.0002_roles").create_roles(apps, None)
 
 
 def token_client(user) -> APIClient:
@@ -73,7 +64,7 @@ def discover_and_wait(api, host_ids, predicate, what):
              lambda h, before=before: h["last_discovery_at"] != before and predicate(h), what=what)
 
 
-def test_scripted_flow_through_the_api(celery_worker, fleet):
+def test_scripted_flow_through_the_api(celery_worker, fleet):  # celery_worker → transactional_db
     otto = make_user("otto", "operator")
     anna = make_user("anna", "approver")
     ada = make_user("ada", "admin")

@@ -214,3 +214,24 @@ def test_error_bodies_are_consistent(viewer, operator, api_for):
     ):
         assert response.status_code == status, (response.status_code, response.content)
         assert error_of(response)["code"] == code
+
+
+def test_service_and_database_exceptions_map_to_4xx():
+    from django.core.exceptions import PermissionDenied, ValidationError
+    from django.db import IntegrityError
+
+    from api.exceptions import exception_handler
+
+    cases = [
+        (ValidationError({"name": ["taken"], "__all__": ["bad row"]}), 400, "invalid", "bad row"),
+        (PermissionDenied("you requested this change"), 403, "permission_denied", "you requested this change"),
+        (IntegrityError("duplicate key value violates unique constraint"), 409, "conflict", "conflicts"),
+    ]
+    for exc, status, code, message in cases:
+        response = exception_handler(exc, {})
+        assert response.status_code == status
+        error = response.data["error"]
+        assert error["code"] == code and message in error["message"]
+        assert "duplicate key" not in error["message"]  # no database internals
+    assert exception_handler(ValidationError({"name": ["taken"]}), {}).data["error"]["fields"] == {"name": ["taken"]}
+    assert exception_handler(RuntimeError("bug"), {}) is None  # a real bug stays a 500, logged

@@ -57,3 +57,11 @@ def test_collections_cost_a_constant_number_of_queries(url, admin_user, api_for,
     add(2, 12)
     with django_assert_max_num_queries(len(small.captured_queries)):
         assert api.get(url).status_code == 200
+
+
+def test_schema_generates_without_warnings_and_validates(tmp_path):
+    from django.core.management import call_command
+
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    assert out.read_text().startswith("openapi: 3")

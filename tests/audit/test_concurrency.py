@@ -47,3 +47,35 @@ def test_parallel_writers_leave_one_unbroken_chain():
     assert len(set(prev_hashes)) == len(prev_hashes)
     per_thread = AuditEvent.objects.filter(actor_name="worker-3").count()
     assert per_thread == EACH
+
+
+WRITER = """
+import os, sys, django
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+django.setup()
+from audit.services import record
+n = int(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    record("hostrun.state_changed", actor_name=f"process-{n}", data={"process": n, "i": i})
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_writer_processes_leave_one_unbroken_chain():
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = dict(os.environ, DATABASE_NAME_OVERRIDE=str(connection.settings_dict["NAME"]))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(n), "40"], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+        for n in range(4)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    result = assert_chain_ok()
+    assert result.checked == 160 == AuditEvent.objects.count()
+    assert AuditEvent.objects.filter(actor_name="process-2").count() == 40
