@@ -25,6 +25,13 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
+MAX_ID = 2**63 - 1  # a bigint: larger numbers would be a database error, not "no match"
+
+
+class IdFilter(django_filters.NumberFilter):
+    field_class = forms.IntegerField
+
+
 def _utc_midnight(day):
     return datetime.datetime.combine(day, datetime.time.min, tzinfo=datetime.UTC)
 
@@ -44,7 +51,7 @@ class AuditEventFilter(django_filters.FilterSet):
         help_text="A name or a prefix such as change.",
     )
     host = django_filters.CharFilter(label="Host", method="filter_host", max_length=63)
-    change = django_filters.NumberFilter(field_name="change_id", label="Change", min_value=1)
+    change = IdFilter(field_name="change_id", label="Change", min_value=1, max_value=MAX_ID)
     since = django_filters.DateFilter(label="From", method="filter_since", widget=DateInput)
     until = django_filters.DateFilter(label="To (inclusive)", method="filter_until", widget=DateInput)
 
@@ -62,7 +69,7 @@ class AuditEventFilter(django_filters.FilterSet):
     def filter_host(self, queryset, name, value):
         value = value.strip()
         if value.isdigit():
-            return queryset.filter(host_id=int(value))
+            return queryset.filter(host_id=int(value)) if int(value) <= MAX_ID else queryset.none()
         return queryset.filter(host_name=value) if value else queryset
 
     # Dates are whole UTC days (the console's time zone).

@@ -180,7 +180,11 @@ def change_rollout(request, pk):
     """The live rollout section (polled by htmx every 2 s while the rollout is active)."""
     change = get_object_or_404(ChangeRequest, pk=pk)
     context = _rollout_context(change, _latest_rollout(change))
-    return render_page(request, "changes/rollout.html", context, partial="changes/_rollout.html")
+    response = render_page(request, "changes/rollout.html", context, partial="changes/_rollout.html")
+    if wants_partial(request) and not context["polling"]:
+        # The rollout just finished: reload the page once so its header and actions show the outcome.
+        response["HX-Refresh"] = "true"
+    return response
 
 
 @require_permission("approve")

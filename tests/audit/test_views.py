@@ -71,6 +71,11 @@ def test_filters(client_for, auditor):
     assert len(_ids(c.get(url, {"since": today.isoformat(), "until": today.isoformat()}))) == 42
     assert _ids(c.get(url, {"until": (today - datetime.timedelta(days=1)).isoformat()})) == []
     assert c.get(url, {"change": "x"}).status_code == 422
+    assert c.get(url, {"change": "1.5"}).status_code == 422
+    assert c.get(url, {"change": str(2**64)}).status_code == 422
+    assert c.get(url, {"host": str(2**64)}).context["events"] == []
+    assert c.get(url, {"before": str(2**64)}).status_code == 400
+    assert c.get(url, {"before": "-1"}).status_code == 400
 
 
 def test_keyset_pagination_walks_every_event_once(client_for, auditor):

@@ -218,3 +218,15 @@ def test_step_transcript_page(
     )
     html = client_for(viewer).get(reverse("changes:step", args=[step.pk])).content.decode()
     assert "warning: x" in html and "ab" * 32 in html and "{&quot;ok&quot;: true}" in html
+
+
+def test_rollout_poll_stops_and_refreshes_once_finished(client_for, viewer, operator, approver, credential,
+                                                        django_capture_on_commit_callbacks):
+    change = _ran_change(credential, operator, approver, 2, "p")
+    c = client_for(viewer)
+    url = reverse("changes:rollout", args=[change.pk])
+    response = c.get(url, HTTP_HX_REQUEST="true")
+    assert 'hx-trigger="every 2s"' in response.content.decode() and "HX-Refresh" not in response
+    change.rollouts.update(state="succeeded")
+    response = c.get(url, HTTP_HX_REQUEST="true")
+    assert "every 2s" not in response.content.decode() and response["HX-Refresh"] == "true"
