@@ -70,10 +70,22 @@ VALUE_RE = re.compile(r"""^("(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'#;`$\\]*)(.*)$""")
 VAR_REF_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 MAX_REQUEST_BYTES = 1024 * 1024
+# Every limit of the agent must fit inside the controller's operation timeout (120 s by default):
+# set_vfs at worst writes twice (reset to 0, then N), waits for the VFs and may write once more to
+# restore the previous count: 2 x SYSFS_WRITE_TIMEOUT + MAX_WAIT_SECONDS + margin < 120.
+SYSFS_WRITE_TIMEOUT = 45.0
 DEFAULT_WAIT_SECONDS = 10.0
-MAX_WAIT_SECONDS = 300.0
-TOOL_TIMEOUT = 300
+MAX_WAIT_SECONDS = 20.0
+MAX_WAIT_SECONDS_ARG = 300.0  # accepted for compatibility; waits are capped at MAX_WAIT_SECONDS
+TOOL_TIMEOUT = 90
 QUERY_TIMEOUT = 30
+LOCK_NAME = "sriov-console.lock"
+LOCK_TIMEOUT = 30.0
+
+# Kernel arguments the agent never adds or removes: they decide whether the host boots at all.
+PROTECTED_KARGS = ("root", "rootflags", "rootfstype", "ro", "rw", "init", "initrd", "BOOT_IMAGE", "resume",
+                   "rd.lvm.lv", "rd.luks.uuid", "rd.md.uuid", "rd.dm.uuid", "rd.break", "systemd.unit",
+                   "crashkernel")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -82,9 +94,10 @@ EXIT_BAD_REQUEST = 2
 OPERATIONS = ("inventory", "set_vfs", "kernel_args", "reboot")
 ARG_KEYS = {
     "inventory": (),
-    "set_vfs": ("pf", "pci_address", "count", "persist", "force", "wait_seconds"),
+    "set_vfs": ("pf", "pci_address", "count", "persist", "take_over", "allow_guest_impact", "force",
+                "wait_seconds"),
     "kernel_args": ("add", "remove", "regenerate"),
-    "reboot": ("refuse_if_guests",),
+    "reboot": ("refuse_if_guests", "expected_boot_id"),
 }
 
 
@@ -107,7 +120,7 @@ class System(object):
     """Real host access. Every path is an absolute host path, prefixed with root."""
 
     # A sysfs write can hang (i40e: "other operation is pending"); give up after this long.
-    write_timeout = 120.0
+    write_timeout = SYSFS_WRITE_TIMEOUT
 
     def __init__(self, root="/"):
         self.root = os.path.abspath(root or "/")
@@ -210,19 +223,56 @@ class System(object):
     def run(self, argv, timeout):
         env = dict(os.environ)
         env["LC_ALL"] = "C"
+        # bytes, not str: Python 3.6 under the C locale cannot encode a non-ASCII guest name.
+        argv_bytes = [a if isinstance(a, bytes) else a.encode("utf-8", "surrogateescape") for a in argv]
         try:
-            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env=env, close_fds=True)
+            proc = subprocess.Popen(argv_bytes, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=env, close_fds=True, start_new_session=True)
         except OSError as exc:
             return 127, "", "%s: %s" % (argv[0], exc.strerror or exc)
         try:
             out, err = proc.communicate(timeout=timeout)
             rc = proc.returncode
         except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+            # The program's whole process group (grub-mkconfig runs many children).
+            try:
+                os.killpg(proc.pid, 9)
+            except OSError:
+                proc.kill()
+            try:
+                out, err = proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                out, err = b"", b""
             rc = None
         return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+    def _lock_dir(self):
+        for directory in ("/run", "/tmp"):
+            if os.path.isdir(self.path(directory)):
+                return directory
+        return "/tmp"
+
+    def lock(self, name, timeout):
+        """Exclusive host-wide lock (flock on /run/<name>, /tmp/<name> when /run is missing);
+        raises OSError(EAGAIN) when another holder keeps it for timeout seconds."""
+        import fcntl
+
+        path = self.path(self._lock_dir() + "/" + name)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise OSError(errno.EAGAIN, "held by another run", path) from None
+                time.sleep(0.2)
+        return _FdLock(fd)
 
     def spawn_detached(self, argv):
         subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -233,6 +283,22 @@ class System(object):
 
     def monotonic(self):
         return time.monotonic()
+
+
+class _FdLock(object):
+    def __init__(self, fd):
+        self.fd = fd
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.fd is not None:
+            try:
+                os.close(self.fd)  # releases the flock
+            except OSError:
+                pass
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,49 +523,106 @@ def _managed_counts(system, legacy):
 # ---------------------------------------------------------------------------------------------
 
 
+class _GuestsUnknown(Exception):
+    """Internal: which PCI devices running guests hold cannot be established (fail closed)."""
+
+
+# VF drivers that mean "handed to a guest (or about to be)": never treat such a VF as free.
+PASSTHROUGH_DRIVERS = ("vfio-pci", "pci-stub")
+
+
+def _qemu_processes(system):
+    """PIDs whose /proc/<pid>/comm starts with qemu (qemu-kvm, qemu-system-x86_64, ...)."""
+    found = []
+    for name in _list(system, "/proc"):
+        if not name.isdigit():
+            continue
+        comm = _read(system, "/proc/%s/comm" % name)
+        if comm and comm.startswith("qemu"):
+            found.append(name)
+    return found
+
+
+def _passthrough_vfs(system):
+    """PCI addresses of VFs (of any PF) bound to vfio-pci or pci-stub."""
+    found = []
+    for name in _list(system, "/sys/class/net"):
+        dev = "/sys/class/net/%s/device" % name
+        for entry in _list(system, dev):
+            if re.match(r"^virtfn\d+$", entry) and _link_base(system, dev + "/" + entry + "/driver") in \
+                    PASSTHROUGH_DRIVERS:
+                pci = _link_base(system, dev + "/" + entry)
+                if pci and pci not in found:
+                    found.append(pci)
+    return sorted(found)
+
+
 def _guests(system):
-    """-> {"available": bool, "guests": [{"name", "hostdev_pci": [...]}] or None, "error": str}"""
+    """-> {"available": bool, "guests": [{"name", "uuid", "hostdev_pci": [...]}] or None, "error": str}
+
+    Fails closed: guests is None (unknown) whenever the agent cannot establish which PCI devices
+    running guests hold -- virsh failed, a domain's XML could not be read or parsed, or virsh is
+    missing while qemu processes run or VFs are bound to a passthrough driver."""
     if not system.which("virsh"):
+        qemu = _qemu_processes(system)
+        bound = _passthrough_vfs(system)
+        if qemu or bound:
+            why = []
+            if qemu:
+                why.append("%d qemu process%s running (pid %s)" % (
+                    len(qemu), "" if len(qemu) == 1 else "es", ", ".join(qemu[:10])))
+            if bound:
+                why.append("VFs bound to %s: %s" % ("/".join(PASSTHROUGH_DRIVERS), ", ".join(bound[:10])))
+            return {"available": False, "guests": None,
+                    "error": "virsh is not installed, but guests may be running (%s)" % "; ".join(why)}
         return {"available": False, "guests": [], "error": None}
-    rc, out, err = system.run(["virsh", "list", "--name"], QUERY_TIMEOUT)
+    rc, out, err = system.run(["virsh", "list", "--uuid"], QUERY_TIMEOUT)
     if rc != 0:
         return {"available": True, "guests": None,
                 "error": "virsh list failed (%s): %s" % (rc, (err or out).strip()[-500:])}
     guests = []
-    for name in out.splitlines():
-        name = name.strip()
-        if not name:
-            continue
-        guests.append({"name": name, "hostdev_pci": _guest_hostdevs(system, name)})
+    try:
+        for ident in out.splitlines():
+            ident = ident.strip()
+            if not ident:
+                continue
+            name, hostdevs = _guest_hostdevs(system, ident)
+            guests.append({"name": name, "uuid": ident, "hostdev_pci": hostdevs})
+    except _GuestsUnknown as exc:
+        return {"available": True, "guests": None, "error": str(exc)}
     return {"available": True, "guests": guests, "error": None}
 
 
-def _guest_hostdevs(system, name):
-    rc, out, _err = system.run(["virsh", "dumpxml", "--domain", name], QUERY_TIMEOUT)
+def _guest_hostdevs(system, ident):
+    """-> (name, [PCI addresses of the domain's PCI host devices]); raises _GuestsUnknown."""
+    rc, out, err = system.run(["virsh", "dumpxml", "--domain", ident], QUERY_TIMEOUT)
     if rc != 0:
-        return []
+        raise _GuestsUnknown("virsh dumpxml --domain %s failed (%s): %s" % (
+            ident, rc, (err or out).strip()[-500:]))
     try:
         root = ElementTree.fromstring(out)
-    except ElementTree.ParseError:
-        return []
+    except ElementTree.ParseError as exc:
+        raise _GuestsUnknown("the XML of domain %s does not parse: %s" % (ident, exc)) from None
+    name = (root.findtext("name") or "").strip() or ident
     found = []
     candidates = list(root.iter("hostdev")) + [
         el for el in root.iter("interface") if el.get("type") == "hostdev"]
     for element in candidates:
+        if element.tag == "hostdev" and element.get("type") not in (None, "pci"):
+            continue  # USB / SCSI host devices hold no PCI function
         source = element.find("source")
-        if source is None:
-            continue
-        address = source.find("address")
-        if address is None:
-            continue
+        address = source.find("address") if source is not None else None
+        if address is None or address.get("type") not in (None, "pci"):
+            raise _GuestsUnknown("domain %s has a PCI host device without a readable PCI address" % name)
         try:
             pci = "%04x:%02x:%02x.%x" % (int(address.get("domain", "0"), 0), int(address.get("bus"), 0),
                                         int(address.get("slot"), 0), int(address.get("function"), 0))
         except (TypeError, ValueError):
-            continue
+            raise _GuestsUnknown("domain %s has a PCI host device with an unparseable address %r" % (
+                name, dict(address.attrib))) from None
         if pci not in found:
             found.append(pci)
-    return found
+    return name, found
 
 
 def _usage_by_pci(guests):
@@ -712,26 +835,38 @@ def _pf_state(system, pf, legacy, managed, usage):
 
 
 def _vfs_ready(system, dev, count):
-    """Count the VF links (virtfnN, N < count) that have a netdev; and whether extra links remain."""
+    """-> (VF links virtfnN (N < count) that exist and point back to the PF with physfn,
+    surplus links (N >= count), VFs whose netdev is still expected: bound to a network driver but
+    without a netdev yet). VFs bound to vfio-pci / pci-stub or to no driver (VF driver
+    blacklisted) never get a netdev; that is normal on passthrough hosts."""
     ready = 0
+    netdev_pending = 0
     for index in range(count):
         link = "%s/virtfn%d" % (dev, index)
-        if system.exists(link) and _list(system, link + "/net"):
-            ready += 1
+        if not (system.exists(link) and system.exists(link + "/physfn")):
+            continue
+        ready += 1
+        vf_driver = _link_base(system, link + "/driver")
+        if vf_driver and vf_driver not in PASSTHROUGH_DRIVERS and not _list(system, link + "/net"):
+            netdev_pending += 1
     extra = [e for e in _list(system, dev) if re.match(r"^virtfn(\d+)$", e) and int(e[6:]) >= count]
-    return ready, len(extra)
+    return ready, len(extra), netdev_pending
 
 
 def _wait_vfs(system, pf, pci, dev, count, wait_seconds, actions):
+    """Wait for the kernel to create (or remove) the VFs -> whether every VF that will get a network
+    interface has one (information only: passthrough hosts have none, and that is not a failure)."""
     deadline = system.monotonic() + wait_seconds
     while True:
-        ready, extra = _vfs_ready(system, dev, count)
-        if ready == count and extra == 0:
-            return
+        ready, extra, netdev_pending = _vfs_ready(system, dev, count)
+        if ready == count and extra == 0 and netdev_pending == 0:
+            return True
         if system.monotonic() >= deadline:
-            raise AgentError("vf_timeout", "%s (%s): expected %d VFs with network interfaces, found %d "
-                             "(and %d surplus) after %.1f s. The VF count was written; the VF driver may "
-                             "be missing or blacklisted." % (pf, pci, count, ready, extra, wait_seconds),
+            if ready == count and extra == 0:
+                return False
+            raise AgentError("vf_timeout", "%s (%s): expected %d VFs, found %d (and %d surplus) after "
+                             "%.1f s. The VF count was written; the kernel did not create or remove the VFs "
+                             "in time." % (pf, pci, count, ready, extra, wait_seconds),
                              {"pf": pf, "pci_address": pci, "expected": count, "ready": ready,
                               "surplus": extra, "actions": actions})
         system.sleep(0.1)
@@ -793,12 +928,18 @@ def op_set_vfs(system, args):
     expected_pci = _valid_pci(args.get("pci_address"), "pci_address")
     count = _valid_count(args.get("count"), "count")
     persist = _valid_bool(args.get("persist"), "persist", True)
+    # take_over skips only the "externally managed" refusal; allow_guest_impact skips only the
+    # guest checks (vfs_in_use, guest_check_failed). force is the deprecated alias for both.
     force = _valid_bool(args.get("force"), "force", False)
+    take_over = _valid_bool(args.get("take_over"), "take_over", False) or force
+    allow_guest_impact = _valid_bool(args.get("allow_guest_impact"), "allow_guest_impact", False) or force
     wait_seconds = args.get("wait_seconds", DEFAULT_WAIT_SECONDS)
     if isinstance(wait_seconds, bool) or not isinstance(wait_seconds, (int, float)) or not (
-            0 <= wait_seconds <= MAX_WAIT_SECONDS):
-        raise _bad("wait_seconds must be a number between 0 and %d" % MAX_WAIT_SECONDS,
+            0 <= wait_seconds <= MAX_WAIT_SECONDS_ARG):
+        raise _bad("wait_seconds must be a number between 0 and %d" % MAX_WAIT_SECONDS_ARG,
                    field="wait_seconds", value=repr(wait_seconds))
+    # Capped so that the whole operation fits inside the controller's operation timeout.
+    wait_seconds = min(float(wait_seconds), MAX_WAIT_SECONDS)
 
     base = "/sys/class/net/" + pf
     dev = base + "/device"
@@ -849,58 +990,77 @@ def op_set_vfs(system, args):
 
     actions = []
     reboot_required = False
+    persist_skipped = None
+    unmanaged = current > 0 and actual_pci not in managed
     reset_first = (not legacy) and current > 0 and count > 0 and count != current
     if count != current:
-        if current > 0 and actual_pci not in managed and not force:
+        if unmanaged and not take_over:
             raise AgentError("externally_managed", "%s (%s) already has %d VFs that SR-IOV Console did not "
-                             "configure (not in %s). Refusing to change them; use force to take over." % (
-                                 pf, actual_pci, current, MODPROBE_CONF_PATH if legacy else UDEV_RULES_PATH),
+                             "configure (not in %s). Refusing to change them; use take_over to take them "
+                             "over." % (pf, actual_pci, current,
+                                        MODPROBE_CONF_PATH if legacy else UDEV_RULES_PATH),
                              {"pf": pf, "pci_address": actual_pci, "sriov_numvfs": current})
         if reset_first:
             affected = before["vfs"]
         else:
             affected = [vf for vf in before["vfs"] if vf["index"] >= count]
-        if affected and not force:
+        if affected and not allow_guest_impact:
             if guests["guests"] is None:
                 raise AgentError("guest_check_failed", "Cannot tell whether running guests use the VFs of "
-                                 "%s that this change removes: %s. Use force to proceed anyway." % (
+                                 "%s that this change removes: %s. Allow guest impact to proceed anyway." % (
                                      pf, guests["error"]), {"pf": pf, "error": guests["error"]})
-            in_use = [vf for vf in affected if vf["used_by"]]
+            in_use = []
+            for vf in affected:
+                used_by = list(vf["used_by"])
+                if not used_by and vf["driver"] in PASSTHROUGH_DRIVERS:
+                    # Defence in depth: a VF handed to vfio-pci / pci-stub is meant for a guest even
+                    # when no running guest that virsh knows claims it.
+                    used_by = ["<unknown: bound to %s>" % vf["driver"]]
+                if used_by:
+                    in_use.append({"index": vf["index"], "pci_address": vf["pci_address"], "used_by": used_by})
             if in_use:
                 names = sorted(set(g for vf in in_use for g in vf["used_by"]))
                 raise AgentError("vfs_in_use", "%s (%s): this change removes VFs used by running guests: %s. "
-                                 "Stop or migrate them, or force the change." % (
+                                 "Stop or migrate them, or allow guest impact." % (
                                      pf, actual_pci, ", ".join(names)),
-                                 {"pf": pf, "pci_address": actual_pci, "guests": names,
-                                  "vfs": [{"index": vf["index"], "pci_address": vf["pci_address"],
-                                           "used_by": vf["used_by"]} for vf in in_use]})
+                                 {"pf": pf, "pci_address": actual_pci, "guests": names, "vfs": in_use})
+    elif persist and not legacy and unmanaged and not take_over and managed.get(actual_pci) != count:
+        # Equal count on a PF someone else configured: recording it would silently adopt the PF.
+        persist_skipped = "externally_managed"
 
+    vf_netdevs_ready = None
     if legacy:
         _ensure_modprobe(system, actual_pci, driver, count, actions)
         reboot_required = count != current
+    elif count == current:
+        if persist and persist_skipped is None:
+            _ensure_udev(system, actual_pci, count, actions)
     else:
-        if count != current:
-            if reset_first:
-                _write_numvfs(system, numvfs_path, 0, pf, actual_pci)
-                actions.append("wrote 0 to sriov_numvfs of %s (%s) first: the kernel refuses to change a "
-                               "non-zero VF count to another non-zero count (EBUSY)" % (pf, actual_pci))
-            try:
-                _write_numvfs(system, numvfs_path, count, pf, actual_pci)
-            except AgentError as exc:
-                if reset_first:
-                    exc.details["actions"] = list(actions)
-                    exc.details["sriov_numvfs_now"] = _read_int(system, numvfs_path)
-                raise
-            actions.append("wrote %d to sriov_numvfs of %s (%s) (was %d)" % (
-                count, pf, actual_pci, 0 if reset_first else current))
+        # Ownership first: persist the new count BEFORE the sysfs write, so that a persistence
+        # failure cannot leave VFs the console created without the console's record (which would
+        # make them "externally managed" later). Rolled back if the write fails.
+        udev_before = _udev_raw(system) if persist else None
         if persist:
             _ensure_udev(system, actual_pci, count, actions)
-        if count != current:
-            _wait_vfs(system, pf, actual_pci, dev, count, float(wait_seconds), actions)
+        step = {"wrote_zero": False}
+        try:
+            if reset_first:
+                _write_numvfs(system, numvfs_path, 0, pf, actual_pci)
+                step["wrote_zero"] = True
+                actions.append("wrote 0 to sriov_numvfs of %s (%s) first: the kernel refuses to change a "
+                               "non-zero VF count to another non-zero count (EBUSY)" % (pf, actual_pci))
+            _write_numvfs(system, numvfs_path, count, pf, actual_pci)
+            actions.append("wrote %d to sriov_numvfs of %s (%s) (was %d)" % (
+                count, pf, actual_pci, 0 if reset_first else current))
+        except AgentError as exc:
+            _set_vfs_failed(system, exc, pf, actual_pci, numvfs_path, current, count, step["wrote_zero"],
+                            udev_before, actions)
+            raise
+        vf_netdevs_ready = _wait_vfs(system, pf, actual_pci, dev, count, wait_seconds, actions)
 
     managed_after = _managed_counts(system, legacy)
     after = _pf_state(system, pf, legacy, managed_after, usage)
-    return {
+    result = {
         "pf": pf,
         "pci_address": actual_pci,
         "count": count,
@@ -910,7 +1070,70 @@ def op_set_vfs(system, args):
         "reboot_required": reboot_required,
         "persisted": managed_after.get(actual_pci, 0) == count if (persist or legacy) else None,
         "persistence_file": MODPROBE_CONF_PATH if legacy else UDEV_RULES_PATH,
+        "vf_netdevs_ready": vf_netdevs_ready,
     }
+    if persist_skipped is not None:
+        result["persisted"] = False
+        result["reason"] = persist_skipped
+    return result
+
+
+def _udev_raw(system):
+    """(exists, text) of the managed udev file, to roll a persistence write back."""
+    try:
+        return True, system.read_text(UDEV_RULES_PATH)
+    except OSError:
+        return False, None
+
+
+def _restore_udev(system, saved):
+    exists, text = saved
+    if exists:
+        system.atomic_write(UDEV_RULES_PATH, text)
+    elif system.exists(UDEV_RULES_PATH):
+        system.remove(UDEV_RULES_PATH)
+
+
+def _set_vfs_failed(system, exc, pf, pci, numvfs_path, before_count, count, wrote_zero, udev_before, actions):
+    """A sysfs write failed: say exactly what state the PF is in now, try to put the previous count
+    back when the reset to 0 succeeded, and roll back the persistence written beforehand."""
+    value = exc.details.get("value")
+    if value == 0 and exc.details.get("errno") in ("EPERM", "EINVAL", "EBUSY") and _is_root():
+        exc.code = "vfs_assigned"
+        exc.message = ("The driver refuses to free VFs that are assigned to guests (%s writing 0 to "
+                       "sriov_numvfs of %s (%s)). Detach the VFs from the guests first." % (
+                           exc.details.get("errno"), pf, pci))
+    failed_at = _read_int(system, numvfs_path)
+    now = failed_at
+    if wrote_zero and failed_at == 0 and exc.details.get("errno") != "ETIMEDOUT":
+        try:
+            system.write_text(numvfs_path, "%d\n" % before_count)
+            actions.append("restored the previous count: wrote %d to sriov_numvfs of %s (%s) after writing "
+                           "%d failed" % (before_count, pf, pci, count))
+        except OSError as restore_exc:
+            actions.append("could not restore the previous count %d of %s (%s): %s" % (
+                before_count, pf, pci, restore_exc.strerror or restore_exc))
+        now = _read_int(system, numvfs_path)
+    if udev_before is not None:
+        try:
+            _restore_udev(system, udev_before)
+            actions.append("rolled back %s to its previous content" % UDEV_RULES_PATH)
+        except OSError as udev_exc:
+            actions.append("could not roll back %s: %s" % (UDEV_RULES_PATH, udev_exc.strerror or udev_exc))
+    partially = now != before_count
+    exc.details["actions"] = list(actions)
+    exc.details["sriov_numvfs_before"] = before_count
+    exc.details["sriov_numvfs_after_failure"] = failed_at
+    exc.details["sriov_numvfs_now"] = now
+    exc.details["partially_applied"] = partially
+    exc.message = "%s now has %s VFs (had %d). %s" % (
+        pf, "an unknown number of" if now is None else now, before_count, exc.message)
+    exc.args = (exc.message,)
+
+
+def _is_root():
+    geteuid = getattr(os, "geteuid", None)
+    return geteuid is None or geteuid() == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1294,6 +1517,22 @@ HANDLERS = {"inventory": op_inventory, "set_vfs": op_set_vfs, "kernel_args": op_
             "reboot": op_reboot}
 
 
+LOCKED_OPERATIONS = ("set_vfs", "kernel_args", "reboot")
+
+
+def _host_lock(system, op):
+    """One mutating agent run per host at a time (two runs could otherwise lose a persisted count)."""
+    lock = getattr(system, "lock", None)
+    if lock is None:  # a System seam without locking (older simulators)
+        return _FdLock(None)
+    try:
+        return lock(LOCK_NAME, LOCK_TIMEOUT)
+    except OSError as exc:
+        raise AgentError("busy", "Another SR-IOV Console agent run is changing this host (%s held for %d s); "
+                         "try again later." % (LOCK_NAME, LOCK_TIMEOUT),
+                         {"lock": LOCK_NAME, "errno": _errno_name(exc.errno), "op": op}) from None
+
+
 def _response(op, request_id, result=None, error=None):
     doc = {"ok": error is None, "op": op, "agent_version": AGENT_VERSION, "request_id": request_id}
     if error is None:
@@ -1359,7 +1598,11 @@ def run_payload(request_bytes, system):
                 raise AgentError("bad_request", "Unknown arguments for %s: %s (allowed: %s)" % (
                     op, ", ".join(unknown_args), ", ".join(ARG_KEYS[op]) or "none"),
                     {"arguments": unknown_args, "allowed": list(ARG_KEYS[op])})
-            result = HANDLERS[op](system, args)
+            if op in LOCKED_OPERATIONS:
+                with _host_lock(system, op):
+                    result = HANDLERS[op](system, args)
+            else:
+                result = HANDLERS[op](system, args)
             return EXIT_OK, _response(op, request_id, result=result), ""
         except AgentError as exc:
             return _exit_status(exc.code), _response(op, request_id, error=exc), ""

@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,20 +31,20 @@ os.environ.setdefault("CONSOLE_VAR_DIR", str(ROOT / "var" / "bench"))
 
 
 def register_fleet(state_dir: Path):
+    import remote
     from hosts.credentials import create_credential
     from hosts.models import Credential, Hypervisor
 
-    import remote
-
-    credential = Credential.objects.filter(name="bench").first() or create_credential(
-        "bench", (state_dir / "client_key").read_text()
-    )
+    # Each run's fleet has a new client key: start from a clean slate.
+    Hypervisor.objects.filter(credential__name="bench").delete()
+    Credential.objects.filter(name="bench").delete()
+    credential = create_credential("bench", (state_dir / "client_key").read_text())
     with open(state_dir / "inventory.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    Hypervisor.objects.filter(name__startswith="hv").delete()
     hosts = [
         Hypervisor(name=r["name"], address=r["address"], port=int(r["port"]), username=r["username"],
-                   credential=credential, host_key=r["host_key"], host_key_fingerprint=remote.fingerprint(r["host_key"]))
+                   credential=credential, host_key=r["host_key"],
+                   host_key_fingerprint=remote.fingerprint(r["host_key"]))
         for r in rows
     ]
     return Hypervisor.objects.bulk_create(hosts)
@@ -85,10 +86,10 @@ def main() -> int:
     from django.conf import settings
     from django.core.management import call_command
     from django.test import Client
+    from remote_fanout import start_fleet_process
 
     from hosts.discovery import discover_hosts
     from hosts.models import Hypervisor, Nic
-    from remote_fanout import start_fleet_process
     from tests.conftest import make_user
 
     engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
@@ -103,8 +104,8 @@ def main() -> int:
                 started = time.perf_counter()
                 outcomes = discover_hosts(Hypervisor.objects.filter(pk__in=[h.pk for h in hosts]))
                 elapsed = time.perf_counter() - started
-                ok = sum(1 for o in outcomes if o.kind == "ok")
-                rows.append((f"discovery round {round_no}: {args.hosts} hosts, {ok} ok",
+                kinds = Counter(o.kind for o in outcomes)
+                rows.append((f"discovery round {round_no}: {args.hosts} hosts, outcomes {dict(kinds)}",
                              f"{elapsed:.1f} s ({args.hosts / elapsed:.1f} hosts/s)"))
         finally:
             fleet.terminate()
@@ -115,8 +116,8 @@ def main() -> int:
     get_user_model().objects.filter(username="bench-viewer").delete()
     client = Client()
     client.force_login(make_user("bench-viewer", "viewer", "auditor"))
-    host = Hypervisor.objects.filter(name__startswith="hv").first()
-    nic = Nic.objects.filter(host=host).first()
+    nic = Nic.objects.filter(host__name__startswith="hv", sriov_totalvfs__gt=0).select_related("host").first()
+    host = nic.host
     for name, seconds in time_pages(client, host, nic).items():
         rows.append((f"page: {name}", f"{seconds * 1000:.0f} ms (median of 5)"))
 

@@ -58,7 +58,50 @@ class ChangeForm(forms.Form):
         required=False, help_text="UTC", widget=forms.DateTimeInput(attrs={"placeholder": "YYYY-MM-DD HH:MM"})
     )
     allow_guest_impact = forms.BooleanField(
-        required=False, label="Allow removing VFs that running guests use"
+        required=False,
+        label="Allow removing VFs that running guests use",
+        help_text="Also allows rebooting hosts with running guests (the plan names them).",
+    )
+    # Issue 7: kernel arguments and reboot (one kernel_args and one reboot operation at most).
+    iommu_preset = forms.BooleanField(
+        required=False,
+        label="Enable IOMMU for SR-IOV",
+        help_text="Per host from its CPU vendor: Intel intel_iommu=on iommu=pt, AMD amd_iommu=on iommu=pt.",
+    )
+    vfio_pci_ids = forms.CharField(
+        max_length=200,
+        required=False,
+        label="vfio-pci.ids",
+        widget=forms.TextInput(attrs={"placeholder": "8086:1521, 15b3:1017"}),
+        help_text="Optional, with the IOMMU preset: NIC vendor:device ids bound to vfio-pci at boot.",
+    )
+    kargs_add = forms.CharField(
+        max_length=2000,
+        required=False,
+        label="Add kernel arguments",
+        widget=forms.TextInput(attrs={"placeholder": "hugepages=16"}),
+        help_text="Space separated; name or name=value, no quotes.",
+    )
+    kargs_remove = forms.CharField(
+        max_length=2000,
+        required=False,
+        label="Remove kernel arguments",
+        widget=forms.TextInput(attrs={"placeholder": "quiet"}),
+        help_text="A name removes every value of it (iommu removes iommu=pt); name=value only that one.",
+    )
+    reboot = forms.ChoiceField(
+        choices=[("", "no reboot"), ("if_needed", "if needed"), ("always", "always")],
+        required=False,
+        label="Reboot",
+        help_text="If needed: only hosts whose running kernel lacks the configured arguments, or whose "
+        "kernel (< 3.8) needs a reboot for a new VF count. Then wait for the host and verify.",
+    )
+    reboot_parallelism = forms.IntegerField(
+        min_value=1,
+        max_value=10000,
+        required=False,
+        label="Hosts rebooting at once",
+        help_text="Default 1: a change with a reboot runs one host at a time unless you raise it here.",
     )
 
     def __init__(self, *args, **kwargs):
@@ -84,6 +127,11 @@ class ChangeForm(forms.Form):
             self.fields[f"op{row}_take_over"] = forms.BooleanField(required=False, label="take over")
         if not self.is_bound:
             self.initial.setdefault("op1_persist", True)
+
+    KERNEL_FIELDS = ("iommu_preset", "vfio_pci_ids", "kargs_add", "kargs_remove", "reboot", "reboot_parallelism")
+
+    def kernel_fields(self):
+        return [self[name] for name in self.KERNEL_FIELDS]
 
     def op_rows(self):
         return [
@@ -121,6 +169,19 @@ class ChangeForm(forms.Form):
             targets["host_ids"] = sorted(h.pk for h in data["hosts"])
         if (data.get("filter") or "").strip():
             targets["filter"] = data["filter"].strip()
+        kernel_args = {
+            "op": "kernel_args",
+            "preset": "iommu" if data.get("iommu_preset") else None,
+            "vfio_pci_ids": (data.get("vfio_pci_ids") or "").strip(),
+            "add": (data.get("kargs_add") or "").split(),
+            "remove": (data.get("kargs_remove") or "").split(),
+        }
+        if kernel_args["preset"] or kernel_args["vfio_pci_ids"] or kernel_args["add"] or kernel_args["remove"]:
+            operations.insert(0, kernel_args)
+        if data.get("reboot"):
+            operations.append(
+                {"op": "reboot", "when": data["reboot"], "parallelism": data.get("reboot_parallelism")}
+            )
         return {
             "title": data.get("title", ""),
             "reason": data.get("reason", ""),
@@ -157,7 +218,20 @@ class ChangeForm(forms.Form):
             "not_after": change.not_after,
             "allow_guest_impact": change.allow_guest_impact,
         }
-        for row, op in enumerate(change.operations[:OP_ROWS], start=1):
+        for op in change.operations:
+            if op["op"] == "kernel_args":
+                initial.update(
+                    {
+                        "iommu_preset": op.get("preset") == "iommu",
+                        "vfio_pci_ids": ", ".join(op.get("vfio_pci_ids") or []),
+                        "kargs_add": " ".join(op.get("add") or []),
+                        "kargs_remove": " ".join(op.get("remove") or []),
+                    }
+                )
+            elif op["op"] == "reboot":
+                initial.update({"reboot": op["when"], "reboot_parallelism": op.get("parallelism")})
+        vf_ops = [op for op in change.operations if op["op"] == "set_vfs"]
+        for row, op in enumerate(vf_ops[:OP_ROWS], start=1):
             initial.update(
                 {
                     f"op{row}_by": op["select"]["by"],

@@ -178,6 +178,7 @@ class HostRun(models.Model):
         PENDING = "pending", "Pending"
         WAITING = "waiting", "Waiting for the host"
         RUNNING = "running", "Running"
+        REBOOTING = "rebooting", "Waiting for the host to come back"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         DRIFTED = "drifted", "Drifted"
@@ -185,9 +186,10 @@ class HostRun(models.Model):
         SKIPPED = "skipped", "Skipped"
 
     # States that hold the host: at most one such host run per host, across all changes.
-    HOLDING = (State.RUNNING,)
+    # A rebooting host is held too (issue 7): nothing else may start on it until it is back.
+    HOLDING = (State.RUNNING, State.REBOOTING)
     # Not yet finished (a worker may still pick it up).
-    OPEN = (State.PENDING, State.WAITING, State.RUNNING)
+    OPEN = (State.PENDING, State.WAITING, State.RUNNING, State.REBOOTING)
     FINISHED = (State.SUCCEEDED, State.FAILED, State.DRIFTED, State.CANCELLED, State.SKIPPED)
     FAILURES = (State.FAILED, State.DRIFTED)
 
@@ -212,7 +214,9 @@ class HostRun(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["rollout", "host"], name="hostrun_unique_host_per_rollout"),
             models.UniqueConstraint(
-                fields=["host"], condition=Q(state="running"), name="hostrun_one_active_per_host"
+                fields=["host"],
+                condition=Q(state__in=["running", "rebooting"]),
+                name="hostrun_one_active_per_host",
             ),
         ]
 
@@ -228,6 +232,7 @@ class Step(models.Model):
     class Kind(models.TextChoices):
         DRIFT_CHECK = "drift_check", "Drift check"
         ACTION = "action", "Action"
+        BOOT_WAIT = "boot_wait", "Wait for boot"
         VERIFY = "verify", "Verify"
 
     host_run = models.ForeignKey(HostRun, on_delete=models.CASCADE, related_name="steps")

@@ -30,6 +30,7 @@ class HostPlan:
 class SetVfs:
     name = "set_vfs"
     namespace = "numvfs"
+    phase = 1  # kernel args -> VF counts -> reboot (changes/planning.py plans in this order)
 
     # -- input ------------------------------------------------------------------------------
     def validate(self, op: dict, where: str) -> dict:
@@ -179,7 +180,7 @@ class SetVfs:
         return seen
 
 
-REGISTRY = {op.name: op for op in (SetVfs(),)}
+REGISTRY = {op.name: op for op in (SetVfs(),)}  # kernel_args and reboot are added at the end
 
 
 def _legacy_kernel(release: str) -> bool:
@@ -205,3 +206,11 @@ def validate_operations(operations) -> list[dict]:
             raise OperationError(f"{where}: unknown op {op.get('op')!r}; known: {', '.join(REGISTRY)}")
         normal.append(handler.validate(op, where))
     return normal
+
+
+# Issue 7: the other two operations of the reference procedure. Imported last: they build on
+# HostPlan / OperationError / _legacy_kernel above.
+from .kernel_args import KernelArgs  # noqa: E402
+from .reboots import Reboot  # noqa: E402
+
+REGISTRY.update({op.name: op for op in (KernelArgs(), Reboot())})

@@ -35,6 +35,7 @@ from hosts.models import Hypervisor, Nic
 
 from .models import ChangeRequest, HostRun, Rollout, Step
 from .operations import REGISTRY
+from .reboots import effective_parallelism, enter_waiting, reboot_progress
 from .services import transition
 
 logger = logging.getLogger("changes.orchestration")
@@ -132,7 +133,7 @@ def advance(rollout_id: int) -> str:
                 if run.state in (HR.PENDING, HR.WAITING):
                     _set_state(run, state, message, change_id=change.pk)
 
-        running = [r for r in runs if r.state == HR.RUNNING]
+        running = [r for r in runs if r.state in HostRun.HOLDING]
 
         if rollout.cancel_requested_at or change.state == CS.CANCELLED:
             stop_open(HR.CANCELLED, "cancelled before it started")
@@ -186,7 +187,8 @@ def advance(rollout_id: int) -> str:
         in_flight = [
             r
             for r in runs
-            if r.state in (HR.RUNNING, HR.WAITING) or (r.state == HR.PENDING and r.dispatched_at is not None)
+            if r.state in (HR.RUNNING, HR.REBOOTING, HR.WAITING)
+            or (r.state == HR.PENDING and r.dispatched_at is not None)
         ]
         undispatched = [r for r in runs if r.state == HR.PENDING and r.dispatched_at is None]
         open_canaries = [r for r in runs if r.is_canary and not r.is_finished]
@@ -194,7 +196,7 @@ def advance(rollout_id: int) -> str:
             if not in_flight:
                 _dispatch(open_canaries[0], now)
             return "canary"
-        slots = change.parallelism - len(in_flight)
+        slots = effective_parallelism(change) - len(in_flight)
         for run in undispatched[: max(slots, 0)]:
             _dispatch(run, now)
         if all(r.is_finished for r in runs):
@@ -497,9 +499,12 @@ def _observe(item_part: dict, inventory: dict) -> dict:
 def _differences(expected: dict, seen: dict, pf_names: dict, word: str) -> list[str]:
     out = []
     for namespace, values in expected.items():
+        op = NAMESPACE_OPS.get(namespace)
         for key, want in values.items():
             got = seen.get(namespace, {}).get(key)
-            if got != want:
+            if got != want and hasattr(op, "difference"):
+                out.append(op.difference(key, want, got, word, pf_names))
+            elif got != want:
                 name = pf_names.get(key, key)
                 got_text = "no such PF" if got is None else f"{got} VFs"
                 out.append(f"{name} ({key}): {word} {want} VFs, the host has {got_text}")
@@ -533,6 +538,8 @@ def _execute(run: HostRun, token: str) -> str:
     item = run.plan_item
     steps = list(run.steps.order_by("seq"))
     pf_names = {a["pci_address"]: a["pf"] for a in item.actions if a.get("pci_address")}
+    for action in item.actions:
+        pf_names.update(action.get("pf_names") or {})
 
     if _cancel_requested(run) and not any(s.kind == Step.Kind.ACTION for s in steps):
         _finish_run(run, token, HR.CANCELLED, "cancelled before any write")
@@ -592,12 +599,23 @@ def _execute(run: HostRun, token: str) -> str:
         spec = action.get("step")
         if not spec:
             continue
+        label = action.get("pf") or action.get("label") or spec["op"]
         mine = [s for s in run.steps.filter(kind=Step.Kind.ACTION, action_index=index).order_by("seq")]
+        if spec["op"] == "reboot":
+            # One reboot per host run: once sent (or possibly sent by a lost worker) it is never
+            # sent again; the host run waits for a new boot id instead (changes/reboots.py).
+            progress = reboot_progress(list(run.steps.order_by("seq")))
+            if progress["reboot_step"] is not None:
+                if progress["confirmed"] is None:
+                    _close_interrupted(run, [s for s in mine if s.finished_at is None])
+                    return enter_waiting(run, token, progress)
+                writes += 1
+                continue
         if any(s.ok for s in mine):
             writes += 1
             continue
         if any(s.finished_at is not None and not s.ok and s.error_code != "interrupted" for s in mine):
-            _finish_run(run, token, HR.FAILED, f"{action['pf']}: an earlier attempt of this step failed")
+            _finish_run(run, token, HR.FAILED, f"{label}: an earlier attempt of this step failed")
             return HR.FAILED
         if _cancel_requested(run):
             _finish_run(
@@ -609,18 +627,26 @@ def _execute(run: HostRun, token: str) -> str:
             return HR.CANCELLED
         interrupted = [s for s in mine if s.finished_at is None]
         note = ""
+        args = spec["args"]
         if interrupted:
             _close_interrupted(run, interrupted)
             note = (
                 f"re-run of step {interrupted[-1].seq}, interrupted by the loss of its worker "
                 "(set_vfs is idempotent: an equal count is not written again)"
             )
+            if spec["op"] == "kernel_args":
+                # The file may have been edited before the tool ran: regenerate whatever the file says.
+                args = {**args, "regenerate": True}
+                note = (
+                    f"re-run of step {interrupted[-1].seq}, interrupted by the loss of its worker "
+                    "(kernel_args is idempotent; the boot configuration is regenerated in any case)"
+                )
         step, res = _call(
             run,
             token,
             target,
             spec["op"],
-            spec["args"],
+            args,
             kind=Step.Kind.ACTION,
             action_index=index,
             description=action["text"],
@@ -629,9 +655,14 @@ def _execute(run: HostRun, token: str) -> str:
         if not res.ok:
             _reread_after_failure(run, token, host, target)
             code = res.error_code or res.kind
-            _finish_run(run, token, HR.FAILED, f"{action['pf']}: {code}: {res.message}", {"step": step.pk})
+            why = res.message if (res.message or "").startswith(f"{code}:") else f"{code}: {res.message}"
+            _finish_run(run, token, HR.FAILED, f"{label}: {why}", {"step": step.pk})
             return HR.FAILED
         writes += 1
+        if spec["op"] == "kernel_args":
+            _record_kernel_args_intent(host, spec["args"])
+        if spec["op"] == "reboot":
+            return enter_waiting(run, token, reboot_progress(list(run.steps.order_by("seq"))))
 
     if total == 0:
         _finish_run(run, token, HR.SUCCEEDED, "nothing to change; the host matches the plan")
@@ -669,13 +700,12 @@ def _execute(run: HostRun, token: str) -> str:
             {"step": step.pk, "expected": item.after, "observed": seen},
         )
         return HR.FAILED
-    _finish_run(
-        run,
-        token,
-        HR.SUCCEEDED,
-        f"{total} step{'s' if total != 1 else ''} applied and verified",
-        {"step": step.pk},
-    )
+    done = f"{total} step{'s' if total != 1 else ''} applied and verified"
+    booted = reboot_progress(list(run.steps.order_by("seq")))
+    if booted["confirmed"] is not None:
+        new_boot = (booted["confirmed"].result or {}).get("boot_id") or "?"
+        done += f" after one reboot (boot id {(booted['old_boot_id'] or '?')[:8]} → {new_boot[:8]})"
+    _finish_run(run, token, HR.SUCCEEDED, done, {"step": step.pk})
     return HR.SUCCEEDED
 
 
@@ -712,6 +742,21 @@ def _reread_after_failure(run, token, host, target) -> None:
         raise
     except Exception:
         logger.exception("re-reading %s after a failure failed", host.name)
+
+
+def _record_kernel_args_intent(host: Hypervisor, args: dict) -> None:
+    """The console's intent for the host's kernel arguments (discovery's drift compares
+    /proc/cmdline with it): earlier ones minus the removed, plus the added."""
+    from .kernel_args import removed_by
+
+    with transaction.atomic():
+        locked = Hypervisor.objects.select_for_update().get(pk=host.pk)
+        remove = list(args.get("remove") or [])
+        wanted = [a for a in (locked.managed_kernel_args or []) if not removed_by(str(a), remove)]
+        wanted += [a for a in args.get("add") or [] if a not in wanted]
+        if wanted != locked.managed_kernel_args:
+            locked.managed_kernel_args = wanted
+            locked.save(update_fields=["managed_kernel_args", "updated_at"])
 
 
 def _record_intent(host: Hypervisor, after: dict) -> None:

@@ -131,7 +131,11 @@ def compute_plan(change, hosts: list[Hypervisor], now=None) -> Plan:
             out.warnings.append(f"inventory is {age} minutes old; refresh it for an exact plan")
         nics = nics_by_host.get(host.pk, [])
         claimed: dict[str, int] = {}
-        for number, op in enumerate(change.operations, start=1):
+        # Per host, whatever the order they were given in: kernel args → VF counts → reboot
+        # (the reboot decides from what the others planned). Numbers stay the requester's.
+        numbered = list(enumerate(change.operations, start=1))
+        numbered.sort(key=lambda pair: getattr(REGISTRY[pair[1]["op"]], "phase", 1))
+        for number, op in numbered:
             REGISTRY[op["op"]].plan(op, number, host, nics, vfs_by_nic, change, out, claimed)
         if not out.errors and not any(a.get("step") for a in out.actions):
             out.warnings.append("nothing to change on this host")

@@ -336,7 +336,7 @@ def await_boot(host_run_id: int, token: str) -> str:
     import remote
 
     from .models import HostRun
-    from .orchestration import _enqueue_run, _finish_run, _record_inventory, _target
+    from .orchestration import _enqueue_run, _finish_run, _Heartbeat, _record_inventory, _target
 
     run = (
         HostRun.objects.select_related("rollout", "host", "host__credential", "plan_item")
@@ -358,9 +358,14 @@ def await_boot(host_run_id: int, token: str) -> str:
     target = dataclasses.replace(
         _target(host),
         connect_timeout=float(_setting("BOOT_PROBE_TIMEOUT", 5)),
-        op_timeout=min(float(_setting("SSH_OPERATION_TIMEOUT", 120)), 60.0),
+        op_timeout=min(float(_setting("SSH_OPERATION_TIMEOUT", 120)), 30.0),
     )
-    result = remote.run_agent_sync(target, "inventory", {}, request_id=f"hr{run.pk}-boot")
+    beat = _Heartbeat(run.pk, token)  # a slow probe must not look like a dead worker
+    beat.start()
+    try:
+        result = remote.run_agent_sync(target, "inventory", {}, request_id=f"hr{run.pk}-boot")
+    finally:
+        beat.stop()
     now = timezone.now()
     boot_id = (result.result or {}).get("boot_id") if result.ok else None
     elapsed = duration_words((now - since).total_seconds())

@@ -16,6 +16,7 @@ BADGES = {
     "skipped": "warn",
     "waiting": "warn",
     "running": "info",
+    "rebooting": "info",
     "scheduled": "info",
     "submitted": "info",
     "pending": "",

@@ -156,8 +156,8 @@ def test_plan_hash_is_stable_and_changes_with_the_inventory(credential):
 def test_operation_validation_messages():
     with pytest.raises(OperationError, match="give at least one operation"):
         validate_operations([])
-    with pytest.raises(OperationError, match="unknown op 'reboot'"):
-        validate_operations([{"op": "reboot"}])
+    with pytest.raises(OperationError, match="unknown op 'format_disk'; known: set_vfs, kernel_args, reboot"):
+        validate_operations([{"op": "format_disk"}])
     with pytest.raises(OperationError, match="count must be a whole number"):
         validate_operations([op("eno49", -1)])
     with pytest.raises(OperationError, match="is not a PCI address"):
