@@ -250,6 +250,7 @@ class System(object):
         for directory in ("/run", "/tmp"):
             if os.path.isdir(self.path(directory)):
                 return directory
+        os.makedirs(self.path("/tmp"), exist_ok=True)  # a bare --root tree
         return "/tmp"
 
     def lock(self, name, timeout):
@@ -364,7 +365,10 @@ def _errno_name(number):
 
 
 def _readonly_error(exc, path, what):
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if exc.errno == errno.EACCES:
+        return AgentError("permission_denied", "Cannot write %s (%s): %s. The agent must run as root." % (
+            path, what, exc.strerror or exc), {"path": path, "errno": _errno_name(exc.errno)})
+    if exc.errno in (errno.EROFS, errno.EPERM):
         return AgentError("readonly_fs", "Cannot write %s (%s): %s. Is /etc mounted read-only?" % (
             path, what, exc.strerror or exc), {"path": path, "errno": _errno_name(exc.errno)})
     return AgentError("write_failed", "Cannot write %s (%s): %s" % (path, what, exc.strerror or exc),
@@ -673,6 +677,73 @@ def _grub_tools(system):
     return [tool for tool in tools if system.which(tool)]
 
 
+def _bls_active(system, grub):
+    """Boot Loader Specification entries are what GRUB boots (RHEL 8+, Fedora): grub2-mkconfig does
+    not change their options, grubby does."""
+    if (grub["values"].get("GRUB_ENABLE_BLSCFG") or "").strip().lower() == "true":
+        return True
+    return any(name.endswith(".conf") for name in _list(system, "/boot/loader/entries"))
+
+
+def _choose_grub_tool(system, grub):
+    tools = _grub_tools(system)
+    if "grubby" in tools and _bls_active(system, grub):
+        return "grubby"
+    return tools[0] if tools else None
+
+
+def _shell_control_flow(text):
+    """The first logical line of text that is not blank, a comment or a plain assignment (if, case,
+    for, while, functions, sourcing ...), or None."""
+    logical = []
+    buf = ""
+    quote = None
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if quote == "'":
+            if c == "'":
+                quote = None
+        elif c == "\\" and i + 1 < len(text):
+            buf += c + text[i + 1]
+            i += 2
+            continue
+        elif quote == '"':
+            if c == '"':
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c == "#" and (not buf or buf[-1] in " \t"):
+            j = text.find("\n", i)
+            i = len(text) if j < 0 else j
+            continue
+        elif c == "\n":
+            logical.append(buf)
+            buf = ""
+            i += 1
+            continue
+        buf += c
+        i += 1
+    logical.append(buf)
+    keywords = ("if", "then", "else", "elif", "fi", "case", "esac", "for", "while", "until", "do", "done",
+                "function", "select", "{", "}", "(", ")", ".", "source", "eval", "exec", "return", "exit")
+    for line in logical:
+        stripped = line.strip().rstrip("\r").strip()
+        if not stripped:
+            continue
+        if not ASSIGN_RE.match(stripped):
+            return stripped
+        first = re.split(r"[\s;&|]+", stripped)
+        rest = re.split(r"[;&|]+", stripped)[1:]
+        for part in rest:
+            words = part.split()
+            if words and (words[0] in keywords or "()" in part):
+                return stripped
+        if first and first[0] in keywords:
+            return stripped
+    return None
+
+
 def _ethtool_info(system, name, have_ethtool):
     if not have_ethtool:
         return {}
@@ -763,6 +834,7 @@ def op_inventory(system, args):
         if system.exists("/sys/class/net/%s/device" % name):
             nics.append(_nic(system, name, legacy, managed, usage, have_ethtool))
     tools = _grub_tools(system)
+    chosen = _choose_grub_tool(system, grub)
     cmdline = _read(system, "/proc/cmdline")
     return {
         "hostname": _read(system, "/proc/sys/kernel/hostname"),
@@ -780,7 +852,7 @@ def op_inventory(system, args):
             "cmdline_linux_default_source": grub["sources"].get(GRUB_VAR),
             "files": grub["files"],
         },
-        "grub_tool": tools[0] if tools else None,
+        "grub_tool": chosen,
         "grub_tools": tools,
         "iommu": _iommu(system),
         "virsh": guests["available"],
@@ -960,9 +1032,11 @@ def op_set_vfs(system, args):
                          {"pf": pf, "pci_address": actual_pci})
 
     release = _kernel_release(system)
-    legacy = _is_legacy_kernel(release)
     driver = _link_base(system, dev + "/driver")
     numvfs_path = dev + "/sriov_numvfs"
+    # Feature detection: sriov_numvfs present -> the sysfs route, whatever the version says
+    # (vendor kernels backport it); absent on a kernel older than 3.8 -> max_vfs.
+    legacy = _is_legacy_kernel(release) and not system.exists(numvfs_path)
     if legacy:
         if driver not in LEGACY_MAX_VFS:
             raise AgentError("not_sriov_capable", "%s (%s) uses driver %s, which has no max_vfs parameter "
@@ -1341,6 +1415,12 @@ def op_kernel_args(system, args):
     # regenerate: run the boot-config tool even when the GRUB defaults already say the right thing
     # (the re-run of an interrupted step: the file may have been edited before the tool ran).
     regenerate = _valid_bool(args.get("regenerate"), "regenerate", False)
+    for field, items in (("add", add), ("remove", remove)):
+        for item in items:
+            if _karg_key(item) in PROTECTED_KARGS:
+                raise _bad("%s is a protected boot argument (%s): SR-IOV Console never adds or removes it, "
+                           "because the host may not boot without it." % (item, _karg_key(item)),
+                           field=field, value=item, protected=list(PROTECTED_KARGS))
     add_keys = set(_karg_key(a) for a in add)
     for item in remove:
         if item in add or ("=" not in item and item in add_keys):
@@ -1362,6 +1442,15 @@ def op_kernel_args(system, args):
         return missing, clashing, present
 
     missing, clashing, present = conflicts(grub["values"].get(GRUB_VAR))
+    in_linux = [t for t in (grub["values"].get("GRUB_CMDLINE_LINUX") or "").split()
+                if t in remove_exact or _karg_key(t) in remove_keys]
+    if in_linux:
+        raise AgentError("unsupported_config", "Cannot remove %s: %s in GRUB_CMDLINE_LINUX (%s), which the agent "
+                         "does not edit (it edits only %s). Remove it from GRUB_CMDLINE_LINUX by hand." % (
+                             ", ".join(in_linux), "it is" if len(in_linux) == 1 else "they are",
+                             grub["sources"].get("GRUB_CMDLINE_LINUX"), GRUB_VAR),
+                         {"variable": "GRUB_CMDLINE_LINUX", "tokens": in_linux,
+                          "path": grub["sources"].get("GRUB_CMDLINE_LINUX")})
     new_texts = {}
     if missing or clashing or present:
         defs = grub["defs"]
@@ -1388,21 +1477,28 @@ def op_kernel_args(system, args):
     actions = []
     tool = None
     argv = None
+    if new_texts:
+        for path in sorted(set(new_texts) | set(d[0] for d in grub["defs"])):
+            flow = _shell_control_flow(grub["texts"][path])
+            if flow is not None:
+                raise AgentError("unsupported_config", "Cannot edit %s in %s safely: the file contains shell "
+                                 "control flow (%r), so which definition applies cannot be known without "
+                                 "running it. Keep only plain assignments there, or edit it by hand." % (
+                                     GRUB_VAR, path, flow[:200]), {"path": path, "line": flow[:200]})
     if new_texts or regenerate:
-        tools = _grub_tools(system)
-        if not tools:
+        tool = _choose_grub_tool(system, grub)
+        if tool is None:
             raise AgentError("no_grub_tool", "None of update-grub, grub2-mkconfig, grub-mkconfig or grubby "
                              "is installed: cannot regenerate the boot configuration.", {})
-        tool = tools[0]
         argv = _regen_argv(system, tool, add, remove)
         written = []
         try:
             for path in sorted(new_texts):
                 backup = path + BACKUP_SUFFIX
-                _write_file(system, backup, grub["texts"][path], "backup")
+                _write_file(system, backup, grub["texts"][path], "backup", mode=None)
                 actions.append("backed up %s to %s" % (path, backup))
             for path in sorted(new_texts):
-                _write_file(system, path, new_texts[path], "GRUB defaults")
+                _write_file(system, path, new_texts[path], "GRUB defaults", mode=None)
                 written.append(path)
         except AgentError:
             for path in written:
@@ -1463,8 +1559,17 @@ def op_kernel_args(system, args):
 
 
 def op_reboot(system, args):
-    refuse_if_guests = _valid_bool(args.get("refuse_if_guests"), "refuse_if_guests", False)
+    # Safe by default: a caller must say explicitly that running guests may go down.
+    refuse_if_guests = _valid_bool(args.get("refuse_if_guests"), "refuse_if_guests", True)
+    expected_boot_id = args.get("expected_boot_id")
+    if expected_boot_id is not None and (not isinstance(expected_boot_id, str) or len(expected_boot_id) > 64):
+        raise _bad("expected_boot_id must be a boot id string", field="expected_boot_id",
+                   value=repr(expected_boot_id))
     boot_id = _read(system, "/proc/sys/kernel/random/boot_id")
+    if expected_boot_id is not None and expected_boot_id.strip().lower() != (boot_id or "").lower():
+        raise AgentError("boot_id_changed", "Not rebooting: the host has already rebooted since the reboot was "
+                         "planned (boot id %s, expected %s)." % (boot_id, expected_boot_id),
+                         {"boot_id": boot_id, "expected_boot_id": expected_boot_id})
     if refuse_if_guests:
         # Checked here, immediately before the reboot is scheduled: a guest started since the plan
         # (or since the console's last look) must not go down without the change allowing it.
@@ -1481,11 +1586,17 @@ def op_reboot(system, args):
     method = None
     notes = []
     if system.which("systemd-run"):
-        argv = ["systemd-run", "--on-active=2", "--timer-property=AccuracySec=100ms", "systemctl", "reboot"]
+        # A fixed unit name: a second schedule fails ("unit already exists") instead of stacking.
+        argv = ["systemd-run", "--unit=sriov-console-reboot", "--on-active=2",
+                "--timer-property=AccuracySec=100ms", "systemctl", "reboot"]
         rc, out, err = system.run(argv, QUERY_TIMEOUT)
         if rc == 0:
             method = "systemd-run"
             actions.append("scheduled a reboot in 2 s: " + " ".join(argv))
+        elif "already" in (err or out) and "sriov-console-reboot" in (err or out):
+            raise AgentError("reboot_already_scheduled", "A reboot is already scheduled on this host "
+                             "(unit sriov-console-reboot exists): not scheduling another one.",
+                             {"stderr": (err or out).strip()[-500:], "boot_id": boot_id})
         else:
             notes.append("systemd-run failed (%s): %s" % (rc, (err or out).strip()[-500:]))
     if method is None:
@@ -1528,8 +1639,11 @@ def _host_lock(system, op):
     try:
         return lock(LOCK_NAME, LOCK_TIMEOUT)
     except OSError as exc:
-        raise AgentError("busy", "Another SR-IOV Console agent run is changing this host (%s held for %d s); "
-                         "try again later." % (LOCK_NAME, LOCK_TIMEOUT),
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            raise AgentError("busy", "Another SR-IOV Console agent run is changing this host (%s held for %d s); "
+                             "try again later." % (LOCK_NAME, LOCK_TIMEOUT),
+                             {"lock": LOCK_NAME, "errno": _errno_name(exc.errno), "op": op}) from None
+        raise AgentError("lock_failed", "Cannot take the host lock %s: %s" % (LOCK_NAME, exc.strerror or exc),
                          {"lock": LOCK_NAME, "errno": _errno_name(exc.errno), "op": op}) from None
 
 

@@ -63,6 +63,47 @@ _PREFERRED_HOST_KEY_ALGS = (
 
 _CLOSE_TIMEOUT = 5.0
 _MAX_CAPTURE = 4 * 1024 * 1024  # bytes kept per stream for the transcript
+# A host may be compromised: never buffer more than this from it. One agent response is a few
+# hundred KiB at most (inventory of a large host); anything beyond is refused as malformed.
+MAX_STDOUT_BYTES = 4 * 1024 * 1024
+MAX_STDERR_BYTES = 256 * 1024
+_READ_CHUNK = 64 * 1024
+
+
+class _StreamOverflow(Exception):
+    def __init__(self, stream: str, limit: int):
+        super().__init__(stream, limit)
+        self.stream = stream
+        self.limit = limit
+
+
+async def _read_capped(reader, limit: int, name: str, chunks: list) -> None:
+    """Read reader to EOF into chunks; raise _StreamOverflow as soon as more than limit bytes came."""
+    total = 0
+    while True:
+        data = await reader.read(_READ_CHUNK)
+        if not data:
+            return
+        total += len(data)
+        if total > limit:
+            raise _StreamOverflow(name, limit)
+        chunks.append(data)
+
+
+async def _collect(process, out_chunks: list, err_chunks: list):
+    """Both streams concurrently, each capped, then the exit status."""
+    tasks = [
+        asyncio.ensure_future(_read_capped(process.stdout, MAX_STDOUT_BYTES, "stdout", out_chunks)),
+        asyncio.ensure_future(_read_capped(process.stderr, MAX_STDERR_BYTES, "stderr", err_chunks)),
+    ]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return await process.wait()
 
 
 @dataclass(frozen=True)
@@ -179,8 +220,12 @@ def _validate_response(text: str, request: dict) -> tuple[dict | None, str]:
         return None, "the agent printed nothing on stdout"
     try:
         response = json.loads(body)
+    except RecursionError:
+        return None, "stdout is JSON nested too deeply to parse"
     except ValueError as exc:
-        return None, f"stdout is not one JSON document ({exc.msg} at char {exc.pos})"
+        msg = getattr(exc, "msg", str(exc))
+        pos = getattr(exc, "pos", "?")
+        return None, f"stdout is not one JSON document ({msg} at char {pos})"
     if not isinstance(response, dict):
         return None, "stdout is JSON but not an object"
     if not isinstance(response.get("ok"), bool):
@@ -393,16 +438,28 @@ async def _run_agent(target: HostTarget, request: dict, source: bytes) -> AgentR
 async def _run_command(conn, target, request, source, command, res, finish) -> AgentResult:
     payload = protocol.encode_payload(source, request)
     process = None
+    out_chunks: list[bytes] = []
+    err_chunks: list[bytes] = []
+    deadline = time.monotonic() + target.op_timeout
     try:
         process = await asyncio.wait_for(conn.create_process(command, encoding=None), target.op_timeout)
         process.stdin.write(payload)
         process.stdin.write_eof()
-        completed = await process.wait(timeout=target.op_timeout)
-    except TimeoutError as exc:
-        out = getattr(exc, "stdout", None) or b""
-        err = getattr(exc, "stderr", None) or b""
-        res.stdout = _text(out)
-        res.stderr = _text(err)
+        remaining = max(0.0, deadline - time.monotonic())
+        completed = await asyncio.wait_for(_collect(process, out_chunks, err_chunks), remaining)
+    except _StreamOverflow as exc:
+        process.close()  # close the channel; the connection is closed by the caller
+        res.stdout = _text(b"".join(out_chunks))
+        res.stderr = _text(b"".join(err_chunks))
+        return finish(
+            KIND_MALFORMED,
+            f"malformed agent response: the host sent more than {exc.limit} bytes on {exc.stream}",
+            overflow_stream=exc.stream,
+            overflow_limit=exc.limit,
+        )
+    except TimeoutError:
+        res.stdout = _text(b"".join(out_chunks))
+        res.stderr = _text(b"".join(err_chunks))
         if process is not None:
             process.close()  # close the channel; the connection is closed by the caller
         return finish(KIND_TIMEOUT, f"the agent did not finish within {target.op_timeout:g}s")
@@ -412,8 +469,8 @@ async def _run_command(conn, target, request, source, command, res, finish) -> A
         reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
         return finish(KIND_UNREACHABLE, f"connection lost while the agent was running: {reason}")
 
-    res.stdout = _text(completed.stdout)
-    res.stderr = _text(completed.stderr)
+    res.stdout = _text(b"".join(out_chunks) + (completed.stdout or b""))
+    res.stderr = _text(b"".join(err_chunks) + (completed.stderr or b""))
     res.exit_status = completed.exit_status if completed.exit_status is not None else completed.returncode
     if completed.exit_signal:
         res.details["exit_signal"] = completed.exit_signal[0]

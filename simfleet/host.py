@@ -39,7 +39,14 @@ FAULTS = (
     "readonly_etc",  # writes under /etc raise EROFS
     "no_python",  # the bootstrap command gets exit 127 "python3: command not found"
     "garbage_output",  # stdout is not JSON
+    "sysfs_write_hangs",  # a write to sriov_numvfs blocks (seconds=S, default: longer than the agent waits)
+    "virsh_dumpxml_fails",  # virsh dumpxml exits 1 (libvirtd hiccup)
+    "no_virsh",  # virsh is not installed, but the guests (qemu processes) still run
 )
+
+# What the driver's sriov_disable path returns while VFs are assigned to guests (pci_vfs_assigned):
+# igb/ixgbe -EPERM, i40e -EINVAL, most others -EBUSY. The guests keep running.
+VFS_ASSIGNED_ERRNO = {"igb": errno.EPERM, "ixgbe": errno.EPERM, "i40e": errno.EINVAL}
 
 UDEV_DIR = "/etc/udev/rules.d"
 MODPROBE_DIR = "/etc/modprobe.d"
@@ -139,6 +146,7 @@ class SimHost:
         self.username = username
         self.vf_delay = vf_delay
         self.lock = threading.RLock()
+        self.agent_lock = threading.Lock()  # SimSystem.lock(): one mutating agent run at a time
         self.faults: dict[str, dict] = {}
         self.commands: deque = deque(maxlen=500)
         self.events: deque = deque(maxlen=200)
@@ -164,6 +172,7 @@ class SimHost:
             Nic(spec=s, mac=self._mac(s.mac_oui, i), ifindex=i + 2) for i, s in enumerate(self.profile.nics)
         ]
         self.files: dict[str, str] = {}
+        self.modes: dict[str, int] = {}  # file permissions (only those the agent may care about)
         self.dirs: set[str] = set()
         self.children: dict[str, set[str]] = {}
         self._install()
@@ -541,6 +550,9 @@ class SimHost:
         if count == nic.numvfs:
             return
         if count == 0:
+            held = self._held_vfs()
+            if not at_boot and any(vf.pci in held for vf in nic.vfs):
+                raise _err(VFS_ASSIGNED_ERRNO.get(nic.spec.driver, errno.EBUSY), nic.pci)
             nic.numvfs = 0
             nic.vfs = []
             self._touch()
@@ -610,6 +622,10 @@ class SimHost:
         add("/proc", DIR)
         # /proc
         f("/proc/cmdline", self.cmdline + "\n")
+        f("/proc/1/comm", "systemd\n")
+        for n, guest in enumerate(self.guests):
+            if guest.running:  # one qemu process per running guest (comm is cut at 15 characters)
+                f(f"/proc/{4000 + n}/comm", "qemu-system-x86\n")
         f("/proc/sys/kernel/osrelease", p.kernel + "\n")
         f("/proc/sys/kernel/ostype", "Linux\n")
         f("/proc/sys/kernel/hostname", self.name + "\n")
@@ -716,12 +732,16 @@ class SimHost:
                     f(d + "/sriov_drivers_autoprobe", "1\n")
                 for vf in nic.vfs:
                     holder = held.get(vf.pci)
-                    driver = "vfio-pci" if holder else s.vf_driver
+                    binding = p.vf_binding  # "driver" | "vfio-pci" (passthrough host) | "none" (blacklisted)
+                    if holder or binding == "vfio-pci":
+                        driver = "vfio-pci"
+                    else:
+                        driver = s.vf_driver if binding == "driver" else None
                     vd = pci_dev(s.bridge, vf.pci, s.vendor, s.vf_device or 0, driver, s.subsystem)
                     link(f"{d}/virtfn{vf.index}", vd)
                     link(vd + "/physfn", d)
                     next_if += 1
-                    if holder:
+                    if holder or binding != "driver":
                         continue
                     if now >= vf.ready_at:
                         netdev(vd, vf.netdev, vf.mac, False, s.speed, 1500, next_if)
@@ -841,7 +861,7 @@ class SimHost:
         self._writable(real, privileged)
         self._put(real, data)
 
-    def fs_atomic_write(self, path: str, data: str, privileged: bool = True) -> None:
+    def fs_atomic_write(self, path: str, data: str, privileged: bool = True, mode: int | None = None) -> None:
         parent = self._resolve(posixpath.dirname(path))
         if self._entry(parent)[0] != "d":
             raise _err(errno.ENOTDIR, path)
@@ -851,6 +871,8 @@ class SimHost:
         self._writable(real, privileged)
         if real in self.dirs:
             raise _err(errno.EISDIR, path)
+        # mode None keeps the replaced file's permissions (0644 for a new file), like the real System
+        self.modes[real] = mode if mode is not None else (self.modes.get(real, 0o644) if real in self.files else 0o644)
         self._put(real, data)
 
     def fs_remove(self, path: str, privileged: bool = True) -> None:
@@ -887,7 +909,13 @@ class SimHost:
 
     # -- simulated programs ---------------------------------------------------------------------
 
+    def file_mode(self, path: str) -> int | None:
+        with self.lock:
+            return self.modes.get(path, 0o644) if path in self.files else None
+
     def which(self, name: str) -> str | None:
+        if "no_virsh" in self.faults and posixpath.basename(name) == "virsh":
+            return None
         if "/" in name:
             return name if name in self.profile.programs.values() else None
         return self.profile.programs.get(name)
@@ -1023,6 +1051,8 @@ class SimHost:
                 guests = [g for g in guests if not g.running]
             if "--name" in opts:
                 return 0, "".join(g.name + "\n" for g in guests) + "\n", ""
+            if "--uuid" in opts:
+                return 0, "".join(g.uuid + "\n" for g in guests) + "\n", ""
             lines = [" Id   Name           State", "-" * 32]
             for n, g in enumerate(guests, 1):
                 state = "running" if g.running else "shut off"
@@ -1032,7 +1062,11 @@ class SimHost:
             names = [o for o in opts if not o.startswith("--")]
             if not names:
                 return 1, "", f"error: command '{cmd}' requires <domain> option\n"
-            guest = next((g for g in self.guests if g.name == names[0]), None)
+            guest = next((g for g in self.guests if names[0] in (g.name, g.uuid)), None)
+            if cmd == "dumpxml" and "virsh_dumpxml_fails" in self.faults:
+                return 1, "", (
+                    f"error: failed to get domain '{names[0]}'\nerror: internal error: client socket is closed\n"
+                )
             if guest is None:
                 return 1, "", (f"error: failed to get domain '{names[0]}'\n")
             if cmd == "domstate":
@@ -1095,7 +1129,12 @@ class SimHost:
             env = self._sourced_defaults()
         except bootcfg.ShellError as exc:
             return 1, "", log + str(exc) + "\n"
-        text = self._render_mkconfig(env)
+        if self.profile.boot_flavour == "bls":
+            # GRUB_ENABLE_BLSCFG=true: grub.cfg only says "blscfg"; the kernel command lines live in
+            # /boot/loader/entries/*.conf, which grub2-mkconfig leaves alone (grubby edits them).
+            text = "# BLS: the kernel entries are in /boot/loader/entries\nblscfg\n"
+        else:
+            text = self._render_mkconfig(env)
         log += "Generating grub configuration file ...\n"
         if out_path:
             try:
@@ -1259,13 +1298,25 @@ def reboot_intent(argv: list[str]) -> bool:
     return False
 
 
+class _Held:
+    def __init__(self, lock):
+        self._lock = lock
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._lock.release()
+        return False
+
+
 class SimSystem:
     """The agent's System seam over a SimHost (docs/architecture.md). One per agent run.
 
     privileged=False plays a non-root login without sudo: reads work, writes fail with EACCES.
     """
 
-    write_timeout = 120.0
+    write_timeout = 45.0  # the agent's SYSFS_WRITE_TIMEOUT
 
     def __init__(self, host: SimHost, privileged: bool = True, stop_event: threading.Event | None = None):
         self.host = host
@@ -1277,12 +1328,27 @@ class SimSystem:
             return self.host.fs_read(path)
 
     def write_text(self, path, data):
+        hang = self.host.faults.get("sysfs_write_hangs")
+        if hang is not None and path.endswith("/sriov_numvfs"):
+            # Like a driver with "another operation pending": the write blocks; the real System gives
+            # up after write_timeout with ETIMEDOUT (and the write never happens here).
+            timeout = float(hang.get("write_timeout", self.write_timeout))
+            seconds = float(hang.get("seconds", timeout + 1))
+            self.sleep(min(seconds, timeout))
+            if seconds >= timeout:
+                raise OSError(errno.ETIMEDOUT, f"write did not complete in {timeout:g} s", path)
         with self.host.lock:
             self.host.fs_write(path, data, self.privileged)
 
-    def atomic_write(self, path, data, mode=0o644):
+    def atomic_write(self, path, data, mode=None):
         with self.host.lock:
-            self.host.fs_atomic_write(path, data, self.privileged)
+            self.host.fs_atomic_write(path, data, self.privileged, mode)
+
+    def lock(self, name, timeout):
+        """The host-wide agent lock: one per host (simfleet runs many agents in one process)."""
+        if not self.host.agent_lock.acquire(timeout=timeout):
+            raise OSError(errno.EAGAIN, "held by another run", name)
+        return _Held(self.host.agent_lock)
 
     def exists(self, path):
         with self.host.lock:

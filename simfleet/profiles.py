@@ -192,6 +192,9 @@ DEBIAN_PROGRAMS = dict(
     _COMMON, **{"update-grub": "/usr/sbin/update-grub", "grub-mkconfig": "/usr/sbin/grub-mkconfig"}
 )
 RHEL_GRUBBY_PROGRAMS = dict(_COMMON, grubby="/usr/sbin/grubby")
+# RHEL 9 has both: grub2-mkconfig regenerates grub.cfg but does not change the BLS entries' options,
+# so choosing it over grubby on a BLS host would silently not apply kernel arguments.
+RHEL9_BLS_PROGRAMS = dict(RHEL_GRUBBY_PROGRAMS, **{"grub2-mkconfig": "/usr/sbin/grub2-mkconfig"})
 RHEL_MKCONFIG_PROGRAMS = dict(_COMMON, **{"grub2-mkconfig": "/usr/sbin/grub2-mkconfig"})
 CENTOS6_PROGRAMS = {
     "python3": "/usr/bin/python3",
@@ -261,6 +264,9 @@ class Profile:
     root_arg: str = "root=UUID={root_uuid}"
     bls_root_arg: str = "root=/dev/mapper/rhel-root"
     guests_possible: bool = True
+    # How VFs are bound once created: "driver" (the VF driver probes, netdevs appear), "vfio-pci"
+    # (passthrough host: every VF handed to vfio-pci, no netdevs), "none" (VF driver blacklisted).
+    vf_binding: str = "driver"
 
 
 def _i350_ports(
@@ -422,7 +428,7 @@ CX5 = Profile(
     distributor="Red Hat Enterprise Linux",
     kernel=_CX5_KERNEL,
     boot_flavour="bls",
-    programs=RHEL_GRUBBY_PROGRAMS,
+    programs=RHEL9_BLS_PROGRAMS,
     grub_default=RHEL9_GRUB,
     extra_etc={"/etc/redhat-release": "Red Hat Enterprise Linux release 9.3 (Plow)\n"},
     nics=(

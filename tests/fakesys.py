@@ -270,7 +270,7 @@ exit 64
             for name in dirnames + filenames:
                 path = Path(dirpath) / name
                 rel = str(path.relative_to(self.root))
-                if rel.startswith("bin"):
+                if rel.startswith("bin") or name == "sriov-console.lock":  # the agent's host lock
                     continue
                 if path.is_symlink():
                     out[rel] = "-> " + os.readlink(path)

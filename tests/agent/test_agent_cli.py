@@ -166,9 +166,10 @@ def test_set_vfs_writes_and_persists_then_times_out_without_a_kernel(cli, dl360)
     assert dl360.read(UDEV) == udev_text(rule("0000:04:00.0", 4))
     details = doc["error"]["details"]
     assert details["expected"] == 4 and details["ready"] == 0
+    # ownership is recorded BEFORE the sysfs write (finding 7: a persistence failure cannot orphan it)
     assert details["actions"] == [
-        "wrote 4 to sriov_numvfs of eno49 (0000:04:00.0) (was 0)",
         "persisted 4 VFs for 0000:04:00.0 in /etc/udev/rules.d/70-sriov-console.rules",
+        "wrote 4 to sriov_numvfs of eno49 (0000:04:00.0) (was 0)",
     ]
 
 
@@ -176,7 +177,11 @@ def test_equal_count_skips_write_and_ensures_persistence(cli, dl360):
     dl360.add_vfs("eno49", 4)
     dl360.add_vfs("eno51", 2)
     dl360.write(UDEV, udev_text(rule("0000:04:00.2", 2)))
+    # eno49's 4 VFs are not the console's: recording them is adopting the PF, which needs take_over
     doc = cli("set_vfs", set_args(4), expect="ok")
+    assert doc["result"]["actions"] == [] and doc["result"]["persisted"] is False
+    assert doc["result"]["reason"] == "externally_managed"
+    doc = cli("set_vfs", set_args(4, take_over=True), expect="ok")
     res = doc["result"]
     assert res["actions"] == ["persisted 4 VFs for 0000:04:00.0 in /etc/udev/rules.d/70-sriov-console.rules"]
     assert res["before"]["sriov_numvfs"] == res["after"]["sriov_numvfs"] == 4
@@ -381,8 +386,8 @@ def test_reboot_schedules_via_systemd_run(cli, dl360):
     res = cli("reboot", {}, expect="ok")["result"]
     assert res["boot_id"] == "11111111-2222-3333-4444-555555555555"
     assert res["method"] == "systemd-run"
-    assert dl360.calls("systemd-run") == [["--on-active=2", "--timer-property=AccuracySec=100ms",
-                                           "systemctl", "reboot"]]
+    assert dl360.calls("systemd-run") == [["--unit=sriov-console-reboot", "--on-active=2",
+                                           "--timer-property=AccuracySec=100ms", "systemctl", "reboot"]]
 
 
 # ------------------------------------------------------------------------------------ bad requests

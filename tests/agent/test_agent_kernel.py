@@ -107,9 +107,9 @@ def test_zero_to_four_creates_vfs_and_persists(agent, host):
     assert doc["ok"] and doc["_exit"] == 0, doc
     res = doc["result"]
     assert system.writes == [("eno49", 4)]
-    assert res["actions"] == [
-        "wrote 4 to sriov_numvfs of eno49 (0000:04:00.0) (was 0)",
-        "persisted 4 VFs for 0000:04:00.0 in /etc/udev/rules.d/70-sriov-console.rules"]
+    assert res["actions"] == [  # ownership recorded first (finding 7)
+        "persisted 4 VFs for 0000:04:00.0 in /etc/udev/rules.d/70-sriov-console.rules",
+        "wrote 4 to sriov_numvfs of eno49 (0000:04:00.0) (was 0)"]
     assert res["before"]["sriov_numvfs"] == 0 and res["before"]["vfs"] == []
     assert res["after"]["sriov_numvfs"] == 4
     assert [(vf["index"], vf["netdev"], vf["driver"], vf["pci_address"]) for vf in res["after"]["vfs"]] == [
@@ -133,10 +133,11 @@ def test_nonzero_to_nonzero_writes_zero_first(agent, host):
     system.writes.clear()
     res = call(agent, system, "set_vfs", args(6))["result"]
     assert system.writes == [("eno49", 0), ("eno49", 6)]
-    assert res["actions"][0] == (
+    assert res["actions"][0] == "persisted 6 VFs for 0000:04:00.0 in /etc/udev/rules.d/70-sriov-console.rules"
+    assert res["actions"][1] == (
         "wrote 0 to sriov_numvfs of eno49 (0000:04:00.0) first: the kernel refuses to change a non-zero VF "
         "count to another non-zero count (EBUSY)")
-    assert res["actions"][1] == "wrote 6 to sriov_numvfs of eno49 (0000:04:00.0) (was 0)"
+    assert res["actions"][2] == "wrote 6 to sriov_numvfs of eno49 (0000:04:00.0) (was 0)"
     assert res["after"]["sriov_numvfs"] == 6 and len(res["after"]["vfs"]) == 6
     res = call(agent, system, "set_vfs", args(0))["result"]
     assert system.writes[-1] == ("eno49", 0) and res["after"]["vfs"] == []
@@ -177,8 +178,16 @@ def test_failure_after_reset_reports_state(agent, host):
     system.write_text = flaky
     doc = call(agent, system, "set_vfs", args(5))
     assert doc["error"]["code"] == "enomem"
-    assert doc["error"]["details"]["sriov_numvfs_now"] == 0
-    assert "wrote 0" in doc["error"]["details"]["actions"][0]
+    details = doc["error"]["details"]
+    # finding 7: the reset to 0 succeeded, writing 5 failed -> the previous count is put back
+    assert details["sriov_numvfs_after_failure"] == 0
+    assert details["sriov_numvfs_now"] == 2 and details["sriov_numvfs_before"] == 2
+    assert details["partially_applied"] is False
+    assert "wrote 0" in details["actions"][1]
+    assert details["actions"][2].startswith("restored the previous count: wrote 2")
+    assert details["actions"][3].startswith("rolled back /etc/udev/rules.d/70-sriov-console.rules")
+    assert doc["error"]["message"].startswith("eno49 now has 2 VFs (had 2). ")
+    assert 'ATTR{device/sriov_numvfs}="2"' in host.read(UDEV)  # persistence rolled back too
 
 
 def test_in_use_force_and_externally_managed_force(agent, host):

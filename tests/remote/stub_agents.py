@@ -30,4 +30,14 @@ AGENT_ERROR = stub(
     " 'error': {'code': 'ebusy', 'message': 'busy', 'details': {}}}))\nreturn 1"
 )
 
-__all__ = ["stub", "SLEEPER", "GARBAGE", "TWO_DOCS", "WRONG_SHAPE", "OK_ECHO", "AGENT_ERROR"]
+# A compromised host: floods stdout (50 MiB) or stderr (50 MiB), or nests JSON beyond the parser.
+FLOOD_STDOUT = stub(
+    "chunk = 'x' * (1024 * 1024)\nfor _ in range(50):\n    sys.stdout.write(chunk)\nsys.stdout.flush()\nreturn 0"
+)
+FLOOD_STDERR = stub(
+    "chunk = 'e' * (1024 * 1024)\nfor _ in range(50):\n    sys.stderr.write(chunk)\nsys.stderr.flush()\nreturn 0"
+)
+DEEP_JSON = stub("sys.stdout.write('[' * 200000 + ']' * 200000)\nreturn 0")
+
+__all__ = ["stub", "SLEEPER", "GARBAGE", "TWO_DOCS", "WRONG_SHAPE", "OK_ECHO", "AGENT_ERROR", "FLOOD_STDOUT",
+           "FLOOD_STDERR", "DEEP_JSON"]
