@@ -3,7 +3,11 @@
 Rules:
 * only users with the `approve` permission vote; the requester never votes on their own change —
   not even an admin;
-* one vote per user per plan (Approval unique on change, user, plan_hash); every vote is kept;
+* one vote per user per submission (Approval unique on change, user, submission); every vote is
+  kept; only votes of the change's current submission count (any edit → draft → a new submission);
+* a vote carries the `approval_hash` of what the voter saw: plan hash, policy, required approvals,
+  title, reason, targets, operations and the submission number; a mismatch is refused (the change
+  was edited after the page was loaded);
 * a single rejection rejects the change at once;
 * an approval binds to the plan hash the approver saw; the plan is re-computed from the current
   inventory before each vote, and if it changed the change goes back to draft (earlier votes stop
@@ -13,6 +17,8 @@ Rules:
 * submitted changes older than APPROVAL_MAX_AGE expire (beat task `expire_approvals`).
 """
 
+import hashlib
+import json
 from datetime import timedelta
 
 from django.conf import settings
@@ -24,13 +30,39 @@ from audit.services import record
 from console.roles import check_permission
 
 from .models import Approval, ChangeRequest
-from .services import ChangeError, lock, replan, schedule, transition
+from .services import ChangeError, immediate_constraints, lock, policy_of, replan, schedule, transition
 
 State = ChangeRequest.State
 COMMENT_MAX = 2000
+STALE_VOTE = "the change was edited after you loaded it; review it again"
 
 
-def _vote(change_id: int, user, decision: str, comment: str, plan_hash: str, request=None) -> ChangeRequest:
+def approval_hash(change: ChangeRequest) -> str:
+    """What a vote binds to: sha256 of the canonical JSON of everything the approver reviewed."""
+    content = {
+        "change": change.pk,
+        "submission": change.submission,
+        "plan_hash": change.plan_hash,
+        "policy": policy_of(change),
+        "required_approvals": change.required_approvals,
+        "title": change.title,
+        "reason": change.reason,
+        "targets": change.targets,
+        "operations": change.operations,
+    }
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _vote(
+    change_id: int,
+    user,
+    decision: str,
+    comment: str,
+    plan_hash: str | None,
+    approval_hash_seen: str | None,
+    request=None,
+) -> ChangeRequest:
     check_permission(user, "approve")
     comment = (comment or "").strip()
     if len(comment) > COMMENT_MAX:
@@ -38,17 +70,22 @@ def _vote(change_id: int, user, decision: str, comment: str, plan_hash: str, req
     if decision == Approval.Decision.REJECT and not comment:
         raise ChangeError("say why you reject the change (a comment is required)")
     replanned = False
+    if not approval_hash_seen:
+        raise ChangeError("a vote must carry the approval_hash of the change you reviewed; " + STALE_VOTE)
     with transaction.atomic():
+        immediate_constraints()
         change = lock(change_id)
         if change.requested_by_id == user.pk:
             raise PermissionDenied("you requested this change; someone else must approve or reject it")
         if change.state != State.SUBMITTED:
             raise ChangeError(f"a {change.get_state_display().lower()} change is not waiting for votes")
-        if plan_hash != change.plan_hash:
+        if plan_hash is not None and plan_hash != change.plan_hash:
             raise ChangeError(
                 "the plan changed since you loaded the page; review the current plan and vote again"
             )
-        if Approval.objects.filter(change=change, user=user, plan_hash=change.plan_hash).exists():
+        if approval_hash_seen != approval_hash(change):
+            raise ChangeError(STALE_VOTE)
+        if Approval.objects.filter(change=change, user=user, submission=change.submission).exists():
             raise ChangeError("you already voted on this plan")
         if decision == Approval.Decision.APPROVE:
             plan, changed = replan(change)
@@ -83,6 +120,7 @@ def _vote(change_id: int, user, decision: str, comment: str, plan_hash: str, req
                         decision=decision,
                         comment=comment,
                         plan_hash=change.plan_hash,
+                        submission=change.submission,
                     )
             except IntegrityError:
                 raise ChangeError("you already voted on this plan") from None
@@ -131,18 +169,36 @@ def _vote(change_id: int, user, decision: str, comment: str, plan_hash: str, req
     return change
 
 
-def approve(change_id: int, user, *, comment: str = "", plan_hash: str, request=None) -> ChangeRequest:
-    return _vote(change_id, user, Approval.Decision.APPROVE, comment, plan_hash, request)
+def approve(
+    change_id: int, user, *, comment: str = "", approval_hash: str | None = None, plan_hash: str | None = None,
+    request=None,
+) -> ChangeRequest:
+    """Approve what the caller reviewed: `approval_hash` (required) as shown with the change;
+    `plan_hash`, when given, must match too."""
+    return _vote(change_id, user, Approval.Decision.APPROVE, comment, plan_hash, approval_hash, request)
 
 
-def reject(change_id: int, user, *, comment: str, plan_hash: str, request=None) -> ChangeRequest:
-    return _vote(change_id, user, Approval.Decision.REJECT, comment, plan_hash, request)
+def reject(
+    change_id: int, user, *, comment: str, approval_hash: str | None = None, plan_hash: str | None = None,
+    request=None,
+) -> ChangeRequest:
+    return _vote(change_id, user, Approval.Decision.REJECT, comment, plan_hash, approval_hash, request)
+
+
+def counts(vote: Approval, change: ChangeRequest) -> bool:
+    """A vote counts only on the change's current submission (and plan)."""
+    return vote.submission == change.submission and vote.plan_hash == change.plan_hash
 
 
 def approvals_in(change: ChangeRequest) -> int:
-    """Distinct approvers on the current plan hash."""
+    """Distinct approvers on the current submission and plan hash."""
     return (
-        Approval.objects.filter(change=change, plan_hash=change.plan_hash, decision=Approval.Decision.APPROVE)
+        Approval.objects.filter(
+            change=change,
+            submission=change.submission,
+            plan_hash=change.plan_hash,
+            decision=Approval.Decision.APPROVE,
+        )
         .exclude(user_id=change.requested_by_id)
         .values("user")
         .distinct()
@@ -160,7 +216,7 @@ def can_vote(change: ChangeRequest, user, votes=None) -> bool:
     ):
         return False
     votes = change.approvals.all() if votes is None else votes
-    return not any(v.user_id == user.pk and v.plan_hash == change.plan_hash for v in votes)
+    return not any(v.user_id == user.pk and v.submission == change.submission for v in votes)
 
 
 def expire_stale_approvals(now=None) -> list[int]:

@@ -59,6 +59,8 @@ class ChangeRequest(models.Model):
     plan_hash = models.CharField(max_length=64, blank=True)
     plan_computed_at = models.DateTimeField(null=True, blank=True)
     plan_blocked = models.BooleanField(default=False)
+    # Incremented by every submit: votes bind to one submission (docs/changes.md, four-eyes).
+    submission = models.PositiveIntegerField(default=0)
     submitted_at = models.DateTimeField(null=True, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
 
@@ -120,13 +122,18 @@ class Approval(models.Model):
     decision = models.CharField(max_length=10, choices=Decision.choices)
     comment = models.TextField(blank=True)
     plan_hash = models.CharField(max_length=64)
+    # The change's submission this vote was cast on; only votes of the current submission count.
+    submission = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["created_at", "id"]
-        # One vote per person per plan: a changed plan needs new votes, every old vote is kept.
+        # One vote per person per submission: any edit means a new submission and new votes;
+        # every old vote is kept.
         constraints = [
-            models.UniqueConstraint(fields=["change", "user", "plan_hash"], name="approval_one_vote_per_plan")
+            models.UniqueConstraint(
+                fields=["change", "user", "submission"], name="approval_one_vote_per_submission"
+            )
         ]
 
     def __str__(self):
@@ -204,6 +211,9 @@ class HostRun(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
     # The run_host task that owns this host run now (a uuid); a stale owner is replaced on resume.
     owner = models.CharField(max_length=64, blank=True)
+    # The one execution (run_host call) driving the host run now: a uuid taken at claim time,
+    # cleared when it stops driving; a duplicate delivery of the owner's message finds it set.
+    lease = models.CharField(max_length=64, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     resumed_count = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -1,0 +1,174 @@
+"""Browser end-to-end fixtures: Debian's /usr/bin/chromium driven by Playwright (never a browser
+downloaded by `playwright install`), pytest-django's live_server, and a small simfleet fleet
+registered with pinned host keys and discovered over real SSH.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from tests.conftest import PASSWORD, ensure_role_groups, require_or_skip
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1400, "height": 900}
+FLEET = ("e2e-a", "e2e-b")
+
+
+@pytest.fixture(scope="session")
+def playwright_driver():
+    require_or_skip(os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} (Debian's chromium package) is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' (playwright)")
+    with sync_api.sync_playwright() as driver:
+        yield driver
+
+
+class Browser:
+    """One chromium process with its own fresh user-data dir: a separate browser per user.
+
+    Console messages, page errors and failed requests are collected for every page."""
+
+    def __init__(self, driver, profile: Path, base_url: str):
+        self.base_url = base_url
+        self.context = driver.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport=VIEWPORT,
+            base_url=base_url,
+            timezone_id="UTC",
+        )
+        self.context.set_default_timeout(15_000)
+        self.console = []  # (type, text)
+        self.page_errors = []
+        self.bad_responses = []
+        self.context.on("page", self._watch)
+        for page in self.context.pages:
+            self._watch(page)
+        self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
+
+    def _watch(self, page):
+        page.on("console", lambda msg: self.console.append((msg.type, msg.text)))
+        page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
+        page.on(
+            "response",
+            lambda r: self.bad_responses.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 500 else None,
+        )
+
+    def login(self, user):
+        page = self.page
+        page.goto(reverse("login"))
+        page.fill("#id_username", user.get_username())
+        page.fill("#id_password", PASSWORD)
+        with page.expect_navigation():
+            page.click("form button[type=submit]")
+        assert "/login/" not in page.url, f"login of {user} failed: {page.inner_text('main')}"
+        return page
+
+    def problems(self):
+        """Console errors/warnings, CSP violations, uncaught exceptions and 5xx responses."""
+        found = [
+            f"console {kind}: {text}"
+            for kind, text in self.console
+            if kind in ("error", "warning") or "Content Security Policy" in text
+        ]
+        return found + [f"page error: {e}" for e in self.page_errors] + self.bad_responses
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture
+def browser(playwright_driver, live_server, tmp_path):
+    """browser() → a new Browser (own chromium process and profile) on the live server."""
+    opened = []
+
+    def open_browser():
+        b = Browser(playwright_driver, tmp_path / f"chromium-profile-{len(opened)}", live_server.url)
+        opened.append(b)
+        return b
+
+    yield open_browser
+    for b in opened:
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    from simfleet import SimFleet
+
+    # A VF count takes a little while to appear, so the rollout is slow enough to be watched live.
+    sim = SimFleet(
+        tmp_path_factory.mktemp("simfleet-e2e"),
+        hosts=[{"profile": "dl360g9", "name": name} for name in FLEET],
+        base_port=0,
+        vf_delay=1.0,
+    ).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def discovered_hosts(transactional_db, fleet):
+    """The fleet registered with pinned keys and discovered (eno49 at 0 of 7 VFs on both)."""
+    import remote
+    from hosts.credentials import create_credential
+    from hosts.discovery import discover_hosts
+    from hosts.models import Hypervisor
+
+    ensure_role_groups()
+    for sim in fleet.hosts:  # every test starts from a host without VFs
+        sim.clear_faults()
+    credential = create_credential("simfleet-e2e", fleet.client_private_key_path.read_text())
+    created = [
+        Hypervisor.objects.create(
+            name=s.name,
+            address=s.address,
+            port=s.port,
+            username=s.username,
+            credential=credential,
+            host_key=s.original_host_public_key,
+            host_key_fingerprint=remote.fingerprint(s.original_host_public_key),
+            host_key_accepted_at=timezone.now(),
+        )
+        for s in (fleet.host(name) for name in FLEET)
+    ]
+    outcomes = discover_hosts(Hypervisor.objects.filter(pk__in=[h.pk for h in created]).order_by("name"))
+    assert [o.kind for o in outcomes] == ["ok"] * len(created), outcomes
+    return list(Hypervisor.objects.filter(pk__in=[h.pk for h in created]).order_by("name"))
+
+
+@pytest.fixture
+def screenshots(tmp_path):
+    """shot(page, name) keeps a 1400×900 screenshot; they are copied to docs/screenshots only when
+    SCREENSHOTS=1 and the test got to its end (`publish()`)."""
+    target = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    staged = tmp_path / "screenshots"
+    staged.mkdir()
+
+    class Shots:
+        enabled = os.environ.get("SCREENSHOTS") == "1"
+
+        def shot(self, page, name):
+            if self.enabled:
+                page.screenshot(path=str(staged / f"{name}.png"))
+
+        def publish(self):
+            if self.enabled:
+                for png in sorted(staged.glob("*.png")):
+                    (target / png.name).write_bytes(png.read_bytes())
+
+    return Shots()
