@@ -372,7 +372,7 @@ class ApprovalSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Approval
-        fields = ["id", "user", "decision", "comment", "plan_hash", "created_at"]
+        fields = ["id", "user", "decision", "comment", "plan_hash", "submission", "created_at"]
         read_only_fields = fields
 
 
@@ -389,7 +389,11 @@ class ChangeSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:change-detail")
     host_count = serializers.IntegerField(read_only=True, required=False, help_text="Hosts in the plan.")
     approvals_in = serializers.IntegerField(
-        read_only=True, required=False, help_text="Distinct approvals on the current plan hash."
+        read_only=True, required=False, help_text="Distinct approvals on the current submission."
+    )
+    approval_hash = serializers.SerializerMethodField(
+        help_text="What a vote binds to: the plan hash, policy, required approvals, title, reason, targets, "
+        "operations and submission. Send it back with approve/reject."
     )
 
     class Meta:
@@ -409,6 +413,8 @@ class ChangeSerializer(serializers.ModelSerializer):
             "approvals_in",
             "host_count",
             "plan_hash",
+            "submission",
+            "approval_hash",
             "plan_computed_at",
             "plan_blocked",
             "created_at",
@@ -417,6 +423,11 @@ class ChangeSerializer(serializers.ModelSerializer):
             "decided_at",
         ]
         read_only_fields = fields
+
+    def get_approval_hash(self, change) -> str:
+        from changes.approvals import approval_hash
+
+        return approval_hash(change)
 
     @extend_schema_field(PolicySerializer)
     def get_policy(self, change) -> dict:
@@ -452,8 +463,13 @@ class PlanSerializer(serializers.Serializer):
 
 
 class VoteSerializer(serializers.Serializer):
+    approval_hash = serializers.CharField(
+        max_length=64,
+        help_text="The change's approval_hash as you reviewed it (GET the change); a vote binds to it and "
+        "is refused (409) when the change was edited or re-submitted since.",
+    )
     plan_hash = serializers.CharField(
-        max_length=64, help_text="The plan hash you reviewed (GET the plan); a vote binds to it."
+        max_length=64, required=False, help_text="Optional: the plan hash you reviewed; must match too."
     )
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 

@@ -71,7 +71,7 @@ def revoke_token(token: ApiToken, user, *, request=None) -> ApiToken:
     if token.user_id != user.pk:
         raise PermissionDenied("you can only revoke your own tokens")
     with transaction.atomic():
-        locked = ApiToken.objects.select_for_update().select_related("user").get(pk=token.pk)
+        locked = ApiToken.objects.select_for_update(of=("self",)).select_related("user").get(pk=token.pk)
         if locked.revoked_at is None:
             locked.revoked_at = timezone.now()
             locked.save(update_fields=["revoked_at"])

@@ -534,7 +534,7 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleVie
         return self._detail(change.pk)
 
     @extend_schema(
-        summary="Approve (not your own change; binds to plan_hash)",
+        summary="Approve (not your own change; binds to approval_hash)",
         request=s.VoteSerializer,
         responses=s.ChangeDetailSerializer,
     )
@@ -547,7 +547,8 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleVie
             change.pk,
             request.user,
             comment=data.validated_data["comment"],
-            plan_hash=data.validated_data["plan_hash"],
+            plan_hash=data.validated_data.get("plan_hash"),
+            approval_hash=data.validated_data["approval_hash"],
             request=request,
         )
         return self._detail(change.pk)
@@ -566,7 +567,8 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleVie
             change.pk,
             request.user,
             comment=data.validated_data["comment"],
-            plan_hash=data.validated_data["plan_hash"],
+            plan_hash=data.validated_data.get("plan_hash"),
+            approval_hash=data.validated_data["approval_hash"],
             request=request,
         )
         return self._detail(change.pk)

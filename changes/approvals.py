@@ -248,3 +248,8 @@ def expire_stale_approvals(now=None) -> list[int]:
             )
             expired.append(change_id)
     return expired
+
+
+def current_approval_hash(change_id: int) -> str:
+    """The approval_hash of the change as stored now (what a fresh page or API GET shows)."""
+    return approval_hash(ChangeRequest.objects.get(pk=change_id))

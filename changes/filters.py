@@ -30,6 +30,8 @@ def annotated_changes():
         approvals_in=Count(
             "approvals__user",
             distinct=True,
-            filter=Q(approvals__decision=Approval.Decision.APPROVE) & Q(approvals__plan_hash=F("plan_hash")),
+            filter=Q(approvals__decision=Approval.Decision.APPROVE)
+            & Q(approvals__plan_hash=F("plan_hash"))
+            & Q(approvals__submission=F("submission")),
         ),
     )

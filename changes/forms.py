@@ -12,6 +12,26 @@ from hosts.models import Hypervisor
 from .operations import SELECT_BY
 
 OP_ROWS = 4
+MAX_ID_DIGITS = 18  # fits a bigint; longer "ids" are refused before they reach the database
+
+
+def is_db_id(value) -> bool:
+    """An ASCII decimal id of bounded length ("²" and "٣" are digits to str.isdigit, not to us)."""
+    text = str(value)
+    return 0 < len(text) <= MAX_ID_DIGITS and text.isascii() and text.isdigit()
+
+
+class HostChoiceField(forms.ModelMultipleChoiceField):
+    """Refuses non-ASCII digits and huge integers as a field error (SQLite raises OverflowError on
+    an integer beyond 64 bits; PostgreSQL would compare a numeric) instead of a 500."""
+
+    def _check_values(self, value):
+        for pk in value:
+            if not is_db_id(pk):
+                raise ValidationError(
+                    self.error_messages["invalid_pk_value"], code="invalid_pk_value", params={"pk": str(pk)[:20]}
+                )
+        return super()._check_values(value)
 SELECT_LABELS = {
     "name": "PF name",
     "pci": "PCI address",
@@ -27,7 +47,7 @@ class ChangeForm(forms.Form):
         required=False,
         help_text="Required: why this change is needed (shown to approvers and in the audit).",
     )
-    hosts = forms.ModelMultipleChoiceField(
+    hosts = HostChoiceField(
         queryset=Hypervisor.objects.order_by("name"),
         required=False,
         widget=forms.SelectMultiple(attrs={"size": 8}),
@@ -205,6 +225,24 @@ class ChangeForm(forms.Form):
                 self.add_error(name, message)
 
     @classmethod
+    def cannot_hold(cls, change) -> str:
+        """Why the wizard cannot show all of the change's operations ("" when it can): saving it
+        would drop the rest."""
+        kinds: dict[str, int] = {}
+        for op in change.operations:
+            kinds[op.get("op")] = kinds.get(op.get("op"), 0) + 1
+        problems = []
+        if kinds.get("set_vfs", 0) > OP_ROWS:
+            problems.append(f"it has {kinds['set_vfs']} VF operations and the form holds {OP_ROWS}")
+        for kind in ("kernel_args", "reboot"):
+            if kinds.get(kind, 0) > 1:
+                problems.append(f"it has {kinds[kind]} {kind} operations and the form holds one")
+        other = sorted(str(k) for k in kinds if k not in ("set_vfs", "kernel_args", "reboot"))
+        if other:
+            problems.append(f"the form does not show {', '.join(other)} operations")
+        return "; ".join(problems)
+
+    @classmethod
     def initial_for(cls, change) -> dict:
         initial = {
             "title": change.title,
@@ -247,6 +285,8 @@ class ChangeForm(forms.Form):
 class VoteForm(forms.Form):
     comment = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False, max_length=2000)
     plan_hash = forms.CharField(widget=forms.HiddenInput, max_length=64)
+    # What the voter saw (changes.approvals.approval_hash): plan, policy, title, reason, submission.
+    approval_hash = forms.CharField(widget=forms.HiddenInput, max_length=64)
 
 
 class CancelForm(forms.Form):

@@ -120,7 +120,7 @@ class SetVfs:
                     f"{nic.name}: {count} VFs requested, the NIC supports at most {nic.sriov_totalvfs}"
                 )
                 continue
-            force = False
+            take_over = False
             owned = nic.persisted or nic.managed_numvfs is not None
             if count != current and current > 0 and not owned:
                 text = (
@@ -128,7 +128,7 @@ class SetVfs:
                 )
                 if op["take_over"]:
                     out.warnings.append(text + "; this change takes it over")
-                    force = True
+                    take_over = True
                 else:
                     out.errors.append(text + "; set take_over to change it")
             reset = (not legacy) and current > 0 and count > 0 and count != current
@@ -138,7 +138,6 @@ class SetVfs:
                 text = f"{nic.name}: VFs in use by running guests would be removed ({', '.join(in_use)})"
                 if change.allow_guest_impact:
                     out.warnings.append(text + "; allowed by the rollout policy")
-                    force = True
                 else:
                     out.errors.append(text + "; stop or migrate them, or allow guest impact in the policy")
             needs_persist = op["persist"] and not (nic.persisted and nic.persisted_numvfs == count)
@@ -164,7 +163,12 @@ class SetVfs:
                         "pci_address": nic.pci_address,
                         "count": count,
                         "persist": op["persist"],
-                        "force": force,
+                        # The agent's two safety flags, each only where the approved plan/policy
+                        # says so (never the deprecated `force`, which skips both checks):
+                        # take_over skips only the "externally managed" refusal,
+                        # allow_guest_impact only the "VFs in use by guests" refusal.
+                        "take_over": take_over,
+                        "allow_guest_impact": bool(change.allow_guest_impact),
                     },
                 }
             out.actions.append({"text": text, "pf": nic.name, "pci_address": nic.pci_address, "step": step})

@@ -45,7 +45,10 @@ CS = ChangeRequest.State
 RS = Rollout.State
 WORKER = "worker"
 NAMESPACE_OPS = {op.namespace: op for op in REGISTRY.values()}
+SetVfsObserve = REGISTRY["set_vfs"]
 QUEUED_STALE_FACTOR = 5
+MAX_RESUMES = 3  # worker losses a host run survives; the next one fails it
+MAX_WINDOW_COUNTDOWN = 300.0  # seconds; beat's kick_rollouts advances every 30 s anyway
 
 
 class LostOwnership(Exception):
@@ -77,6 +80,8 @@ def _set_state(run: HostRun, state: str, message: str, *, change_id: int, extra:
     old = run.state
     run.state = state
     run.message = message
+    # Whoever drove the host run (if anyone) stops here: the next run_host may claim it.
+    run.lease = ""
     if state in HostRun.FINISHED:
         run.finished_at = timezone.now()
     run.save()
@@ -120,13 +125,16 @@ def advance(rollout_id: int) -> str:
         change_id = Rollout.objects.filter(pk=rollout_id).values_list("change_id", flat=True).first()
         if change_id is None:
             return "gone"
-        change = ChangeRequest.objects.select_for_update().get(pk=change_id)
-        rollout = Rollout.objects.select_for_update().get(pk=rollout_id)
+        change = ChangeRequest.objects.select_for_update(of=("self",)).get(pk=change_id)
+        rollout = Rollout.objects.select_for_update(of=("self",)).get(pk=rollout_id)
         rollout.change = change
         if rollout.is_finished:
             return rollout.state
         now = timezone.now()
-        runs = list(rollout.host_runs.select_for_update().select_related("host").order_by("order"))
+        # of=("self",): lock the host runs only, never the joined host rows (discovery locks those).
+        runs = list(
+            rollout.host_runs.select_for_update(of=("self",)).select_related("host").order_by("order")
+        )
 
         def stop_open(state, message):
             for run in runs:
@@ -147,7 +155,8 @@ def advance(rollout_id: int) -> str:
             if rollout.message != message:  # the first time only; beat's kick_rollouts covers a lost wake-up
                 rollout.message = message
                 rollout.save(update_fields=["message"])
-                _enqueue_advance(rollout.pk, countdown=max(wait, 1.0))
+                # Capped: a days-long countdown would sit in the broker (acks_late) for days.
+                _enqueue_advance(rollout.pk, countdown=min(max(wait, 1.0), MAX_WINDOW_COUNTDOWN))
             return "window"
 
         if change.not_after and now > change.not_after:
@@ -256,11 +265,17 @@ def _stale(run: HostRun, now) -> bool:
     return run.heartbeat_at is None or now - run.heartbeat_at > limit
 
 
+def _gave_up(run: HostRun) -> str:
+    return f"gave up after {run.resumed_count} worker losses; nothing more is sent to the host"
+
+
 def _claim(host_run_id: int, token: str) -> HostRun | None:
     with transaction.atomic():
+        # Only the host run row is locked (of=("self",)); the rollout and change are read without a
+        # lock: cancel and the window are checked again before each step.
         run = (
-            HostRun.objects.select_for_update()
-            .select_related("rollout", "host", "plan_item")
+            HostRun.objects.select_for_update(of=("self",))
+            .select_related("rollout", "rollout__change", "host", "plan_item")
             .filter(pk=host_run_id)
             .first()
         )
@@ -276,8 +291,31 @@ def _claim(host_run_id: int, token: str) -> HostRun | None:
             resumed = True
             run.owner = token
             run.resumed_count += 1
+        elif run.lease and run.state in HostRun.HOLDING:
+            # Our own message, but an execution holds the lease: a duplicate delivery. It exits
+            # while that execution beats; a dead one is taken over (here, or by resume_stale).
+            if not _stale(run, now):
+                logger.info("host run %s is being driven by another execution; this delivery exits", run.pk)
+                return None
+            resumed = True
+            run.resumed_count += 1
+        if resumed and run.resumed_count > MAX_RESUMES:
+            run.resumed_count = MAX_RESUMES
+            _set_state(run, HR.FAILED, _gave_up(run), change_id=change_id)
+            _enqueue_advance(run.rollout_id)
+            return None
         if run.rollout.cancel_requested_at and run.state in (HR.PENDING, HR.WAITING):
             _set_state(run, HR.CANCELLED, "cancelled before it started", change_id=change_id)
+            _enqueue_advance(run.rollout_id)
+            return None
+        not_after = run.rollout.change.not_after
+        if not_after and now > not_after and run.state in (HR.PENDING, HR.WAITING):
+            _set_state(
+                run,
+                HR.SKIPPED,
+                f"skipped: the maintenance window closed at {not_after:%Y-%m-%d %H:%M} UTC",
+                change_id=change_id,
+            )
             _enqueue_advance(run.rollout_id)
             return None
         run.heartbeat_at = now
@@ -293,7 +331,7 @@ def _claim(host_run_id: int, token: str) -> HostRun | None:
             except IntegrityError:
                 run.state = old
                 holder = (
-                    HostRun.objects.filter(host_id=run.host_id, state=HR.RUNNING)
+                    HostRun.objects.filter(host_id=run.host_id, state__in=HostRun.HOLDING)
                     .select_related("rollout")
                     .first()
                 )
@@ -305,6 +343,8 @@ def _claim(host_run_id: int, token: str) -> HostRun | None:
                     run.save(update_fields=["heartbeat_at", "owner", "resumed_count", "worker"])
                 _enqueue_run(run.pk, token, countdown=_setting("HOSTRUN_WAIT_RETRY_SECONDS", 5))
                 return None
+            run.lease = uuid.uuid4().hex
+            run.save(update_fields=["lease"])
             record(
                 "hostrun.state_changed",
                 obj=run,
@@ -314,7 +354,8 @@ def _claim(host_run_id: int, token: str) -> HostRun | None:
                 data={"from": old, "to": HR.RUNNING, "rollout": run.rollout_id, "worker": run.worker},
             )
         else:
-            run.save(update_fields=["heartbeat_at", "owner", "resumed_count", "worker"])
+            run.lease = uuid.uuid4().hex
+            run.save(update_fields=["heartbeat_at", "owner", "resumed_count", "worker", "lease"])
             if resumed:
                 logger.warning("host run %s taken over after a stale heartbeat", run.pk)
         return run
@@ -329,25 +370,37 @@ def _pid() -> int:
 class _Heartbeat(threading.Thread):
     """Refreshes HostRun.heartbeat_at while an agent call runs; notices a lost ownership."""
 
-    def __init__(self, host_run_id: int, token: str):
+    def __init__(self, host_run_id: int, token: str, lease: str | None = None):
         super().__init__(daemon=True, name=f"heartbeat-{host_run_id}")
         self.host_run_id = host_run_id
         self.token = token
+        self.lease = lease
         self.stopped = threading.Event()
         self.lost = False
+
+    def beat(self) -> bool:
+        """One refresh; False when the host run is no longer ours."""
+        mine = HostRun.objects.filter(pk=self.host_run_id, owner=self.token)
+        if self.lease is not None:
+            mine = mine.filter(lease=self.lease)
+        return bool(mine.update(heartbeat_at=timezone.now()))
 
     def run(self):
         interval = float(_setting("HOSTRUN_HEARTBEAT_SECONDS", 10))
         try:
             while not self.stopped.wait(interval):
-                updated = HostRun.objects.filter(pk=self.host_run_id, owner=self.token).update(
-                    heartbeat_at=timezone.now()
-                )
-                if not updated:
-                    self.lost = True
-                    return
-        except Exception:  # a heartbeat failure must not kill the step; the resume will sort it out
-            logger.exception("heartbeat of host run %s failed", self.host_run_id)
+                try:
+                    if not self.beat():
+                        self.lost = True
+                        return
+                except Exception:
+                    # A failed beat (database restart, dropped connection) must neither kill the
+                    # step nor stop the heartbeat: drop the connection and beat again next time.
+                    logger.exception("heartbeat of host run %s failed; retrying", self.host_run_id)
+                    try:
+                        connection.close()
+                    except Exception:
+                        logger.exception("closing the heartbeat's connection failed")
         finally:
             connection.close()
 
@@ -381,8 +434,8 @@ def _call(
 ) -> tuple[Step, remote.AgentResult]:
     change_id = run.rollout.change_id
     with transaction.atomic():
-        locked = HostRun.objects.select_for_update().get(pk=run.pk)
-        if locked.owner != token or locked.is_finished:
+        locked = HostRun.objects.select_for_update(of=("self",)).get(pk=run.pk)
+        if not _mine(locked, run, token) or locked.is_finished:
             raise LostOwnership()
         seq = (locked.steps.order_by("-seq").values_list("seq", flat=True).first() or 0) + 1
         request_id = f"c{change_id}-hr{run.pk}-s{seq}"
@@ -399,21 +452,49 @@ def _call(
         )
         locked.heartbeat_at = timezone.now()
         locked.save(update_fields=["heartbeat_at"])
-    beat = _Heartbeat(run.pk, token)
+    beat = _Heartbeat(run.pk, token, run.lease)
     beat.start()
     try:
         result = remote.run_agent_sync(target, op, args, request_id=request_id)
     finally:
         beat.stop()
     with transaction.atomic():
-        locked = HostRun.objects.select_for_update().get(pk=run.pk)
+        locked = HostRun.objects.select_for_update(of=("self",)).get(pk=run.pk)
         step = Step.objects.select_for_update().get(pk=step.pk)
         if step.finished_at is None:
             _fill_step(step, result)
             _audit_step(step, run, change_id)
-        if locked.owner != token:
-            raise LostOwnership()
+        else:
+            # The replacing worker closed this step as interrupted while we were in the agent
+            # call: what the host answered is kept (and audited) as a step of its own.
+            _record_late_result(locked, step, result, run, change_id)
+        lost = beat.lost or not _mine(locked, run, token)
+    if lost:  # raised after the commit: the result recorded above is kept
+        raise LostOwnership()
     return step, result
+
+
+def _mine(locked: HostRun, run: HostRun, token: str) -> bool:
+    """The locked row is still owned by this task and leased to this execution."""
+    return locked.owner == token and locked.lease == (run.lease or "")
+
+
+def _record_late_result(locked: HostRun, step: Step, result, run: HostRun, change_id: int) -> Step:
+    seq = (locked.steps.order_by("-seq").values_list("seq", flat=True).first() or 0) + 1
+    late = Step.objects.create(
+        host_run=locked,
+        seq=seq,
+        kind=step.kind,
+        action_index=step.action_index,
+        operation=step.operation,
+        description=step.description,
+        request=step.request,
+        started_at=step.started_at,
+        note=f"late result of step {step.seq} from the replaced worker",
+    )
+    _fill_step(late, result)
+    _audit_step(late, run, change_id)
+    return late
 
 
 def _fill_step(step: Step, res) -> None:
@@ -472,8 +553,8 @@ def _audit_step(step: Step, run: HostRun, change_id: int) -> None:
 
 def _finish_run(run: HostRun, token: str, state: str, message: str, extra: dict | None = None) -> None:
     with transaction.atomic():
-        locked = HostRun.objects.select_for_update().select_related("host").get(pk=run.pk)
-        if locked.owner != token or locked.is_finished:
+        locked = HostRun.objects.select_for_update(of=("self",)).select_related("host").get(pk=run.pk)
+        if not _mine(locked, run, token) or locked.is_finished:
             raise LostOwnership()
         _set_state(locked, state, message, change_id=run.rollout.change_id, extra=extra)
         _enqueue_advance(run.rollout_id)
@@ -527,6 +608,9 @@ def run_host(host_run_id: int, token: str) -> str:
         except LostOwnership:
             return "lost ownership"
         return HR.FAILED
+    finally:
+        # This execution stops driving the host run (a no-op when a state change cleared it).
+        HostRun.objects.filter(pk=run.pk, owner=token, lease=run.lease).exclude(lease="").update(lease="")
     return state
 
 
@@ -625,10 +709,35 @@ def _execute(run: HostRun, token: str) -> str:
                 f"cancelled after {writes} of {total} steps; what was done is not rolled back",
             )
             return HR.CANCELLED
+        not_after = run.rollout.change.not_after
+        if not_after and timezone.now() > not_after:
+            closed = f"the maintenance window closed at {not_after:%Y-%m-%d %H:%M} UTC"
+            if writes == 0 and not mine:
+                _finish_run(run, token, HR.SKIPPED, f"skipped: {closed} before the first write; nothing written")
+                return HR.SKIPPED
+            _finish_run(
+                run,
+                token,
+                HR.FAILED,
+                f"window closed after {writes} of {total} steps ({closed}); what was done is not rolled back",
+            )
+            return HR.FAILED
         interrupted = [s for s in mine if s.finished_at is None]
         note = ""
         args = spec["args"]
-        if interrupted:
+        if interrupted and spec["op"] == "set_vfs":
+            _close_interrupted(run, interrupted)
+            decided = _after_lost_set_vfs(run, token, host, target, item, index, action, interrupted[-1])
+            if decided == "done":
+                writes += 1
+                continue
+            if decided != "rerun":
+                return decided
+            note = (
+                f"re-run of step {interrupted[-1].seq}, interrupted by the loss of its worker "
+                "(the host was re-read: the count was not applied yet)"
+            )
+        elif interrupted:
             _close_interrupted(run, interrupted)
             note = (
                 f"re-run of step {interrupted[-1].seq}, interrupted by the loss of its worker "
@@ -709,6 +818,85 @@ def _execute(run: HostRun, token: str) -> str:
     return HR.SUCCEEDED
 
 
+def _after_lost_set_vfs(run, token, host, target, item, index: int, action: dict, lost: Step) -> str:
+    """A set_vfs step whose worker died mid-call: re-read the host before anything is written.
+
+    observed == the plan's after (and persisted when asked) → "done" (a Step says the lost worker
+    applied it); observed == the plan's before, or 0 (a half-done reset) → "rerun"; anything else
+    → the host run is drifted and nothing is written (returns HR.DRIFTED)."""
+    args = action["step"]["args"]
+    pci = args["pci_address"]
+    label = action.get("pf") or pci
+    inventory, res = _call(
+        run,
+        token,
+        target,
+        "inventory",
+        {},
+        kind=Step.Kind.VERIFY,
+        description=f"re-read the host before resuming step {lost.seq} (its worker was lost)",
+    )
+    _record_inventory(host, res, target)
+    if not res.ok:
+        _finish_run(
+            run,
+            token,
+            HR.FAILED,
+            f"{label}: could not re-read the host after the loss of the worker of step {lost.seq}: "
+            f"{res.message}; nothing written",
+            {"step": inventory.pk},
+        )
+        return HR.FAILED
+    nics = {n.get("pci_address"): n for n in (res.result or {}).get("nics", []) if not n.get("is_vf")}
+    observed = SetVfsObserve.observe(res.result or {}, [pci])[pci]
+    want = args["count"]
+    before = (item.before.get("numvfs") or {}).get(pci)
+    persisted = (nics.get(pci) or {}).get("persisted_count")
+    if observed == want and (not args.get("persist") or persisted == want):
+        _record_applied(run, token, index, action, lost, inventory, observed)
+        return "done"
+    if observed in (want, before, 0):
+        return "rerun"
+    _finish_run(
+        run,
+        token,
+        HR.DRIFTED,
+        f"drifted: {label} ({pci}) has {observed} VFs after the loss of the worker of step {lost.seq}, "
+        f"neither the plan's {before} nor {want}; nothing written. A new change is needed.",
+        {"step": inventory.pk, "observed": observed, "before": before, "after": want},
+    )
+    return HR.DRIFTED
+
+
+def _record_applied(run, token, index: int, action: dict, lost: Step, inventory: Step, observed) -> None:
+    """The Step that records an action the lost worker completed (no agent call)."""
+    change_id = run.rollout.change_id
+    now = timezone.now()
+    with transaction.atomic():
+        locked = HostRun.objects.select_for_update(of=("self",)).get(pk=run.pk)
+        if not _mine(locked, run, token) or locked.is_finished:
+            raise LostOwnership()
+        seq = (locked.steps.order_by("-seq").values_list("seq", flat=True).first() or 0) + 1
+        step = Step.objects.create(
+            host_run=locked,
+            seq=seq,
+            kind=Step.Kind.ACTION,
+            action_index=index,
+            operation=action["step"]["op"],
+            description=action["text"][:300],
+            request=lost.request,
+            result={"observed": observed, "inventory_step": inventory.seq},
+            ok=True,
+            kind_of_result="ok",
+            message=f"applied by the lost worker: the host already has {observed} VFs",
+            note=f"step {lost.seq} was applied by the lost worker (re-read in step {inventory.seq}); "
+            "nothing sent again",
+            started_at=now,
+            finished_at=now,
+        )
+        _audit_step(step, run, change_id)
+
+
 def _close_interrupted(run: HostRun, steps: list[Step]) -> None:
     for step in steps:
         with transaction.atomic():
@@ -719,7 +907,7 @@ def _close_interrupted(run: HostRun, steps: list[Step]) -> None:
             locked.error_code = "interrupted"
             locked.message = (
                 "interrupted: the worker was lost during this call; its outcome is unknown "
-                "and the step is re-run"
+                "(the host is re-read before anything is sent again)"
             )
             locked.finished_at = timezone.now()
             locked.save()
@@ -784,45 +972,65 @@ def resume_stale(now=None) -> list[int]:
         state__in=HostRun.OPEN, dispatched_at__isnull=False, heartbeat_at__lt=cutoff
     ).values_list("pk", flat=True)
     for run_id in list(candidates):
-        with transaction.atomic():
-            run = HostRun.objects.select_for_update().select_related("rollout", "host").get(pk=run_id)
-            if run.is_finished or not _stale(run, now):
-                continue
-            if run.state == HR.PENDING and run.heartbeat_at and run.heartbeat_at >= queued_cutoff:
-                continue
-            token = uuid.uuid4().hex
-            old_owner = run.owner
-            run.owner = token
-            run.heartbeat_at = now
-            run.resumed_count += 1
-            if run.state == HR.RUNNING:
-                run.message = "resumed after worker loss"
-            run.save()
-            record(
-                "hostrun.state_changed",
-                obj=run,
-                host=run.host,
-                change=ChangeRequest(pk=run.rollout.change_id),
-                actor_name=WORKER,
-                data={
-                    "from": run.state,
-                    "to": run.state,
-                    "resumed": True,
-                    "message": "resumed after worker loss"
-                    if run.state == HR.RUNNING
-                    else "re-enqueued: its task was lost",
-                    "old_owner": old_owner,
-                    "rollout": run.rollout_id,
-                },
-            )
-            _enqueue_run(run.pk, token)
-            resumed.append(run.pk)
+        try:
+            if _resume_one(run_id, now, queued_cutoff):
+                resumed.append(run_id)
+        except Exception:  # one bad host run must not stop the others (beat runs this again)
+            logger.exception("resuming host run %s failed", run_id)
     return resumed
+
+
+def _resume_one(run_id: int, now, queued_cutoff) -> bool:
+    with transaction.atomic():
+        run = (
+            HostRun.objects.select_for_update(of=("self",))
+            .select_related("rollout", "host")
+            .get(pk=run_id)
+        )
+        if run.is_finished or not _stale(run, now):
+            return False
+        if run.state == HR.PENDING and run.heartbeat_at and run.heartbeat_at >= queued_cutoff:
+            return False
+        if run.resumed_count >= MAX_RESUMES:
+            _set_state(run, HR.FAILED, _gave_up(run), change_id=run.rollout.change_id)
+            _enqueue_advance(run.rollout_id)
+            return False
+        token = uuid.uuid4().hex
+        old_owner = run.owner
+        run.owner = token
+        run.lease = ""  # the dead execution's lease ends; the new owner's task takes a new one
+        run.heartbeat_at = now
+        run.resumed_count += 1
+        if run.state == HR.RUNNING:
+            run.message = "resumed after worker loss"
+        run.save()
+        record(
+            "hostrun.state_changed",
+            obj=run,
+            host=run.host,
+            change=ChangeRequest(pk=run.rollout.change_id),
+            actor_name=WORKER,
+            data={
+                "from": run.state,
+                "to": run.state,
+                "resumed": True,
+                "message": "resumed after worker loss"
+                if run.state == HR.RUNNING
+                else "re-enqueued: its task was lost",
+                "old_owner": old_owner,
+                "rollout": run.rollout_id,
+            },
+        )
+        _enqueue_run(run.pk, token)
+        return True
 
 
 def kick_rollouts() -> list[int]:
     """Advance every unfinished rollout (a lost advance message must not stall one forever)."""
     ids = list(Rollout.objects.exclude(state__in=Rollout.FINISHED).values_list("pk", flat=True))
     for rollout_id in ids:
-        advance(rollout_id)
+        try:
+            advance(rollout_id)
+        except Exception:  # one broken rollout must not stall the others
+            logger.exception("advancing rollout %s failed", rollout_id)
     return ids

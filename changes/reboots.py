@@ -302,7 +302,7 @@ def enter_waiting(run, token: str, progress: dict) -> str:
     with transaction.atomic():
         from .models import HostRun
 
-        locked = HostRun.objects.select_for_update().select_related("host").get(pk=run.pk)
+        locked = HostRun.objects.select_for_update(of=("self",)).select_related("host").get(pk=run.pk)
         if locked.owner != token or locked.is_finished:
             raise LostOwnership()
         if locked.state != REBOOTING:
@@ -375,7 +375,7 @@ def await_boot(host_run_id: int, token: str) -> str:
         with transaction.atomic():
             from .orchestration import LostOwnership, _set_state
 
-            locked = HostRun.objects.select_for_update().select_related("host").get(pk=run.pk)
+            locked = HostRun.objects.select_for_update(of=("self",)).select_related("host").get(pk=run.pk)
             if locked.owner != token or locked.state != REBOOTING:
                 raise LostOwnership()
             _set_state(

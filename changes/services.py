@@ -72,7 +72,20 @@ def actor_kwargs(user) -> dict:
 
 
 def lock(change_id: int) -> ChangeRequest:
-    return ChangeRequest.objects.select_for_update().get(pk=change_id)
+    return ChangeRequest.objects.select_for_update(of=("self",)).get(pk=change_id)
+
+
+def immediate_constraints() -> None:
+    """PostgreSQL: check foreign keys at each INSERT/UPDATE of this transaction, not at COMMIT.
+
+    Django creates FKs DEFERRABLE INITIALLY DEFERRED, so their FOR KEY SHARE locks on the referenced
+    rows (users, hosts, the change) would otherwise be taken at COMMIT — after audit.record() took
+    the chain's advisory lock, which is the lock-order inversion docs/audit.md warns about. Call it
+    first thing in a service transaction. SQLite serialises writers anyway.
+    """
+    if connection.vendor == "postgresql" and connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
 def transition(
@@ -97,6 +110,7 @@ def transition(
             "state_message",
             "updated_at",
             "submitted_at",
+            "submission",
             "decided_at",
             "plan_hash",
             "plan_computed_at",
@@ -245,6 +259,7 @@ def create_change(data: dict, user, *, request=None) -> ChangeRequest:
     check_permission(user, "operate")
     clean = clean_input(data)
     with transaction.atomic():
+        immediate_constraints()
         change = ChangeRequest(requested_by=user, required_approvals=settings.CHANGE_APPROVALS_REQUIRED)
         _apply_fields(change, clean)
         change.save()
@@ -287,6 +302,7 @@ def update_change(change_id: int, data: dict, user, *, request=None) -> ChangeRe
     check_permission(user, "operate")
     clean = clean_input(data)
     with transaction.atomic():
+        immediate_constraints()
         change = lock(change_id)
         if change.requested_by_id != user.pk:
             raise PermissionDenied("only the requester can edit a change")
@@ -338,6 +354,7 @@ def submit_change(change_id: int, user, *, request=None) -> ChangeRequest:
     """Re-plan from the current inventory and submit for approval (refused when blocked)."""
     check_permission(user, "operate")
     with transaction.atomic():
+        immediate_constraints()
         change = lock(change_id)
         if change.requested_by_id != user.pk:
             raise PermissionDenied("only the requester can submit a change")
@@ -348,13 +365,19 @@ def submit_change(change_id: int, user, *, request=None) -> ChangeRequest:
             change.save()
             raise ChangeError("the plan has blocking errors; fix them (or the hosts) before submitting")
         change.submitted_at = timezone.now()
+        # A new submission: votes cast on an earlier one (before an edit) no longer count.
+        change.submission += 1
         transition(
             change,
             State.SUBMITTED,
             user=user,
             action="change.submitted",
             request=request,
-            data={"plan_hash": change.plan_hash, "required_approvals": change.required_approvals},
+            data={
+                "plan_hash": change.plan_hash,
+                "required_approvals": change.required_approvals,
+                "submission": change.submission,
+            },
         )
     return change
 
@@ -426,12 +449,13 @@ def cancel_change(change_id: int, user, *, reason: str = "", request=None) -> Ch
     """Cancel: pending host runs stop; running ones finish their current step. Not a rollback."""
     check_permission(user, "operate")
     with transaction.atomic():
+        immediate_constraints()
         change = lock(change_id)
         if change.state not in CANCELLABLE:
             raise ChangeError(f"a {change.get_state_display().lower()} change cannot be cancelled")
         was = change.state
         now = timezone.now()
-        rollout = change.rollouts.select_for_update().order_by("-attempt").first()
+        rollout = change.rollouts.select_for_update(of=("self",)).order_by("-attempt").first()
         message = "cancelled by " + user.get_username() + (f": {reason}" if reason else "")
         transition(
             change,
@@ -453,12 +477,15 @@ def cancel_change(change_id: int, user, *, reason: str = "", request=None) -> Ch
 
 
 def retryable_items(change: ChangeRequest) -> tuple[list[PlanItem], list[str]]:
-    """The plan items of the last rollout's failed/skipped hosts, and why others cannot be retried."""
+    """The plan items of the last rollout's failed hosts, and why others cannot be retried.
+
+    Only FAILED hosts are retried; skipped hosts (halted, window closed: never attempted) are not —
+    a new change covers them (docs/changes.md, "Retry")."""
     rollout = change.rollouts.order_by("-attempt").first()
     if rollout is None:
         return [], ["this change never ran"]
     runs = rollout.host_runs.filter(
-        state__in=(HostRun.State.FAILED, HostRun.State.SKIPPED, HostRun.State.DRIFTED)
+        state__in=(HostRun.State.FAILED, HostRun.State.DRIFTED)
     ).select_related("plan_item", "host")
     items, problems = [], []
     for run in runs:
@@ -470,10 +497,12 @@ def retryable_items(change: ChangeRequest) -> tuple[list[PlanItem], list[str]]:
 
 
 def retry_change(change_id: int, user, *, request=None) -> Rollout:
-    """Re-run only the failed (and halted/skipped) hosts of a finished change, as a new rollout
-    approved from the same plan — only when re-planning those hosts gives the same plan."""
+    """Re-run only the failed hosts of a finished change (not the skipped ones, which never ran),
+    as a new rollout approved from the same plan — only when re-planning those hosts gives the
+    same plan."""
     check_permission(user, "operate")
     with transaction.atomic():
+        immediate_constraints()
         change = lock(change_id)
         if change.state not in RETRYABLE:
             raise ChangeError(f"a {change.get_state_display().lower()} change has nothing to retry")

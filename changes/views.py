@@ -5,6 +5,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Prefetch
+from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
 from django.template import TemplateDoesNotExist
 from django.template.loader import get_template
@@ -16,7 +17,7 @@ from console.roles import has_permission, require_permission
 
 from . import approvals, services
 from .filters import ChangeFilter, annotated_changes
-from .forms import CancelForm, ChangeForm, VoteForm
+from .forms import CancelForm, ChangeForm, VoteForm, is_db_id
 from .models import Approval, ChangeRequest, HostRun, PlanItem, Step
 
 PER_PAGE = 50
@@ -58,7 +59,10 @@ def change_new(request):
                 )
                 return redirect(change)
         return render_page(request, "changes/form.html", {"form": form, "change": None}, status=400)
-    host_ids = [int(h) for h in request.GET.getlist("host") if h.isdigit()]
+    given = request.GET.getlist("host")
+    if len(given) > 1000 or not all(is_db_id(h) for h in given):
+        return HttpResponseBadRequest("host must be a host id (a whole number), e.g. ?host=1&host=2")
+    host_ids = [int(h) for h in given]
     form = ChangeForm(initial={"hosts": host_ids, "op1_persist": True})
     return render_page(request, "changes/form.html", {"form": form, "change": None})
 
@@ -69,6 +73,11 @@ def change_edit(request, pk):
     change = get_object_or_404(ChangeRequest, pk=pk)
     if change.state not in services.EDITABLE or change.requested_by_id != request.user.pk:
         raise PermissionDenied("only the requester can edit a draft or submitted change")
+    too_much = ChangeForm.cannot_hold(change)
+    if too_much:
+        # Saving the form would silently drop what it does not show: refuse, say why.
+        messages.error(request, f"This change cannot be edited here: {too_much}. Edit it through the API.")
+        return redirect(change)
     if request.method == "POST":
         form = ChangeForm(request.POST)
         if form.is_valid():
@@ -141,7 +150,7 @@ def change_detail(request, pk):
     change = get_object_or_404(ChangeRequest.objects.select_related("requested_by"), pk=pk)
     items = list(PlanItem.objects.filter(change=change).select_related("host").order_by("order"))
     votes = list(Approval.objects.filter(change=change).select_related("user").order_by("created_at", "id"))
-    current_votes = [v for v in votes if v.plan_hash == change.plan_hash]
+    current_votes = [v for v in votes if approvals.counts(v, change)]
     approvals_in = len({v.user_id for v in current_votes if v.decision == Approval.Decision.APPROVE})
     rollout = _latest_rollout(change)
     earlier = list(change.rollouts.exclude(pk=rollout.pk).order_by("attempt")) if rollout else []
@@ -164,7 +173,9 @@ def change_detail(request, pk):
         "can_vote": approvals.can_vote(change, user, votes),
         "can_cancel": services.can_cancel(change, user),
         "can_retry": services.can_retry(change, user),
-        "vote_form": VoteForm(initial={"plan_hash": change.plan_hash}),
+        "vote_form": VoteForm(
+            initial={"plan_hash": change.plan_hash, "approval_hash": approvals.approval_hash(change)}
+        ),
         "cancel_form": CancelForm(),
         "events": events,
         "timeline_template": _timeline_template(),
@@ -260,6 +271,7 @@ def change_approve(request, pk):
             request.user,
             comment=form.cleaned_data["comment"],
             plan_hash=form.cleaned_data["plan_hash"],
+            approval_hash=form.cleaned_data["approval_hash"],
             request=request,
         ),
         "Your approval is recorded.",
@@ -280,6 +292,7 @@ def change_reject(request, pk):
             request.user,
             comment=form.cleaned_data["comment"],
             plan_hash=form.cleaned_data["plan_hash"],
+            approval_hash=form.cleaned_data["approval_hash"],
             request=request,
         ),
         "The change is rejected.",

@@ -46,7 +46,8 @@ def test_requester_cannot_approve_through_the_api_but_a_second_person_can(host, 
     assert plan["plan_hash"] == change["plan_hash"] and plan["items"][0]["host"] == host.pk
 
     response = admin.post(f"/api/v1/changes/{change['id']}/approve/",
-                          {"plan_hash": plan["plan_hash"], "comment": "lgtm"}, format="json")
+                          {"plan_hash": plan["plan_hash"], "approval_hash": change["approval_hash"],
+                           "comment": "lgtm"}, format="json")
     assert response.status_code == 403
     error = error_of(response)
     assert error["code"] == "permission_denied"
@@ -56,7 +57,8 @@ def test_requester_cannot_approve_through_the_api_but_a_second_person_can(host, 
 
     second = api_for(approver)
     response = second.post(f"/api/v1/changes/{change['id']}/approve/",
-                           {"plan_hash": plan["plan_hash"], "comment": "checked the plan"}, format="json")
+                           {"plan_hash": plan["plan_hash"], "approval_hash": change["approval_hash"],
+                            "comment": "checked the plan"}, format="json")
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["state"] == "scheduled"
@@ -70,8 +72,8 @@ def test_requester_cannot_approve_through_the_api_but_a_second_person_can(host, 
 def test_operator_without_approve_is_refused_by_the_role_gate(host, operator, api_for):
     api = api_for(operator)
     change = create_and_submit(api, host)
-    response = api.post(f"/api/v1/changes/{change['id']}/approve/", {"plan_hash": change["plan_hash"]},
-                        format="json")
+    response = api.post(f"/api/v1/changes/{change['id']}/approve/",
+                        {"plan_hash": change["plan_hash"], "approval_hash": change["approval_hash"]}, format="json")
     assert response.status_code == 403
     assert error_of(response)["message"] == "This needs the 'approve' permission."
 
@@ -80,17 +82,18 @@ def test_votes_bind_to_the_plan_hash_and_rejections_need_a_comment(host, operato
     change = create_and_submit(api_for(operator), host)
     api = api_for(approver)
     url = f"/api/v1/changes/{change['id']}"
-    response = api.post(f"{url}/approve/", {"plan_hash": "0" * 64}, format="json")
+    seen = change["approval_hash"]
+    response = api.post(f"{url}/approve/", {"plan_hash": "0" * 64, "approval_hash": seen}, format="json")
     assert response.status_code == 409
     assert "plan changed" in error_of(response)["message"]
-    response = api.post(f"{url}/approve/", {}, format="json")
-    assert response.status_code == 400 and "plan_hash" in error_of(response)["fields"]
-    response = api.post(f"{url}/reject/", {"plan_hash": change["plan_hash"]}, format="json")
+    response = api.post(f"{url}/approve/", {"plan_hash": change["plan_hash"]}, format="json")
+    assert response.status_code == 400 and "approval_hash" in error_of(response)["fields"]
+    response = api.post(f"{url}/reject/", {"approval_hash": seen}, format="json")
     assert response.status_code == 400 and "comment" in error_of(response)["fields"]
-    response = api.post(f"{url}/reject/", {"plan_hash": change["plan_hash"], "comment": "wrong rack"},
+    response = api.post(f"{url}/reject/", {"approval_hash": seen, "comment": "wrong rack"},
                         format="json")
     assert response.status_code == 200 and response.json()["state"] == "rejected"
-    response = api.post(f"{url}/approve/", {"plan_hash": change["plan_hash"]}, format="json")
+    response = api.post(f"{url}/approve/", {"approval_hash": seen}, format="json")
     assert response.status_code == 409  # a rejected change takes no more votes
 
 
@@ -154,3 +157,29 @@ def test_preview_and_filters(host, operator, api_for):
     assert response.status_code == 201
     assert response.json()["policy"] == {"parallelism": 1, "canary_count": 0, "max_failures": 1,
                                          "not_before": None, "not_after": None, "allow_guest_impact": False}
+
+
+@pytest.mark.django_db
+def test_votes_bind_to_the_submission_a_stale_approval_hash_is_409(host, operator, approver, api_for,
+                                                                  django_capture_on_commit_callbacks):
+    requester = api_for(operator)
+    change = create_and_submit(requester, host)
+    url = f"/api/v1/changes/{change['id']}"
+    stale = change["approval_hash"]
+    # A policy-only edit (the plan hash stays), submitted again: what the approver loaded is stale.
+    response = requester.patch(f"{url}/", {"policy": {"parallelism": 40, "canary_count": 0, "max_failures": 30}},
+                               format="json")
+    assert response.status_code == 200, response.content
+    edited = requester.post(f"{url}/submit/", format="json").json()
+    assert edited["plan_hash"] == change["plan_hash"] and edited["submission"] == change["submission"] + 1
+    assert edited["approval_hash"] != stale
+    api = api_for(approver)
+    response = api.post(f"{url}/approve/", {"plan_hash": change["plan_hash"], "approval_hash": stale},
+                        format="json")
+    assert response.status_code == 409
+    assert "edited after you loaded it; review it again" in error_of(response)["message"]
+    assert ChangeRequest.objects.get(pk=change["id"]).state == "submitted"
+    with django_capture_on_commit_callbacks():
+        response = api.post(f"{url}/approve/", {"approval_hash": edited["approval_hash"]}, format="json")
+    assert response.status_code == 200 and response.json()["state"] == "scheduled"
+    assert response.json()["approvals"][0]["submission"] == edited["submission"]

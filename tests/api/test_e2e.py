@@ -119,11 +119,13 @@ def test_scripted_flow_through_the_api(celery_worker, fleet):  # celery_worker â
     plan = ok(approver.get(f"/api/v1/changes/{change['id']}/plan/"))
 
     # Four eyes: the requester cannot approve; a second person does.
-    refused = operator.post(f"/api/v1/changes/{change['id']}/approve/", {"plan_hash": plan["plan_hash"]},
+    refused = operator.post(f"/api/v1/changes/{change['id']}/approve/",
+                            {"plan_hash": plan["plan_hash"], "approval_hash": change["approval_hash"]},
                             format="json")
     assert refused.status_code == 403
     change = ok(approver.post(f"/api/v1/changes/{change['id']}/approve/",
-                              {"plan_hash": plan["plan_hash"], "comment": "plan reviewed"}, format="json"))
+                              {"plan_hash": plan["plan_hash"], "approval_hash": change["approval_hash"],
+                               "comment": "plan reviewed"}, format="json"))
     assert change["state"] in ("scheduled", "running", "succeeded")
 
     # Wait for the rollout, reading only the API.

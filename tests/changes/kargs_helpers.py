@@ -82,7 +82,7 @@ def approve(change, operator, approver):
     assert not change.plan_blocked, list(change.plan_items.values_list("errors", flat=True))
     services.submit_change(change.pk, operator)
     change.refresh_from_db()
-    approvals.approve(change.pk, approver, comment="ok", plan_hash=change.plan_hash)
+    approvals.approve(change.pk, approver, comment="ok", approval_hash=approvals.current_approval_hash(change.pk))
     change.refresh_from_db()
     return change
 

@@ -18,7 +18,7 @@ def approved_change(hosts, operator, approver, **policy):
     change = services.create_change(change_data([h.pk for h in hosts], **policy), operator)
     services.submit_change(change.pk, operator)
     change.refresh_from_db()
-    approvals.approve(change.pk, approver, plan_hash=change.plan_hash)
+    approvals.approve(change.pk, approver, approval_hash=approvals.current_approval_hash(change.pk))
     change.refresh_from_db()
     return change, change.rollouts.get()
 

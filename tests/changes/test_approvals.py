@@ -31,6 +31,11 @@ def submitted(host, operator, django_capture_on_commit_callbacks):
     return change
 
 
+def seen(change):
+    """The approval_hash a voter loading the change now would send back."""
+    return approvals.current_approval_hash(change.pk)
+
+
 def actions(change):
     return list(
         AuditEvent.objects.filter(change_id=change.pk).order_by("id").values_list("action", flat=True)
@@ -44,23 +49,23 @@ def test_requester_can_never_approve_even_as_admin(
     services.submit_change(change.pk, admin_user)
     change.refresh_from_db()
     with pytest.raises(PermissionDenied, match="someone else"):
-        approvals.approve(change.pk, admin_user, plan_hash=change.plan_hash)
+        approvals.approve(change.pk, admin_user, approval_hash=seen(change))
     with pytest.raises(PermissionDenied):
-        approvals.reject(change.pk, admin_user, comment="no", plan_hash=change.plan_hash)
+        approvals.reject(change.pk, admin_user, comment="no", approval_hash=seen(change))
     assert Approval.objects.count() == 0
-    approvals.approve(change.pk, approver, comment="looks right", plan_hash=change.plan_hash)
+    approvals.approve(change.pk, approver, comment="looks right", approval_hash=seen(change))
     change.refresh_from_db()
     assert change.state == "scheduled"
 
 
 def test_operator_without_approve_permission_cannot_vote(submitted, viewer):
     with pytest.raises(PermissionDenied):
-        approvals.approve(submitted.pk, viewer, plan_hash=submitted.plan_hash)
+        approvals.approve(submitted.pk, viewer, approval_hash=seen(submitted))
 
 
 def test_approval_schedules_a_rollout_with_host_runs(submitted, approver, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
-        approvals.approve(submitted.pk, approver, comment="ok", plan_hash=submitted.plan_hash)
+        approvals.approve(submitted.pk, approver, comment="ok", approval_hash=seen(submitted))
     submitted.refresh_from_db()
     assert submitted.state == "scheduled"
     rollout = Rollout.objects.get(change=submitted)
@@ -84,12 +89,12 @@ def test_quorum_one_vote_each_and_votes_are_kept(
     assert change.required_approvals == 2
     services.submit_change(change.pk, operator)
     change.refresh_from_db()
-    approvals.approve(change.pk, approver, comment="first", plan_hash=change.plan_hash)
+    approvals.approve(change.pk, approver, comment="first", approval_hash=seen(change))
     change.refresh_from_db()
     assert change.state == "submitted" and approvals.approvals_in(change) == 1
     with pytest.raises(services.ChangeError, match="already voted"):
-        approvals.approve(change.pk, approver, plan_hash=change.plan_hash)
-    approvals.approve(change.pk, second_approver, comment="second", plan_hash=change.plan_hash)
+        approvals.approve(change.pk, approver, approval_hash=seen(change))
+    approvals.approve(change.pk, second_approver, comment="second", approval_hash=seen(change))
     change.refresh_from_db()
     assert change.state == "scheduled"
     assert [v.comment for v in change.approvals.order_by("id")] == ["first", "second"]
@@ -100,25 +105,30 @@ def test_one_rejection_rejects_at_once_and_needs_a_comment(host, operator, appro
         change = services.create_change(change_data([host.pk]), operator)
     services.submit_change(change.pk, operator)
     change.refresh_from_db()
-    approvals.approve(change.pk, approver, plan_hash=change.plan_hash)
+    approvals.approve(change.pk, approver, approval_hash=seen(change))
     with pytest.raises(services.ChangeError, match="comment is required"):
-        approvals.reject(change.pk, second_approver, comment=" ", plan_hash=change.plan_hash)
-    approvals.reject(change.pk, second_approver, comment="wrong rack", plan_hash=change.plan_hash)
+        approvals.reject(change.pk, second_approver, comment=" ", approval_hash=seen(change))
+    approvals.reject(change.pk, second_approver, comment="wrong rack", approval_hash=seen(change))
     change.refresh_from_db()
     assert change.state == "rejected"
     assert "wrong rack" in change.state_message
     with pytest.raises(services.ChangeError, match="not waiting for votes"):
-        approvals.approve(change.pk, make_user("third", "approver"), plan_hash=change.plan_hash)
+        approvals.approve(change.pk, make_user("third", "approver"), approval_hash=seen(change))
     assert change.approvals.count() == 2
 
 
 def test_vote_binds_to_the_plan_hash_and_a_changed_plan_needs_new_votes(submitted, host, approver, operator):
     with pytest.raises(services.ChangeError, match="plan changed since you loaded"):
-        approvals.approve(submitted.pk, approver, plan_hash="0" * 64)
+        approvals.approve(
+            submitted.pk,
+            approver,
+            plan_hash="0" * 64,
+            approval_hash=seen(submitted),
+        )
     # The inventory moves between submission and the vote: the plan is different now.
     host.nics.update(sriov_numvfs=0, sriov_totalvfs=3)
     with pytest.raises(services.ChangeError, match="back in draft"):
-        approvals.approve(submitted.pk, approver, plan_hash=submitted.plan_hash)
+        approvals.approve(submitted.pk, approver, approval_hash=seen(submitted))
     submitted.refresh_from_db()
     assert submitted.state == "draft" and submitted.plan_blocked
     assert Approval.objects.count() == 0
@@ -131,7 +141,7 @@ def test_editing_a_submitted_change_returns_it_to_draft_and_old_votes_stop_count
         change = services.create_change(change_data([host.pk]), operator)
     services.submit_change(change.pk, operator)
     change.refresh_from_db()
-    approvals.approve(change.pk, approver, plan_hash=change.plan_hash)
+    approvals.approve(change.pk, approver, approval_hash=seen(change))
     old_hash = change.plan_hash
     services.update_change(
         change.pk,
@@ -146,8 +156,8 @@ def test_editing_a_submitted_change_returns_it_to_draft_and_old_votes_stop_count
     change.refresh_from_db()
     assert approvals.approvals_in(change) == 0
     # The same approver may vote again on the new plan; both votes are kept.
-    approvals.approve(change.pk, approver, plan_hash=change.plan_hash)
-    approvals.approve(change.pk, second_approver, plan_hash=change.plan_hash)
+    approvals.approve(change.pk, approver, approval_hash=seen(change))
+    approvals.approve(change.pk, second_approver, approval_hash=seen(change))
     change.refresh_from_db()
     assert change.state == "scheduled" and change.approvals.count() == 3
 
@@ -186,11 +196,11 @@ def test_at_most_one_running_host_run_per_host_is_enforced_by_the_database(
 ):
     from django.db import IntegrityError, transaction
 
-    approvals.approve(submitted.pk, approver, plan_hash=submitted.plan_hash)
+    approvals.approve(submitted.pk, approver, approval_hash=seen(submitted))
     second = services.create_change(change_data([host.pk]), operator)
     services.submit_change(second.pk, operator)
     second.refresh_from_db()
-    approvals.approve(second.pk, approver, plan_hash=second.plan_hash)
+    approvals.approve(second.pk, approver, approval_hash=seen(second))
     first_run, second_run = HostRun.objects.order_by("id")
     HostRun.objects.filter(pk=first_run.pk).update(state="running")
     with pytest.raises(IntegrityError), transaction.atomic():

@@ -91,7 +91,7 @@ def _rebooting_change(credential, operator, approver, n, prefix):
     )
     services.submit_change(change.pk, operator)
     change.refresh_from_db()
-    approvals.approve(change.pk, approver, plan_hash=change.plan_hash)
+    approvals.approve(change.pk, approver, approval_hash=approvals.current_approval_hash(change.pk))
     started = timezone.now() - timedelta(minutes=2, seconds=10)
     for run in HostRun.objects.filter(rollout__change=change).select_related("host"):
         Step.objects.create(host_run=run, seq=1, kind="action", operation="reboot", started_at=started,

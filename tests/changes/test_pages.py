@@ -109,7 +109,14 @@ def test_create_submit_approve_through_pages(
     assert f"#{change.pk}" in queue and "0 / 1" in queue
     detail = c.get(change.get_absolute_url()).content.decode()
     assert "Approve plan" in detail
-    c.post(reverse("changes:approve", args=[change.pk]), {"plan_hash": change.plan_hash, "comment": "ok"})
+    c.post(
+        reverse("changes:approve", args=[change.pk]),
+        {
+            "plan_hash": change.plan_hash,
+            "approval_hash": approvals.current_approval_hash(change.pk),
+            "comment": "ok",
+        },
+    )
     change.refresh_from_db()
     assert change.state == "scheduled"
     detail = c.get(change.get_absolute_url()).content.decode()
@@ -125,9 +132,10 @@ def test_requester_post_approve_is_refused(
     services.submit_change(change.pk, admin_user)
     change.refresh_from_db()
     with pytest.raises(PermissionDenied):
-        approvals.approve(change.pk, admin_user, plan_hash=change.plan_hash)
+        approvals.approve(change.pk, admin_user, approval_hash=approvals.current_approval_hash(change.pk))
     response = client_for(admin_user).post(
-        reverse("changes:approve", args=[change.pk]), {"plan_hash": change.plan_hash}
+        reverse("changes:approve", args=[change.pk]),
+        {"plan_hash": change.plan_hash, "approval_hash": approvals.current_approval_hash(change.pk)},
     )
     assert response.status_code == 403
     change.refresh_from_db()
@@ -151,7 +159,7 @@ def _ran_change(credential, operator, approver, n, prefix):
     change = services.create_change(change_data([h.pk for h in hosts]), operator)
     services.submit_change(change.pk, operator)
     change.refresh_from_db()
-    approvals.approve(change.pk, approver, plan_hash=change.plan_hash)
+    approvals.approve(change.pk, approver, approval_hash=approvals.current_approval_hash(change.pk))
     for run in HostRun.objects.filter(rollout__change=change):
         for seq in (1, 2, 3):
             Step.objects.create(

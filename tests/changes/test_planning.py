@@ -48,7 +48,14 @@ def test_sentences_reset_and_nothing_to_do(credential):
     assert steps[1] is None
     assert steps[0] == {
         "op": "set_vfs",
-        "args": {"pf": "eno49", "pci_address": "0000:04:00.0", "count": 4, "persist": True, "force": False},
+        "args": {
+            "pf": "eno49",
+            "pci_address": "0000:04:00.0",
+            "count": 4,
+            "persist": True,
+            "take_over": False,
+            "allow_guest_impact": False,
+        },
     }
     assert not plan.blocked and item.errors == []
 
@@ -107,7 +114,9 @@ def test_guests_block_unless_policy_allows_and_force_follows(credential):
     assert item.warnings == [
         "eno49: VFs in use by running guests would be removed (web-1); allowed by the rollout policy"
     ]
-    assert item.actions[0]["step"]["args"]["force"] is True
+    args = item.actions[0]["step"]["args"]
+    # The policy allows guest impact: only that check is skipped, never the take-over one ("force").
+    assert args["allow_guest_impact"] is True and args["take_over"] is False and "force" not in args
     # Growing 4 → 6 resets to 0 first, so the guest's VF is affected too.
     plan = preview([host], [op("eno49", 6)])
     assert plan.blocked
@@ -120,7 +129,8 @@ def test_externally_managed_needs_take_over(credential):
     plan = preview([host], [op("eno49", 4, take_over=True)])
     assert not plan.blocked
     assert "takes it over" in plan.hosts[0].plan.warnings[0]
-    assert plan.hosts[0].plan.actions[0]["step"]["args"]["force"] is True
+    args = plan.hosts[0].plan.actions[0]["step"]["args"]
+    assert args["take_over"] is True and args["allow_guest_impact"] is False and "force" not in args
 
 
 def test_stale_inventory_warns_and_selection_by_driver(credential):

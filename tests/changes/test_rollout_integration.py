@@ -100,7 +100,7 @@ def approved(hosts, operator, approver, ops=None, **policy):
     assert not change.plan_blocked, list(change.plan_items.values_list("errors", flat=True))
     services.submit_change(change.pk, operator)
     change.refresh_from_db()
-    approvals.approve(change.pk, approver, comment="ok", plan_hash=change.plan_hash)
+    approvals.approve(change.pk, approver, comment="ok", approval_hash=approvals.current_approval_hash(change.pk))
     change.refresh_from_db()
     return change
 
@@ -141,8 +141,8 @@ def test_three_host_change_four_eyes_transcripts_and_the_reset(celery_worker, fl
     services.submit_change(change.pk, operator)
     change.refresh_from_db()
     with pytest.raises(PermissionDenied):
-        approvals.approve(change.pk, operator, plan_hash=change.plan_hash)
-    approvals.approve(change.pk, approver, comment="go", plan_hash=change.plan_hash)
+        approvals.approve(change.pk, operator, approval_hash=approvals.current_approval_hash(change.pk))
+    approvals.approve(change.pk, approver, comment="go", approval_hash=approvals.current_approval_hash(change.pk))
     rollout = finished(change)
     assert rollout.state == "succeeded" and change.state == "succeeded", [r.message for r in runs(rollout)]
     for sim in sims:
@@ -159,7 +159,8 @@ def test_three_host_change_four_eyes_transcripts_and_the_reset(celery_worker, fl
             "pci_address": ENO49,
             "count": 4,
             "persist": True,
-            "force": False,
+            "take_over": False,
+            "allow_guest_impact": False,
         }
         assert json.loads(action.stdout)["result"]["after"]["sriov_numvfs"] == 4
         assert run.message == "1 step applied and verified"
@@ -326,7 +327,7 @@ def test_drift_between_approval_and_execution(celery_worker, fleet, operator, ap
     change.refresh_from_db()
     # Someone changes the host by hand after the plan was made.
     sims[0].system().write_text("/sys/class/net/eno49/device/sriov_numvfs", "2\n")
-    approvals.approve(change.pk, approver, plan_hash=change.plan_hash)
+    approvals.approve(change.pk, approver, approval_hash=approvals.current_approval_hash(change.pk))
     rollout = finished(change)
     run = runs(rollout)[0]
     assert run.state == "drifted"

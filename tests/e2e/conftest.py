@@ -27,14 +27,6 @@ VIEWPORT = {"width": 1400, "height": 900}
 FLEET = ("e2e-a", "e2e-b")
 
 
-@pytest.fixture(scope="session")
-def playwright_driver():
-    require_or_skip(os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} (Debian's chromium package) is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' (playwright)")
-    with sync_api.sync_playwright() as driver:
-        yield driver
-
-
 class Browser:
     """One chromium process with its own fresh user-data dir: a separate browser per user.
 
@@ -65,8 +57,9 @@ class Browser:
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
         page.on(
             "response",
-            lambda r: self.bad_responses.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 500 else None,
+            lambda r: self.bad_responses.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None,
         )
+        page.on("requestfailed", lambda r: self.bad_responses.append(f"{r.failure} {r.method} {r.url}"))
 
     def login(self, user):
         page = self.page
@@ -78,32 +71,59 @@ class Browser:
         assert "/login/" not in page.url, f"login of {user} failed: {page.inner_text('main')}"
         return page
 
-    def problems(self):
-        """Console errors/warnings, CSP violations, uncaught exceptions and 5xx responses."""
+    def problems(self, expected=(), expected_console=()):
+        """Console errors/warnings, CSP violations, uncaught exceptions, failed requests and 4xx/5xx
+        responses.
+
+        Chromium logs each 4xx/5xx response as "Failed to load resource" without its URL: those are
+        judged by their response instead, where `expected` lists allowed "STATUS METHOD /path"
+        prefixes (and `expected_console` substrings of console messages they cause). The browser's
+        own /favicon.ico request (the console has no icon) is ignored."""
         found = [
             f"console {kind}: {text}"
             for kind, text in self.console
-            if kind in ("error", "warning") or "Content Security Policy" in text
+            if (kind in ("error", "warning") or "Content Security Policy" in text)
+            and not text.startswith("Failed to load resource: the server responded with a status of")
+            and not any(e in text for e in expected_console)
         ]
-        return found + [f"page error: {e}" for e in self.page_errors] + self.bad_responses
+        responses = [
+            r for r in self.bad_responses
+            if not r.endswith("/favicon.ico")
+            and not any(r.replace(self.base_url, "", 1).startswith(e) for e in expected)
+        ]
+        return found + [f"page error: {e}" for e in self.page_errors] + responses
 
     def close(self):
         self.context.close()
 
 
 @pytest.fixture
-def browser(playwright_driver, live_server, tmp_path):
-    """browser() → a new Browser (own chromium process and profile) on the live server."""
-    opened = []
+def browser(live_server, tmp_path, monkeypatch):
+    """browser() → a new Browser (own chromium process and profile) on the live server.
+
+    Playwright starts at the first call, after every other fixture is set up: its sync API runs an
+    event loop in this thread, so asyncio.run() (discovery over asyncssh) no longer works here, and
+    Django's async-safety check would take the test for async code — the ORM is allowed for the
+    life of this test only."""
+    require_or_skip(os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} (Debian's chromium package) is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' (playwright)")
+    state = {"manager": None, "driver": None, "opened": []}
 
     def open_browser():
-        b = Browser(playwright_driver, tmp_path / f"chromium-profile-{len(opened)}", live_server.url)
+        if state["driver"] is None:
+            monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+            state["manager"] = sync_api.sync_playwright()
+            state["driver"] = state["manager"].start()
+        opened = state["opened"]
+        b = Browser(state["driver"], tmp_path / f"chromium-profile-{len(opened)}", live_server.url)
         opened.append(b)
         return b
 
     yield open_browser
-    for b in opened:
+    for b in state["opened"]:
         b.close()
+    if state["driver"] is not None:
+        state["driver"].stop()
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +150,7 @@ def discovered_hosts(transactional_db, fleet):
     from hosts.models import Hypervisor
 
     ensure_role_groups()
-    for sim in fleet.hosts:  # every test starts from a host without VFs
+    for sim in fleet.hosts:
         sim.clear_faults()
     credential = create_credential("simfleet-e2e", fleet.client_private_key_path.read_text())
     created = [
