@@ -33,6 +33,12 @@ def OperationError(message: str):  # noqa: N802 - builds changes.operations.Oper
 # Same pattern as the agent's KARG_RE (agent/sriov_agent.py): name or name=value, no quotes, no
 # spaces, no shell metacharacters. The agent checks again; the console refuses earlier, per field.
 KARG_RE = re.compile(r"^[A-Za-z0-9_.-]+(=[A-Za-z0-9_.,:/+-]+)?$")
+# Same list as the agent's PROTECTED_KARGS: they decide whether the host boots at all, so the
+# console refuses them when the change is drafted, not only when the agent runs.
+PROTECTED_KARGS = frozenset({
+    "root", "rootflags", "rootfstype", "ro", "rw", "init", "initrd", "BOOT_IMAGE", "resume",
+    "rd.lvm.lv", "rd.luks.uuid", "rd.md.uuid", "rd.dm.uuid", "rd.break", "systemd.unit", "crashkernel",
+})
 MAX_ARG_LENGTH = 512
 MAX_ARGS = 32
 VFIO_ID_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
@@ -114,6 +120,11 @@ def _clean_list(value, field: str, where: str) -> list[str]:
                 f"{where}: {field}: {item!r} is not a safe kernel argument (name or name=value; "
                 "letters, digits, _ . - in the name and , : / + also in the value; no quotes, "
                 "spaces or shell characters)"
+            )
+        if item.split("=", 1)[0] in PROTECTED_KARGS:
+            raise OperationError(
+                f"{where}: {field}: {item!r} is protected: the console never changes arguments that decide "
+                "whether the host boots (root, init, resume, rd.*, crashkernel...)"
             )
         if item not in out:
             out.append(item)
