@@ -460,7 +460,7 @@ def _call(
         beat.stop()
     with transaction.atomic():
         locked = HostRun.objects.select_for_update(of=("self",)).get(pk=run.pk)
-        step = Step.objects.select_for_update().get(pk=step.pk)
+        step = Step.objects.select_for_update(of=("self",)).get(pk=step.pk)
         if step.finished_at is None:
             _fill_step(step, result)
             _audit_step(step, run, change_id)
@@ -475,8 +475,9 @@ def _call(
 
 
 def _mine(locked: HostRun, run: HostRun, token: str) -> bool:
-    """The locked row is still owned by this task and leased to this execution."""
-    return locked.owner == token and locked.lease == (run.lease or "")
+    """The locked row is still owned by this task and, for an execution that claimed it (run.lease
+    set), still leased to that execution. Callers that never claim (await_boot) check the owner."""
+    return locked.owner == token and (not run.lease or locked.lease == run.lease)
 
 
 def _record_late_result(locked: HostRun, step: Step, result, run: HostRun, change_id: int) -> Step:
@@ -650,7 +651,7 @@ def _execute(run: HostRun, token: str) -> str:
             "inventory",
             {},
             kind=Step.Kind.DRIFT_CHECK,
-            description="drift check: re-read the host before the first write",
+            description="re-read the host before the first write",
         )
         _record_inventory(host, res, target)
         if not res.ok:
@@ -786,7 +787,7 @@ def _execute(run: HostRun, token: str) -> str:
         "inventory",
         {},
         kind=Step.Kind.VERIFY,
-        description="verify: re-read the host after the change",
+        description="re-read the host after the change",
     )
     _record_inventory(host, res, target)
     if not res.ok:
@@ -900,7 +901,7 @@ def _record_applied(run, token, index: int, action: dict, lost: Step, inventory:
 def _close_interrupted(run: HostRun, steps: list[Step]) -> None:
     for step in steps:
         with transaction.atomic():
-            locked = Step.objects.select_for_update().get(pk=step.pk)
+            locked = Step.objects.select_for_update(of=("self",)).get(pk=step.pk)
             if locked.finished_at is not None:
                 continue
             locked.ok = False
@@ -938,7 +939,7 @@ def _record_kernel_args_intent(host: Hypervisor, args: dict) -> None:
     from .kernel_args import removed_by
 
     with transaction.atomic():
-        locked = Hypervisor.objects.select_for_update().get(pk=host.pk)
+        locked = Hypervisor.objects.select_for_update(of=("self",)).get(pk=host.pk)
         remove = list(args.get("remove") or [])
         wanted = [a for a in (locked.managed_kernel_args or []) if not removed_by(str(a), remove)]
         wanted += [a for a in args.get("add") or [] if a not in wanted]
@@ -950,7 +951,7 @@ def _record_kernel_args_intent(host: Hypervisor, args: dict) -> None:
 def _record_intent(host: Hypervisor, after: dict) -> None:
     counts = after.get("numvfs", {})
     with transaction.atomic():
-        for nic in Nic.objects.select_for_update().filter(host=host, pci_address__in=list(counts)):
+        for nic in Nic.objects.select_for_update(of=("self",)).filter(host=host, pci_address__in=list(counts)):
             nic.managed_numvfs = counts[nic.pci_address]
             nic.save(update_fields=["managed_numvfs"])
 

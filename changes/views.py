@@ -59,7 +59,8 @@ def change_new(request):
                 )
                 return redirect(change)
         return render_page(request, "changes/form.html", {"form": form, "change": None}, status=400)
-    given = request.GET.getlist("host")
+    # ?host= from a host page, ?hosts= from the hosts table's bulk-select form.
+    given = request.GET.getlist("host") + request.GET.getlist("hosts")
     if len(given) > 1000 or not all(is_db_id(h) for h in given):
         return HttpResponseBadRequest("host must be a host id (a whole number), e.g. ?host=1&host=2")
     host_ids = [int(h) for h in given]
@@ -101,6 +102,10 @@ def change_preview(request):
     """The live plan preview (htmx): nothing is written."""
     form = ChangeForm(request.POST)
     context = {"form": form, "plan": None}
+    if not (request.POST.getlist("hosts") or request.POST.get("filter", "").strip()):
+        # Nothing targeted yet (the wizard's first load): the neutral hint, not a list of errors.
+        neutral = {"form": ChangeForm(), "plan": None}
+        return render_page(request, "changes/preview.html", neutral, partial="changes/_preview.html")
     if form.is_valid():
         try:
             _clean, plan = services.preview_plan(form.service_data())

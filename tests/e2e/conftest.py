@@ -98,8 +98,11 @@ class Browser:
 
 
 @pytest.fixture
-def browser(live_server, tmp_path, monkeypatch):
+def browser(transactional_db, live_server, tmp_path, monkeypatch):
     """browser() → a new Browser (own chromium process and profile) on the live server.
+
+    The test database is set up before the (session-wide) live server, so the server and its
+    connection are gone when the database is dropped at the end of the session.
 
     Playwright starts at the first call, after every other fixture is set up: its sync API runs an
     event loop in this thread, so asyncio.run() (discovery over asyncssh) no longer works here, and
@@ -123,6 +126,11 @@ def browser(live_server, tmp_path, monkeypatch):
     for b in state["opened"]:
         b.close()
     if state["driver"] is not None:
+        # The ORM calls made while Playwright ran got their own connection (Django keys connections
+        # by context): close it here, or it outlives the test and blocks dropping the test database.
+        from django.db import connections
+
+        connections.close_all()
         state["driver"].stop()
 
 
