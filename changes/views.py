@@ -262,46 +262,37 @@ def change_submit(request, pk):
     )
 
 
-@require_permission("approve")
-@require_POST
-def change_approve(request, pk):
+def _vote(request, pk, decide, done_message):
+    """Approve and reject share one form and one path; the four-eyes rules are in `decide`."""
     form = VoteForm(request.POST)
     if not form.is_valid():
         return _done(request, pk, error="The vote form was incomplete; reload the page.")
+    data = form.cleaned_data
     return _act(
         request,
         pk,
-        lambda: approvals.approve(
+        lambda: decide(
             pk,
             request.user,
-            comment=form.cleaned_data["comment"],
-            plan_hash=form.cleaned_data["plan_hash"],
-            approval_hash=form.cleaned_data["approval_hash"],
+            comment=data["comment"],
+            plan_hash=data["plan_hash"],
+            approval_hash=data["approval_hash"],
             request=request,
         ),
-        "Your approval is recorded.",
+        done_message,
     )
+
+
+@require_permission("approve")
+@require_POST
+def change_approve(request, pk):
+    return _vote(request, pk, approvals.approve, "Your approval is recorded.")
 
 
 @require_permission("approve")
 @require_POST
 def change_reject(request, pk):
-    form = VoteForm(request.POST)
-    if not form.is_valid():
-        return _done(request, pk, error="The vote form was incomplete; reload the page.")
-    return _act(
-        request,
-        pk,
-        lambda: approvals.reject(
-            pk,
-            request.user,
-            comment=form.cleaned_data["comment"],
-            plan_hash=form.cleaned_data["plan_hash"],
-            approval_hash=form.cleaned_data["approval_hash"],
-            request=request,
-        ),
-        "The change is rejected.",
-    )
+    return _vote(request, pk, approvals.reject, "The change is rejected.")
 
 
 @require_permission("operate")
