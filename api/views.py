@@ -540,18 +540,7 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleVie
     )
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
-        change = self.get_object()
-        data = s.VoteSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        change_approvals.approve(
-            change.pk,
-            request.user,
-            comment=data.validated_data["comment"],
-            plan_hash=data.validated_data.get("plan_hash"),
-            approval_hash=data.validated_data["approval_hash"],
-            request=request,
-        )
-        return self._detail(change.pk)
+        return self._vote(request, s.VoteSerializer, change_approvals.approve)
 
     @extend_schema(
         summary="Reject with a comment (not your own change)",
@@ -560,10 +549,14 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleVie
     )
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
+        return self._vote(request, s.RejectSerializer, change_approvals.reject)
+
+    def _vote(self, request, serializer_class, decide):
+        """The same service as the web page decides: the four-eyes rules are in one place."""
         change = self.get_object()
-        data = s.RejectSerializer(data=request.data)
+        data = serializer_class(data=request.data)
         data.is_valid(raise_exception=True)
-        change_approvals.reject(
+        decide(
             change.pk,
             request.user,
             comment=data.validated_data["comment"],
