@@ -571,6 +571,20 @@ def _record_inventory(host: Hypervisor, result, target) -> None:
         logger.exception("recording the inventory of %s failed", host.name)
 
 
+def _reread_and_compare(run, token, target, host, kind, description, expected, pf_names, word):
+    """One recorded inventory step, compared with `expected` (the plan's before, or its after).
+
+    Returns (step, seen, differences); seen is None when the host could not be read, and then
+    differences holds the transport's message.
+    """
+    step, res = _call(run, token, target, "inventory", {}, kind=kind, description=description)
+    _record_inventory(host, res, target)
+    if not res.ok:
+        return step, None, [res.message]
+    seen = _observe(expected, res.result or {})
+    return step, seen, _differences(expected, seen, pf_names, word)
+
+
 def _observe(item_part: dict, inventory: dict) -> dict:
     seen = {}
     for namespace, values in item_part.items():
@@ -644,27 +658,13 @@ def _execute(run: HostRun, token: str) -> str:
         _close_interrupted(
             run, [s for s in steps if s.kind == Step.Kind.DRIFT_CHECK and s.finished_at is None]
         )
-        step, res = _call(
-            run,
-            token,
-            target,
-            "inventory",
-            {},
-            kind=Step.Kind.DRIFT_CHECK,
-            description="re-read the host before the first write",
+        step, seen, diffs = _reread_and_compare(
+            run, token, target, host, Step.Kind.DRIFT_CHECK, "re-read the host before the first write",
+            item.before, pf_names, "the plan saw",
         )
-        _record_inventory(host, res, target)
-        if not res.ok:
-            _finish_run(
-                run,
-                token,
-                HR.FAILED,
-                f"drift check failed, nothing written: {res.message}",
-                {"step": step.pk},
-            )
+        if seen is None:
+            _finish_run(run, token, HR.FAILED, f"drift check failed, nothing written: {diffs[0]}", {"step": step.pk})
             return HR.FAILED
-        seen = _observe(item.before, res.result or {})
-        diffs = _differences(item.before, seen, pf_names, "the plan saw")
         if diffs:
             _finish_run(
                 run,
@@ -780,27 +780,14 @@ def _execute(run: HostRun, token: str) -> str:
 
     # 3. The console's intent, then re-read and verify.
     _record_intent(host, item.after)
-    step, res = _call(
-        run,
-        token,
-        target,
-        "inventory",
-        {},
-        kind=Step.Kind.VERIFY,
-        description="re-read the host after the change",
+    step, seen, diffs = _reread_and_compare(
+        run, token, target, host, Step.Kind.VERIFY, "re-read the host after the change",
+        item.after, pf_names, "expected",
     )
-    _record_inventory(host, res, target)
-    if not res.ok:
-        _finish_run(
-            run,
-            token,
-            HR.FAILED,
-            f"verification failed: could not re-read the host: {res.message}",
-            {"step": step.pk},
-        )
+    if seen is None:
+        message = f"verification failed: could not re-read the host: {diffs[0]}"
+        _finish_run(run, token, HR.FAILED, message, {"step": step.pk})
         return HR.FAILED
-    seen = _observe(item.after, res.result or {})
-    diffs = _differences(item.after, seen, pf_names, "expected")
     if diffs:
         _finish_run(
             run,
