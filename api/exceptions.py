@@ -34,6 +34,7 @@ def _service_conflicts():
         ("changes.services", "ChangeError"),
         ("hosts.hostkeys", "HostKeyError"),
         ("hosts.credentials", "CredentialInUse"),
+        ("hosts.services", "HostInUse"),
     ):
         try:
             classes.append(getattr(__import__(module, fromlist=[name]), name))

@@ -139,8 +139,9 @@ class HypervisorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Consol
         "discover_all": "operate",
         "host_key": "administer",
         "accept_host_key": "administer",
+        "destroy": "operate",
     }
-    http_method_names = ["get", "post", "patch", "head", "options"]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
         return annotated_hosts().select_related("credential", "host_key_accepted_by")
@@ -165,6 +166,13 @@ class HypervisorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Consol
         data.is_valid(raise_exception=True)
         host_services.update_host(host, dict(data.validated_data), request.user, request=request)
         return _host_response(host.pk, request)
+
+    @extend_schema(
+        summary="Remove a hypervisor from the inventory (409 while a change names it)", responses={204: None}
+    )
+    def destroy(self, request, pk=None):
+        host_services.delete_host(self.get_object(), request.user, request=request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         summary="Import hypervisors (CSV, Ansible INI/YAML, or rows); all or nothing",

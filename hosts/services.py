@@ -216,6 +216,39 @@ def update_host(host: Hypervisor, data: dict, user, *, request=None) -> Hypervis
     return host
 
 
+class HostInUse(Exception):
+    """The host is part of a change's record and cannot be removed from the inventory (409)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def delete_host(host: Hypervisor, user, *, request=None) -> None:
+    """Remove a host from the inventory (its NICs and VFs go with it; its audit history stays).
+
+    Refused while any change names the host: plans and host runs are the record of what was done
+    to it, so that record is never cut loose. Audits `host.deleted` with the registration and the
+    last observed facts.
+    """
+    _check(user)
+    with transaction.atomic():
+        host = Hypervisor.objects.select_for_update(of=("self",)).select_related("credential").get(pk=host.pk)
+        changes = sorted(set(host.plan_items.values_list("change_id", flat=True)))
+        if changes:
+            listed = ", ".join(f"#{pk}" for pk in changes[:10]) + (" …" if len(changes) > 10 else "")
+            raise HostInUse(
+                f"{host.name} is part of change {listed}; hosts that changes name stay in the inventory "
+                "as the record of what was done to them."
+            )
+        snapshot = _snapshot(host)
+        snapshot.update(hostname=host.hostname, kernel=host.kernel, status=host.status,
+                        host_key_fingerprint=host.host_key_fingerprint,
+                        nics=host.nics.count())
+        record("host.deleted", obj=host, host=host, data={"before": snapshot}, request=request, **_audit_actor(user))
+        host.delete()
+
+
 # ---------------------------------------------------------------------------------------------
 # Import (all or nothing)
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ urlpatterns = [
     path("import/", views.host_import, name="import"),
     path("<int:pk>/", views.host_detail, name="detail"),
     path("<int:pk>/edit/", views.host_edit, name="edit"),
+    path("<int:pk>/delete/", views.host_delete, name="delete"),
     path("<int:pk>/refresh/", views.host_refresh, name="refresh"),
     path("<int:pk>/discovery/", views.discovery_status, name="discovery_status"),
     path("nics/<int:pk>/", views.nic_detail, name="nic"),

@@ -230,6 +230,23 @@ def host_add(request):
 
 @require_http_methods(["GET", "POST"])
 @require_permission("operate")
+def host_delete(request, pk):
+    """GET: what deleting removes and keeps; POST: delete (refused while a change names the host)."""
+    host = get_object_or_404(Hypervisor, pk=pk)
+    context = {"host": host, "nic_count": host.nics.count(), "error": None}
+    if request.method == "POST":
+        try:
+            services.delete_host(host, request.user, request=request)
+        except services.HostInUse as exc:
+            context["error"] = exc.message
+            return render_page(request, "hosts/delete.html", context, status=409)
+        messages.success(request, f"{host.name} was removed from the inventory; its audit history stays.")
+        return redirect("hosts:list")
+    return render_page(request, "hosts/delete.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+@require_permission("operate")
 def host_edit(request, pk):
     hosts = Hypervisor.objects.select_related("credential").prefetch_related("labels")
     host = get_object_or_404(hosts, pk=pk)

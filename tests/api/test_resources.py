@@ -51,6 +51,22 @@ def test_create_read_update_hosts(operator, api_for):
     assert api.put(f"/api/v1/hypervisors/{host['id']}/", {}, format="json").status_code == 405
 
 
+def test_delete_a_host_unless_a_change_names_it(operator, viewer, api_for):
+    from changes import services as change_services
+    from tests.changes.conftest import change_data
+
+    spare, named = make_host("hv-spare"), make_host("hv-named")
+    change = change_services.create_change(change_data([named.pk]), operator)
+    assert api_for(viewer).delete(f"/api/v1/hypervisors/{spare.pk}/").status_code == 403
+    api = api_for(operator)
+    assert api.delete(f"/api/v1/hypervisors/{spare.pk}/").status_code == 204
+    assert not Hypervisor.objects.filter(pk=spare.pk).exists()
+    assert AuditEvent.objects.get(action="host.deleted").host_id == spare.pk
+    response = api.delete(f"/api/v1/hypervisors/{named.pk}/")
+    assert response.status_code == 409 and f"#{change.pk}" in error_of(response)["message"]
+    assert Hypervisor.objects.filter(pk=named.pk).exists()
+
+
 def test_filters_match_the_hosts_page_and_pages_by_cursor(viewer, api_for):
     credential = make_credential()
     for index in range(7):

@@ -445,6 +445,36 @@ def test_edit_with_bad_input_changes_nothing(client_for, operator, fleet):
     assert host.name == "hv000" and host.address == "127.0.10.1"
 
 
+def test_delete_host_removes_it_and_its_nics_and_keeps_its_history(client_for, operator, viewer, fleet):
+    host = fleet[0]
+    nic_ids = list(host.nics.values_list("pk", flat=True))
+    assert nic_ids
+    assert client_for(viewer).post(reverse("hosts:delete", args=[host.pk])).status_code == 403
+    client = client_for(operator)
+    page = client.get(reverse("hosts:delete", args=[host.pk])).content.decode()
+    assert "Nothing is done on the hypervisor itself" in page
+    response = client.post(reverse("hosts:delete", args=[host.pk]))
+    assert response.status_code == 302
+    assert not Hypervisor.objects.filter(pk=host.pk).exists()
+    assert not Nic.objects.filter(pk__in=nic_ids).exists()
+    event = AuditEvent.objects.get(action="host.deleted", host_id=host.pk)
+    assert event.actor == operator and event.data["before"]["name"] == host.name
+    assert event.data["before"]["nics"] == len(nic_ids)
+
+
+def test_a_host_named_by_a_change_cannot_be_deleted(client_for, operator, fleet):
+    from changes import services as change_services
+    from tests.changes.conftest import change_data
+
+    host = next(h for h in fleet if h.nics.filter(name="eno49").exists())
+    change = change_services.create_change(change_data([host.pk]), operator)
+    response = client_for(operator).post(reverse("hosts:delete", args=[host.pk]))
+    assert response.status_code == 409
+    assert f"part of change #{change.pk}" in response.content.decode()
+    assert Hypervisor.objects.filter(pk=host.pk).exists()
+    assert not AuditEvent.objects.filter(action="host.deleted").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Import: upload → preview → confirm
 # ---------------------------------------------------------------------------------------------
