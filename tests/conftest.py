@@ -56,6 +56,32 @@ def ensure_role_groups():
         group.permissions.set([perms[c] for c in codenames])
 
 
+def register_sim_hosts(fleet, sims, credential_name=None):
+    """Register simulated hosts with their keys pinned, discover them (each must answer ok) and
+    return them by name. The shared set-up of the integration and browser tests."""
+    from django.utils import timezone
+
+    import remote
+    from hosts.credentials import create_credential
+    from hosts.discovery import discover_hosts
+    from hosts.models import Hypervisor
+
+    credential = create_credential(credential_name or f"simfleet-{sims[0].name}",
+                                   fleet.client_private_key_path.read_text())
+    created = [
+        Hypervisor.objects.create(
+            name=s.name, address=s.address, port=s.port, username=s.username, credential=credential,
+            host_key=s.original_host_public_key, host_key_fingerprint=remote.fingerprint(s.original_host_public_key),
+            host_key_accepted_at=timezone.now(),
+        )
+        for s in sims
+    ]
+    hosts = Hypervisor.objects.filter(pk__in=[h.pk for h in created]).order_by("name")
+    outcomes = discover_hosts(hosts)
+    assert [o.kind for o in outcomes] == ["ok"] * len(created), outcomes
+    return list(hosts.all())
+
+
 def make_user(username: str, *roles: str, **extra):
     from django.contrib.auth import get_user_model
 

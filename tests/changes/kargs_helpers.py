@@ -5,20 +5,17 @@ The worker subprocess reads the reboot settings from the environment, set here b
 starts: a short deadline and a fast poll so that a host that never returns fails in seconds.
 """
 
-import importlib
 import json
 import os
 
 import pytest
-from django.utils import timezone
 
-import remote
 from changes import approvals, services
 from changes.models import Rollout
-from hosts.credentials import create_credential
 from hosts.discovery import discover_hosts
 from hosts.models import Hypervisor
 from simfleet import SimFleet
+from tests.conftest import ensure_role_groups, register_sim_hosts
 from tests.fakesys import AGENT_PATH
 
 from .conftest import change_data, wait_for
@@ -45,28 +42,11 @@ def make_fleet(tmp_path_factory, specs, name):
 @pytest.fixture(autouse=True)
 def _roles(transactional_db):
     """transactional_db empties every table after a test, the role groups too: put them back."""
-    from django.apps import apps
-
-    importlib.import_module("console.migrations.0002_roles").create_roles(apps, None)
+    ensure_role_groups()
 
 
 def register(fleet, sims):
-    credential = create_credential(f"simfleet-{sims[0].name}", fleet.client_private_key_path.read_text())
-    hosts = [
-        Hypervisor.objects.create(
-            name=s.name,
-            address=s.address,
-            port=s.port,
-            username=s.username,
-            credential=credential,
-            host_key=s.original_host_public_key,
-            host_key_fingerprint=remote.fingerprint(s.original_host_public_key),
-            host_key_accepted_at=timezone.now(),
-        )
-        for s in sims
-    ]
-    rediscover(hosts)
-    return list(Hypervisor.objects.filter(pk__in=[h.pk for h in hosts]).order_by("name"))
+    return register_sim_hosts(fleet, sims)
 
 
 def rediscover(hosts):

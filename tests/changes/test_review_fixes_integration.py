@@ -3,7 +3,6 @@ step interrupted by a lost worker is decided from a re-read of the host, and the
 window stops a host run between steps. run_host runs in this process (no worker): the tests set
 up the rows a lost worker leaves behind."""
 
-import importlib
 from datetime import timedelta
 
 import pytest
@@ -12,6 +11,7 @@ from django.utils import timezone
 from changes import approvals, orchestration, services
 from changes.models import ChangeRequest, HostRun, Rollout, Step
 from simfleet import SimFleet
+from tests.conftest import ensure_role_groups
 
 from .conftest import change_data
 from .test_rollout_integration import ENO50, register, set_vfs, writes
@@ -36,9 +36,8 @@ def fleet(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _roles(transactional_db):
-    from django.apps import apps
-
-    importlib.import_module("console.migrations.0002_roles").create_roles(apps, None)
+    """transactional_db empties every table after a test, the role groups too: put them back."""
+    ensure_role_groups()
 
 
 def lost_worker_run(fleet, operator, approver, ops, **policy):

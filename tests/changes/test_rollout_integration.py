@@ -7,25 +7,22 @@ mid-rollout; two changes on one host never at once; a worker SIGKILLed mid-rollo
 drift between approval and execution; retry of the failed hosts.
 """
 
-import importlib
 import json
 import re
 import time
 
 import pytest
 from django.core.exceptions import PermissionDenied
-from django.utils import timezone
 
-import remote
 from audit.models import AuditEvent
 from changes import approvals, services
 from changes.models import ChangeRequest, HostRun, Rollout, Step
 from changes.tasks import resume_stale_host_runs
-from hosts.credentials import create_credential
 from hosts.discovery import discover_hosts
 from hosts.models import Hypervisor, Nic
 from remote import protocol
 from simfleet import SimFleet
+from tests.conftest import ensure_role_groups, register_sim_hosts
 
 from .conftest import change_data, wait_for
 
@@ -51,9 +48,7 @@ def fleet(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _roles(transactional_db):
     """transactional_db empties every table after a test, the role groups too: put them back."""
-    from django.apps import apps
-
-    importlib.import_module("console.migrations.0002_roles").create_roles(apps, None)
+    ensure_role_groups()
 
 
 @pytest.fixture(autouse=True)
@@ -72,23 +67,7 @@ def sim_hosts(fleet, n):
 
 
 def register(fleet, sims):
-    credential = create_credential(f"simfleet-{sims[0].name}", fleet.client_private_key_path.read_text())
-    hosts = [
-        Hypervisor.objects.create(
-            name=s.name,
-            address=s.address,
-            port=s.port,
-            username=s.username,
-            credential=credential,
-            host_key=s.original_host_public_key,
-            host_key_fingerprint=remote.fingerprint(s.original_host_public_key),
-            host_key_accepted_at=timezone.now(),
-        )
-        for s in sims
-    ]
-    outcomes = discover_hosts(Hypervisor.objects.filter(pk__in=[h.pk for h in hosts]).order_by("name"))
-    assert [o.kind for o in outcomes] == ["ok"] * len(hosts), outcomes
-    return list(Hypervisor.objects.filter(pk__in=[h.pk for h in hosts]).order_by("name"))
+    return register_sim_hosts(fleet, sims)
 
 
 def set_vfs(value, count, by="name", **extra):

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 
-from tests.conftest import PASSWORD, ensure_role_groups, require_or_skip
+from tests.conftest import PASSWORD, ensure_role_groups, register_sim_hosts, require_or_skip
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -152,31 +151,10 @@ def fleet(tmp_path_factory):
 @pytest.fixture
 def discovered_hosts(transactional_db, fleet):
     """The fleet registered with pinned keys and discovered (eno49 at 0 of 7 VFs on both)."""
-    import remote
-    from hosts.credentials import create_credential
-    from hosts.discovery import discover_hosts
-    from hosts.models import Hypervisor
-
     ensure_role_groups()
     for sim in fleet.hosts:
         sim.clear_faults()
-    credential = create_credential("simfleet-e2e", fleet.client_private_key_path.read_text())
-    created = [
-        Hypervisor.objects.create(
-            name=s.name,
-            address=s.address,
-            port=s.port,
-            username=s.username,
-            credential=credential,
-            host_key=s.original_host_public_key,
-            host_key_fingerprint=remote.fingerprint(s.original_host_public_key),
-            host_key_accepted_at=timezone.now(),
-        )
-        for s in (fleet.host(name) for name in FLEET)
-    ]
-    outcomes = discover_hosts(Hypervisor.objects.filter(pk__in=[h.pk for h in created]).order_by("name"))
-    assert [o.kind for o in outcomes] == ["ok"] * len(created), outcomes
-    return list(Hypervisor.objects.filter(pk__in=[h.pk for h in created]).order_by("name"))
+    return register_sim_hosts(fleet, [fleet.host(name) for name in FLEET], "simfleet-e2e")
 
 
 @pytest.fixture
