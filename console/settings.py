@@ -30,6 +30,15 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+# A test run owns what it uses on shared servers: its own PostgreSQL database and its own Redis keys
+# and queue names (tests/conftest.py). The id is made once by the pytest process and inherited
+# by every process the tests start (the Celery worker), so they all meet in the same places.
+TEST_RUN_ID = os.environ.get("CONSOLE_TEST_RUN_ID", "")
+if not TEST_RUN_ID and os.environ.get("PYTEST_VERSION"):
+    TEST_RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
+    os.environ["CONSOLE_TEST_RUN_ID"] = TEST_RUN_ID
+
+
 def _local_secret(filename: str, make) -> str:
     """A secret generated once and kept in var/ (demo and development only; production sets env)."""
     path = VAR_DIR / filename
@@ -118,6 +127,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not :memory:, so a Celery worker process can share the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
+elif TEST_RUN_ID:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_sriov_{TEST_RUN_ID}"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -181,17 +192,22 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 _broker_dir = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        # The exchange tables, which kombu would otherwise write into the working directory.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 else:
     # Unacked messages come back after this long; stuck host runs are resumed sooner by beat.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900)}
+    if TEST_RUN_ID:
+        CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"sriov-test-{TEST_RUN_ID}:"
+CELERY_TASK_DEFAULT_QUEUE = f"sriov-test-{TEST_RUN_ID}" if TEST_RUN_ID else "celery"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True

@@ -15,6 +15,8 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
 
+from tests.procs import spawn
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PASSWORD = "correct-horse-battery-staple-42"
@@ -26,6 +28,40 @@ def pytest_sessionstart(session):
         engine = settings.DATABASES["default"]["ENGINE"]
         assert engine == "django.db.backends.postgresql", f"CI must run on PostgreSQL, got {engine}"
         assert settings.CELERY_BROKER_URL.startswith("redis://"), "CI must run Celery on Redis"
+    drop_abandoned_test_databases()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from tests.procs import stop_reaper
+
+    stop_reaper()
+
+
+def drop_abandoned_test_databases():
+    """PostgreSQL: drop the databases of earlier test runs on this machine whose pytest is gone
+    (named test_sriov_<pid>_<random>; a live run's database is never touched)."""
+    from tests.procs import alive
+
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        return
+    import psycopg
+
+    params = settings.DATABASES["default"]
+    try:
+        conn = psycopg.connect(host=params.get("HOST") or None, port=params.get("PORT") or None,
+                               user=params.get("USER") or None, password=params.get("PASSWORD") or None,
+                               dbname="postgres", autocommit=True)
+    except psycopg.Error:
+        return  # pytest-django reports an unreachable server loudly when it creates the test database
+    with conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test_sriov_%'")]
+        for name in names:
+            pid = name.split("_")[2]
+            if pid.isdigit() and not alive(int(pid)) and name != params.get("TEST", {}).get("NAME"):
+                try:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                except psycopg.Error:
+                    pass
 
 
 def require_or_skip(condition: bool, reason: str) -> None:
@@ -150,10 +186,13 @@ class WorkerProcess:
     def start(self):
         env = dict(os.environ, DATABASE_NAME_OVERRIDE=str(self.db_name), PYTHONUNBUFFERED="1")
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the worker's life
-        self.proc = subprocess.Popen(
+        # The test run's own queue (settings.CELERY_TASK_DEFAULT_QUEUE): a stray worker of another
+        # run on the same Redis never takes this run's tasks, nor this worker theirs.
+        self.proc = spawn(
             [sys.executable, "-m", "celery", "-A", "console", "worker", "--loglevel=INFO", "--pool=prefork",
-             "--concurrency=4", "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+             "--concurrency=4", "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h",
+             "-Q", settings.CELERY_TASK_DEFAULT_QUEUE],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         self._wait_ready()
         return self

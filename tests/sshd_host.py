@@ -37,6 +37,8 @@ from pathlib import Path
 
 import asyncssh
 
+from tests.procs import spawn
+
 SSHD = "/usr/sbin/sshd"
 UNSHARE = "/usr/bin/unshare"
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -324,10 +326,10 @@ class SshdHost:
         self._real_etc_snapshot = self.real_etc_snapshot()
         self._prepare()
         log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the process lifetime
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [shutil.which("unshare") or UNSHARE, "-m", "-u", "--propagation", "private", "/bin/sh",
              str(self.dir / "launch.sh")],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"},  # nothing of the caller's env leaks into sessions
         )
         log.close()

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import spawn
+
 ROOT = Path(__file__).resolve().parent.parent
 HOSTS = 3
 
@@ -67,7 +69,7 @@ class Demo:
         env.update(CONSOLE_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1")
         self.output_path = var_dir / "demo-output.txt"
         self.output = open(self.output_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [
                 sys.executable,
                 "manage.py",
@@ -83,7 +85,6 @@ class Demo:
             env=env,
             stdout=self.output,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
 
     def text(self) -> str:

@@ -17,6 +17,7 @@ import pytest
 
 from remote.protocol import command_for, encode_payload
 from simfleet import SimFleet
+from tests.procs import spawn
 
 from .conftest import AGENT, agent
 
@@ -89,7 +90,7 @@ def test_one_loopback_address_per_host(make_fleet):
 def test_cli_serve_state_fault(tmp_path):
     state_dir = tmp_path / "sim"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
+    proc = spawn(
         [
             sys.executable,
             "-m",

@@ -22,6 +22,7 @@ exits 0. If one of them dies on its own, the others are stopped too and the exit
 from __future__ import annotations
 
 import csv
+import ctypes
 import json
 import logging
 import os
@@ -50,6 +51,12 @@ CREDENTIAL_NAME = "simfleet-demo"
 STOP_TIMEOUT = 15.0
 
 
+def _die_with_demo() -> None:
+    """Linux: the child gets SIGTERM when the demo process dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Interrupted(Exception):
     """Ctrl-C / SIGTERM while the demo was still starting."""
 
@@ -69,6 +76,7 @@ class Child:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_demo,
         )
 
     @property
