@@ -5,6 +5,7 @@ changes.approvals), every permission from console/roles.py via api.permissions.C
 Each view declares the console permission of each of its actions (`action_permissions`).
 """
 
+from django.db import transaction
 from django.db.models import Count, Prefetch
 from django.http import StreamingHttpResponse
 from django.utils import timezone
@@ -23,6 +24,7 @@ from changes import approvals as change_approvals
 from changes import services as change_services
 from changes.filters import annotated_changes
 from changes.models import Approval, HostRun, PlanItem, Rollout, Step
+from console.dispatch import BROKER_DOWN
 from console.roles import PERMISSIONS, has_permission, user_roles
 from hosts import credentials as credential_services
 from hosts import hostkeys, importers
@@ -249,14 +251,19 @@ class HypervisorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Consol
     @action(detail=True, methods=["post"])
     def discover(self, request, pk=None):
         host = self.get_object()
-        host_services.request_discovery(host, request.user)
+        with transaction.atomic():
+            ticket = host_services.request_discovery(host, request.user)
+        host.refresh_from_db(fields=["discovery_requested_at"])
+        if ticket is None:
+            detail = "A discovery of this hypervisor is already queued or running; poll it."
+        else:
+            detail = "Discovery queued; poll the hypervisor until last_discovery_at changes."
+        code = status.HTTP_202_ACCEPTED
+        if ticket is not None and ticket.delayed:
+            detail = BROKER_DOWN
+            code = status.HTTP_503_SERVICE_UNAVAILABLE
         return Response(
-            {
-                "host": host.pk,
-                "discovery_requested_at": host.discovery_requested_at,
-                "detail": "Discovery queued; poll the hypervisor until last_discovery_at changes.",
-            },
-            status=status.HTTP_202_ACCEPTED,
+            {"host": host.pk, "discovery_requested_at": host.discovery_requested_at, "detail": detail}, status=code
         )
 
     @extend_schema(
@@ -267,8 +274,14 @@ class HypervisorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Consol
     )
     @action(detail=False, methods=["post"], url_path="discover")
     def discover_all(self, request):
-        host_services.request_fleet_discovery(request.user)
-        return Response({"detail": "Discovery of the whole fleet queued."}, status=status.HTTP_202_ACCEPTED)
+        with transaction.atomic():
+            ticket = host_services.request_fleet_discovery(request.user)
+        if ticket.delayed:
+            return Response({"detail": BROKER_DOWN}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response(
+            {"detail": "Discovery of the whole fleet queued (hosts with a discovery already pending are left out)."},
+            status=status.HTTP_202_ACCEPTED,
+        )
 
     @extend_schema(summary="The pinned and the pending SSH host key", responses=s.HostKeySerializer)
     @action(detail=True, methods=["get"], url_path="host-key")

@@ -28,3 +28,20 @@ class LoginAttempt(models.Model):
 
     def __str__(self):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.username} from {self.client_ip or '?'}"
+
+
+class OutboxMessage(models.Model):
+    """A Celery message the broker did not take (console/dispatch.py); beat sends it again."""
+
+    task = models.CharField(max_length=200)
+    args = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    due_at = models.DateTimeField(db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.task}{tuple(self.args)} (attempts {self.attempts})"

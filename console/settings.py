@@ -204,10 +204,19 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 else:
     # Unacked messages come back after this long; stuck host runs are resumed sooner by beat.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900)}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900),
+        # A frozen or vanished Redis answers nothing: without these a publish would wait for ever
+        # (console/dispatch.py bounds publishing with them). Above the consumer's 1 s BRPOP.
+        "socket_timeout": float(os.environ.get("BROKER_SOCKET_TIMEOUT", 5)),
+        "socket_connect_timeout": float(os.environ.get("BROKER_CONNECT_TIMEOUT", 3)),
+    }
     if TEST_RUN_ID:
         CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"sriov-test-{TEST_RUN_ID}:"
 CELERY_TASK_DEFAULT_QUEUE = f"sriov-test-{TEST_RUN_ID}" if TEST_RUN_ID else "celery"
+CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("BROKER_CONNECT_TIMEOUT", 3))
+# Publishing (console/dispatch.py): retries after the first try before the message goes to the outbox.
+DISPATCH_PUBLISH_RETRIES = env_int("DISPATCH_PUBLISH_RETRIES", 1)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
@@ -227,6 +236,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "changes.tasks.resume_stale_host_runs",
         "schedule": float(env_int("HOSTRUN_RESUME_INTERVAL_SECONDS", 30)),
     },
+    # Messages the broker did not take when they were published (console/dispatch.py).
+    "flush-outbox": {
+        "task": "console.tasks.flush_outbox",
+        "schedule": float(env_int("OUTBOX_FLUSH_INTERVAL_SECONDS", 10)),
+    },
     "expire-approvals": {
         "task": "changes.tasks.expire_approvals",
         "schedule": crontab(minute="*/5"),
@@ -237,6 +251,8 @@ CELERY_BEAT_SCHEDULE = {
 SSH_CONNECT_TIMEOUT = float(os.environ.get("SSH_CONNECT_TIMEOUT", 10))
 SSH_OPERATION_TIMEOUT = float(os.environ.get("SSH_OPERATION_TIMEOUT", 120))
 DISCOVERY_CONCURRENCY = env_int("DISCOVERY_CONCURRENCY", 50)
+# A discovery queued or running this long without a result is presumed lost: a new one may be queued.
+DISCOVERY_PENDING_SECONDS = env_int("DISCOVERY_PENDING_SECONDS", 300)
 # Trust-on-first-use for host keys: off by default, an admin accepts each new key.
 HOST_KEY_TOFU = env_bool("HOST_KEY_TOFU")
 

@@ -5,8 +5,8 @@ Signatures (views and commands call these; they check permissions, validate, aud
     create_host(data, user) -> Hypervisor
     update_host(host, data, user) -> Hypervisor
     import_hosts(rows, user, default_credential=None, *, update_existing=False, source="") -> ImportReport
-    request_discovery(host, user) -> None
-    request_fleet_discovery(user) -> None
+    request_discovery(host, user) -> Ticket | None   (None: a discovery is already pending)
+    request_fleet_discovery(user) -> Ticket
 
 `data` is a dict with any of: name, address, port, username, credential, labels, description.
   credential: a Credential, its name, its pk, or None.
@@ -24,14 +24,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import record
+from console.dispatch import Ticket
 from console.roles import check_permission
 
+from . import dispatch
 from .models import Credential, Hypervisor, Label
 
 HOST_FIELDS = ("name", "address", "port", "username", "credential", "labels", "description")
@@ -391,23 +396,38 @@ def import_hosts(
 # ---------------------------------------------------------------------------------------------
 
 
-def request_discovery(host: Hypervisor, user) -> None:
-    """The refresh button: mark the host and enqueue hosts.tasks.discover_host after commit."""
+def request_discovery(host: Hypervisor, user) -> Ticket | None:
+    """The refresh button: mark the host and enqueue its discovery after commit.
+
+    One pending discovery per host: while one is queued or running (marked less than
+    DISCOVERY_PENDING_SECONDS ago) nothing more is queued and None is returned. Otherwise the
+    Ticket says, after commit, whether the broker took the message (else it waits in the outbox).
+    """
     if user is None:
         raise PermissionDenied("a discovery request needs a user")
     check_permission(user, "operate")
-    from .tasks import discover_host
-
     now = timezone.now()
-    Hypervisor.objects.filter(pk=host.pk).update(discovery_requested_at=now)
+    if not claim_discovery([host.pk], now):
+        return None
     host.discovery_requested_at = now
-    host_id, user_id = host.pk, user.pk
-    transaction.on_commit(lambda: discover_host.delay(host_id, user_id))
+    return dispatch.discover_host(host.pk, user.pk)
 
 
-def request_fleet_discovery(user) -> None:
+def claim_discovery(host_ids, now) -> list[int]:
+    """Mark the hosts that have no pending discovery as pending now; returns their ids."""
+    cutoff = now - timedelta(seconds=settings.DISCOVERY_PENDING_SECONDS)
+    free = Q(discovery_requested_at__isnull=True) | Q(discovery_requested_at__lt=cutoff)
+    with transaction.atomic():
+        ids = list(
+            Hypervisor.objects.filter(free, pk__in=list(host_ids))
+            .select_for_update(no_key=True, skip_locked=True)
+            .values_list("pk", flat=True)
+        )
+        Hypervisor.objects.filter(pk__in=ids).update(discovery_requested_at=now)
+    return ids
+
+
+def request_fleet_discovery(user) -> Ticket:
     """Discover every host now (the same task beat runs), after the current transaction commits."""
     _check(user)
-    from .tasks import discover_fleet
-
-    transaction.on_commit(lambda: discover_fleet.delay())
+    return dispatch.discover_fleet()

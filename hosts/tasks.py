@@ -11,11 +11,14 @@ marks the host and enqueues after the transaction commits.
 from celery import shared_task
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from console.roles import check_permission
 
+from . import dispatch
 from .discovery import discover_hosts
 from .models import Hypervisor
+from .services import claim_discovery
 
 # How many hosts one task handles. Each task talks to its chunk concurrently (bounded by
 # DISCOVERY_CONCURRENCY); several workers share a big fleet by taking different chunks.
@@ -58,8 +61,10 @@ def discover_fleet(chunk_size: int | None = None) -> int:
     anything runs, which keeps their status honest at no risk. Returns the number of chunks.
     """
     size = max(1, chunk_size or DISCOVERY_CHUNK_SIZE)
-    ids = list(Hypervisor.objects.order_by("pk").values_list("pk", flat=True))
+    # Hosts with a discovery already queued or running are left out: one pending per host.
+    ids = claim_discovery(Hypervisor.objects.values_list("pk", flat=True), timezone.now())
+    ids.sort()
     chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
     for chunk in chunks:
-        discover_chunk.delay(chunk)
+        dispatch.discover_chunk(chunk)
     return len(chunks)

@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from console.dispatch import BROKER_DOWN
 from console.htmx import render_page, wants_partial
 from console.roles import require_permission
 
@@ -169,11 +170,15 @@ def discovery_status(request, pk):
 def host_refresh(request, pk):
     host = get_object_or_404(Hypervisor, pk=pk)
     with transaction.atomic():
-        services.request_discovery(host, request.user)
+        ticket = services.request_discovery(host, request.user)
     host.refresh_from_db()
+    delayed = ticket is not None and ticket.delayed
     if not wants_partial(request):
+        if delayed:
+            messages.error(request, BROKER_DOWN)
         return HttpResponseRedirect(host.get_absolute_url(), status=303)
-    return render_page(request, "hosts/_discovery.html", _discovery_context(host))
+    context = _discovery_context(host) | {"broker_down": BROKER_DOWN if delayed else ""}
+    return render_page(request, "hosts/_discovery.html", context, status=503 if delayed else 200)
 
 
 @require_GET
