@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from audit.models import AuditEvent
 from changes.models import Approval, ChangeRequest, HostRun, PlanItem, Rollout, Step
-from hosts.models import Credential, Hypervisor, Nic, VirtualFunction
+from hosts.models import Credential, Hypervisor, Intent, Nic, VirtualFunction
 
 from .models import ApiToken
 
@@ -20,6 +20,13 @@ TEXT_MAX = 100_000
 # ---------------------------------------------------------------------------------------------
 
 
+class IntentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Intent
+        fields = ["operation", "subject", "value", "summary", "change_id", "applied_at"]
+        read_only_fields = fields
+
+
 class HostSerializer(serializers.ModelSerializer):
     credential = serializers.SlugRelatedField(slug_field="name", read_only=True)
     labels = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
@@ -27,6 +34,7 @@ class HostSerializer(serializers.ModelSerializer):
     sriov_nics = serializers.IntegerField(read_only=True, required=False)
     vfs_configured = serializers.IntegerField(read_only=True, required=False)
     vfs_capacity = serializers.IntegerField(read_only=True, required=False)
+    intents = IntentSerializer(many=True, read_only=True)
     url = serializers.HyperlinkedIdentityField(view_name="api:hypervisor-detail")
 
     class Meta:
@@ -70,7 +78,7 @@ class HostSerializer(serializers.ModelSerializer):
             "last_discovery_ok",
             "last_discovery_message",
             "discovery_requested_at",
-            "managed_kernel_args",
+            "intents",
             "drifted",
             "drift_reasons",
             "sriov_nics",
@@ -212,7 +220,6 @@ class VfSerializer(serializers.ModelSerializer):
 class NicSerializer(serializers.ModelSerializer):
     host_name = serializers.CharField(source="host.name", read_only=True)
     sriov_capable = serializers.BooleanField(read_only=True)
-    drifted = serializers.BooleanField(read_only=True)
 
     class Meta:
         model = Nic
@@ -236,10 +243,8 @@ class NicSerializer(serializers.ModelSerializer):
             "sriov_capable",
             "sriov_totalvfs",
             "sriov_numvfs",
-            "managed_numvfs",
             "persisted_numvfs",
             "persisted",
-            "drifted",
             "present",
             "first_seen_at",
             "last_seen_at",

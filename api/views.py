@@ -146,7 +146,7 @@ class HypervisorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Consol
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
-        return annotated_hosts().select_related("credential", "host_key_accepted_by")
+        return annotated_hosts().select_related("credential", "host_key_accepted_by").prefetch_related("intents")
 
     @extend_schema(
         summary="Register a hypervisor", request=s.HostInputSerializer, responses={201: s.HostSerializer}

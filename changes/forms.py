@@ -1,17 +1,18 @@
-"""The change wizard's form: targets, up to OP_ROWS set_vfs rows, reason and rollout policy.
+"""The change wizard's form: what and why, targets, rollout policy, and each operation's own form.
 
 The form only shapes input; validation of targets/operations/policy is the service's
 (`services.clean_input`), whose errors are mapped back onto the fields here.
 """
+
+from __future__ import annotations
 
 from django import forms
 from django.core.exceptions import ValidationError
 
 from hosts.models import Hypervisor
 
-from .operations import SELECT_BY
+from . import operations
 
-OP_ROWS = 4
 MAX_ID_DIGITS = 18  # fits a bigint; longer "ids" are refused before they reach the database
 
 
@@ -32,15 +33,10 @@ class HostChoiceField(forms.ModelMultipleChoiceField):
                     self.error_messages["invalid_pk_value"], code="invalid_pk_value", params={"pk": str(pk)[:20]}
                 )
         return super()._check_values(value)
-SELECT_LABELS = {
-    "name": "PF name",
-    "pci": "PCI address",
-    "driver": "driver",
-    "vendor_device": "vendor:device",
-}
-
-
 class ChangeForm(forms.Form):
+    """The change: what and why, targets, policy; plus one section per registered operation, each
+    with `form_rows` copies of that operation's own form (prefixed ``<op>-<row>``)."""
+
     title = forms.CharField(max_length=200, widget=forms.TextInput(attrs={"placeholder": "VFs for rack 12"}))
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),
@@ -82,136 +78,58 @@ class ChangeForm(forms.Form):
         label="Allow removing VFs that running guests use",
         help_text="Also allows rebooting hosts with running guests (the plan names them).",
     )
-    # Issue 7: kernel arguments and reboot (one kernel_args and one reboot operation at most).
-    iommu_preset = forms.BooleanField(
-        required=False,
-        label="Enable IOMMU for SR-IOV",
-        help_text="Per host from its CPU vendor: Intel intel_iommu=on iommu=pt, AMD amd_iommu=on iommu=pt.",
-    )
-    vfio_pci_ids = forms.CharField(
-        max_length=200,
-        required=False,
-        label="vfio-pci.ids",
-        widget=forms.TextInput(attrs={"placeholder": "8086:1521, 15b3:1017"}),
-        help_text="Optional, with the IOMMU preset: NIC vendor:device ids bound to vfio-pci at boot.",
-    )
-    kargs_add = forms.CharField(
-        max_length=2000,
-        required=False,
-        label="Add kernel arguments",
-        widget=forms.TextInput(attrs={"placeholder": "hugepages=16"}),
-        help_text="Space separated; name or name=value, no quotes.",
-    )
-    kargs_remove = forms.CharField(
-        max_length=2000,
-        required=False,
-        label="Remove kernel arguments",
-        widget=forms.TextInput(attrs={"placeholder": "quiet"}),
-        help_text="A name removes every value of it (iommu removes iommu=pt); name=value only that one.",
-    )
-    reboot = forms.ChoiceField(
-        choices=[("", "no reboot"), ("if_needed", "if needed"), ("always", "always")],
-        required=False,
-        label="Reboot",
-        help_text="If needed: only hosts whose running kernel lacks the configured arguments, or whose "
-        "kernel (< 3.8) needs a reboot for a new VF count. Then wait for the host and verify.",
-    )
-    reboot_parallelism = forms.IntegerField(
-        min_value=1,
-        max_value=10000,
-        required=False,
-        label="Hosts rebooting at once",
-        help_text="Default 1: a change with a reboot runs one host at a time unless you raise it here.",
-    )
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for row in range(1, OP_ROWS + 1):
-            self.fields[f"op{row}_by"] = forms.ChoiceField(
-                choices=[(by, SELECT_LABELS[by]) for by in SELECT_BY],
-                required=False,
-                label=f"Select by ({row})",
-            )
-            self.fields[f"op{row}_value"] = forms.CharField(
-                max_length=64,
-                required=False,
-                label="value",
-                widget=forms.TextInput(attrs={"placeholder": "eno49"}),
-            )
-            self.fields[f"op{row}_count"] = forms.IntegerField(
-                min_value=0, max_value=4096, required=False, label="VFs"
-            )
-            self.fields[f"op{row}_persist"] = forms.BooleanField(
-                required=False, label="persist", initial=True
-            )
-            self.fields[f"op{row}_take_over"] = forms.BooleanField(required=False, label="take over")
-        if not self.is_bound:
-            self.initial.setdefault("op1_persist", True)
+    POLICY_FIELDS = ("parallelism", "canary_count", "max_failures", "not_before", "not_after", "allow_guest_impact")
 
-    KERNEL_FIELDS = ("iommu_preset", "vfio_pci_ids", "kargs_add", "kargs_remove", "reboot", "reboot_parallelism")
+    def __init__(self, data=None, *args, operation_initial=None, **kwargs):
+        super().__init__(data, *args, **kwargs)
+        initial = operation_initial or {}
+        self.sections = []
+        for operation in operations.all_operations():
+            if operation.form_class is None:
+                continue
+            rows = [
+                operation.form_class(data, prefix=f"{operation.name}-{row}",
+                                     initial=initial.get((operation.name, row)))
+                for row in range(operation.form_rows)
+            ]
+            if len(rows) > 1:  # the table shows labels once, in its head: each input still has one
+                for number, row in enumerate(rows, start=1):
+                    for field in row.fields.values():
+                        field.widget.attrs["aria-label"] = f"{field.label} ({number})"
+            self.sections.append({"operation": operation, "forms": rows})
 
-    def kernel_fields(self):
-        return [self[name] for name in self.KERNEL_FIELDS]
+    def policy_fields(self):
+        return [self[name] for name in self.POLICY_FIELDS]
 
-    def op_rows(self):
-        return [
-            {key: self[f"op{row}_{key}"] for key in ("by", "value", "count", "persist", "take_over")}
-            | {"n": row}
-            for row in range(1, OP_ROWS + 1)
-        ]
+    def is_valid(self) -> bool:
+        valid = super().is_valid()
+        return all([form.is_valid() for section in self.sections for form in section["forms"]]) and valid
 
-    def clean(self):
-        data = super().clean()
-        for row in range(1, OP_ROWS + 1):
-            value = (data.get(f"op{row}_value") or "").strip()
-            if value and data.get(f"op{row}_count") is None:
-                self.add_error(f"op{row}_count", "Give the VF count.")
-        return data
+    def operations_data(self) -> list[dict]:
+        """The operations filled in, in execution (phase) order, so numbers follow what runs first."""
+        found = []
+        for section in self.sections:
+            operation = section["operation"]
+            for form in section["forms"]:
+                op = operation.from_form(form.cleaned_data)
+                if op is not None:
+                    found.append((operation.phase, op))
+        return [op for _phase, op in sorted(found, key=lambda pair: pair[0])]
 
     def service_data(self) -> dict:
         data = self.cleaned_data
-        operations = []
-        for row in range(1, OP_ROWS + 1):
-            value = (data.get(f"op{row}_value") or "").strip()
-            if not value:
-                continue
-            operations.append(
-                {
-                    "op": "set_vfs",
-                    "select": {"by": data.get(f"op{row}_by") or "name", "value": value},
-                    "count": data.get(f"op{row}_count"),
-                    "persist": bool(data.get(f"op{row}_persist")),
-                    "take_over": bool(data.get(f"op{row}_take_over")),
-                }
-            )
         targets = {}
         if data.get("hosts"):
             targets["host_ids"] = sorted(h.pk for h in data["hosts"])
         if (data.get("filter") or "").strip():
             targets["filter"] = data["filter"].strip()
-        kernel_args = {
-            "op": "kernel_args",
-            "preset": "iommu" if data.get("iommu_preset") else None,
-            "vfio_pci_ids": (data.get("vfio_pci_ids") or "").strip(),
-            "add": (data.get("kargs_add") or "").split(),
-            "remove": (data.get("kargs_remove") or "").split(),
-        }
-        if kernel_args["preset"] or kernel_args["vfio_pci_ids"] or kernel_args["add"] or kernel_args["remove"]:
-            operations.insert(0, kernel_args)
-        if data.get("reboot"):
-            operations.append(
-                {"op": "reboot", "when": data["reboot"], "parallelism": data.get("reboot_parallelism")}
-            )
         return {
             "title": data.get("title", ""),
             "reason": data.get("reason", ""),
             "targets": targets,
-            "operations": operations,
-            "parallelism": data.get("parallelism"),
-            "canary_count": data.get("canary_count"),
-            "max_failures": data.get("max_failures"),
-            "not_before": data.get("not_before"),
-            "not_after": data.get("not_after"),
+            "operations": self.operations_data(),
+            **{name: data.get(name) for name in self.POLICY_FIELDS},
             "allow_guest_impact": bool(data.get("allow_guest_impact")),
         }
 
@@ -232,54 +150,31 @@ class ChangeForm(forms.Form):
         for op in change.operations:
             kinds[op.get("op")] = kinds.get(op.get("op"), 0) + 1
         problems = []
-        if kinds.get("set_vfs", 0) > OP_ROWS:
-            problems.append(f"it has {kinds['set_vfs']} VF operations and the form holds {OP_ROWS}")
-        for kind in ("kernel_args", "reboot"):
-            if kinds.get(kind, 0) > 1:
-                problems.append(f"it has {kinds[kind]} {kind} operations and the form holds one")
-        other = sorted(str(k) for k in kinds if k not in ("set_vfs", "kernel_args", "reboot"))
-        if other:
-            problems.append(f"the form does not show {', '.join(other)} operations")
+        for name, count in sorted(kinds.items(), key=lambda pair: str(pair[0])):
+            if not operations.known(name) or operations.get(name).form_class is None:
+                problems.append(f"the form does not show {name} operations")
+                continue
+            rows = operations.get(name).form_rows
+            if count > rows:
+                problems.append(f"it has {count} {name} operations and the form holds {rows}")
         return "; ".join(problems)
 
     @classmethod
-    def initial_for(cls, change) -> dict:
+    def for_change(cls, change) -> ChangeForm:
         initial = {
             "title": change.title,
             "reason": change.reason,
             "hosts": change.targets.get("host_ids", []),
             "filter": change.targets.get("filter", ""),
-            "parallelism": change.parallelism,
-            "canary_count": change.canary_count,
-            "max_failures": change.max_failures,
-            "not_before": change.not_before,
-            "not_after": change.not_after,
-            "allow_guest_impact": change.allow_guest_impact,
+            **{name: getattr(change, name) for name in cls.POLICY_FIELDS},
         }
+        rows: dict[str, int] = {}
+        per_operation = {}
         for op in change.operations:
-            if op["op"] == "kernel_args":
-                initial.update(
-                    {
-                        "iommu_preset": op.get("preset") == "iommu",
-                        "vfio_pci_ids": ", ".join(op.get("vfio_pci_ids") or []),
-                        "kargs_add": " ".join(op.get("add") or []),
-                        "kargs_remove": " ".join(op.get("remove") or []),
-                    }
-                )
-            elif op["op"] == "reboot":
-                initial.update({"reboot": op["when"], "reboot_parallelism": op.get("parallelism")})
-        vf_ops = [op for op in change.operations if op["op"] == "set_vfs"]
-        for row, op in enumerate(vf_ops[:OP_ROWS], start=1):
-            initial.update(
-                {
-                    f"op{row}_by": op["select"]["by"],
-                    f"op{row}_value": op["select"]["value"],
-                    f"op{row}_count": op["count"],
-                    f"op{row}_persist": op["persist"],
-                    f"op{row}_take_over": op.get("take_over", False),
-                }
-            )
-        return initial
+            row = rows.get(op["op"], 0)
+            rows[op["op"]] = row + 1
+            per_operation[(op["op"], row)] = operations.get(op["op"]).to_form(op)
+        return cls(initial=initial, operation_initial=per_operation)
 
 
 class VoteForm(forms.Form):

@@ -1,6 +1,6 @@
-"""Change requests, their plans and approvals, and the rollouts that execute them (issue 6).
+"""Change requests, their plans and approvals, and the rollouts that execute them.
 
-State lives here and only here; Celery tasks move it (changes/orchestration.py), every transition
+State lives here and only here; Celery tasks move it (changes/execution/), every transition
 goes through a service with `select_for_update` and an explicit table of allowed transitions
 (docs/changes.md).
 """

@@ -14,9 +14,10 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from hosts.intents import intents_of
 from hosts.models import Hypervisor, Nic, VirtualFunction
 
-from .operations import REGISTRY, HostPlan
+from .operations import HostPlan, PlanContext, get, in_phase_order
 
 # Nic columns planning never reads (fewer bytes and less model work on big fleets).
 NIC_DEFERRED = ("vendor_name", "device_name", "driver_version", "firmware", "mac", "operstate", "speed", "mtu",
@@ -119,25 +120,37 @@ def compute_plan(change, hosts: list[Hypervisor], now=None) -> Plan:
     for vf in held.only("nic_id", "index", "guest").order_by("nic_id", "index"):
         vfs_by_nic.setdefault(vf.nic_id, []).append(vf)
 
+    intents = intents_of(host_ids)
+    ordered = in_phase_order(change.operations)
     planned = []
     for order, host in enumerate(hosts):
         out = HostPlan()
         out.errors.extend(host_errors(host))
-        if host.facts_refreshed_at is None:
-            if host.status != Hypervisor.Status.UNKNOWN:
-                out.errors.append("no inventory yet: run discovery on this host first")
-        elif now - host.facts_refreshed_at > max_age:
-            age = int((now - host.facts_refreshed_at).total_seconds() // 60)
-            out.warnings.append(f"inventory is {age} minutes old; refresh it for an exact plan")
-        nics = nics_by_host.get(host.pk, [])
-        claimed: dict[str, int] = {}
-        # Per host, whatever the order they were given in: kernel args → VF counts → reboot
-        # (the reboot decides from what the others planned). Numbers stay the requester's.
-        numbered = list(enumerate(change.operations, start=1))
-        numbered.sort(key=lambda pair: getattr(REGISTRY[pair[1]["op"]], "phase", 1))
-        for number, op in numbered:
-            REGISTRY[op["op"]].plan(op, number, host, nics, vfs_by_nic, change, out, claimed)
+        out.warnings.extend(inventory_age_warnings(host, now, max_age, out))
+        ctx = PlanContext(
+            host=host,
+            nics=nics_by_host.get(host.pk, []),
+            vfs_by_nic=vfs_by_nic,
+            intents={(i.operation, i.subject): i.value for i in intents.get(host.pk, [])},
+            change=change,
+        )
+        # Per host, whatever the order they were given in, by phase (kernel args → VF counts →
+        # reboot: the reboot decides from what the others planned). Numbers stay the requester's.
+        for number, op in ordered:
+            ctx.number = number
+            get(op["op"]).plan(op, ctx, out)
         if not out.errors and not any(a.get("step") for a in out.actions):
             out.warnings.append("nothing to change on this host")
         planned.append(PlannedHost(host=host, plan=out, order=order))
     return Plan(hosts=planned, errors=[])
+
+
+def inventory_age_warnings(host: Hypervisor, now, max_age, out: HostPlan) -> list[str]:
+    if host.facts_refreshed_at is None:
+        if host.status != Hypervisor.Status.UNKNOWN:
+            out.errors.append("no inventory yet: run discovery on this host first")
+        return []
+    if now - host.facts_refreshed_at > max_age:
+        age = int((now - host.facts_refreshed_at).total_seconds() // 60)
+        return [f"inventory is {age} minutes old; refresh it for an exact plan"]
+    return []

@@ -1,9 +1,8 @@
 """Change lifecycle services: create, edit, re-plan, submit, schedule, cancel, retry.
 
-Every transition goes through `transition()` (allowed-transition table, row locked with
-select_for_update, audited in the same transaction). Views, tasks and the coming REST API call
-these; permissions are checked here, at the entry points. Approvals are in changes/approvals.py,
-execution in changes/orchestration.py.
+Every transition goes through `states.transition()` (allowed-transition table, row locked,
+audited in the same transaction). Views, the API and tasks call these; permissions are checked
+here, at the entry points. Approvals are in changes/approvals.py, execution in changes/execution/.
 """
 
 from django.conf import settings
@@ -15,38 +14,21 @@ from audit.services import record
 from console.roles import check_permission, has_permission
 from hosts.models import Hypervisor
 
+from . import dispatch
+from .execution.locks import immediate_constraints, lock_change, lock_host_runs, lock_rollout
+from .execution.transitions import HR, set_host_run_state
 from .models import ChangeRequest, HostRun, PlanItem, Rollout
 from .operations import OperationError, validate_operations
 from .planning import Plan, compute_plan
+from .states import CANCELLABLE, EDITABLE, FINISHED, ChangeError, actor_kwargs, transition
 from .targets import TargetError, resolve_targets, validate_targets
 
-State = ChangeRequest.State
+__all__ = ["CANCELLABLE", "EDITABLE", "FINISHED", "ChangeError", "immediate_constraints", "lock", "transition"]
 
-# The change state machine. Anything not listed is refused.
-TRANSITIONS = {
-    State.DRAFT: {State.SUBMITTED, State.CANCELLED},
-    State.SUBMITTED: {State.APPROVED, State.REJECTED, State.EXPIRED, State.DRAFT, State.CANCELLED},
-    State.APPROVED: {State.SCHEDULED, State.CANCELLED},
-    State.SCHEDULED: {State.RUNNING, State.CANCELLED, State.SUCCEEDED, State.FAILED, State.PARTIALLY_FAILED},
-    State.RUNNING: {State.SUCCEEDED, State.FAILED, State.PARTIALLY_FAILED, State.CANCELLED},
-    State.FAILED: {State.SCHEDULED},  # retry of the failed hosts
-    State.PARTIALLY_FAILED: {State.SCHEDULED},
-    State.REJECTED: set(),
-    State.EXPIRED: set(),
-    State.SUCCEEDED: set(),
-    State.CANCELLED: set(),
-}
-EDITABLE = (State.DRAFT, State.SUBMITTED)
-CANCELLABLE = (State.DRAFT, State.SUBMITTED, State.APPROVED, State.SCHEDULED, State.RUNNING)
-RETRYABLE = (State.FAILED, State.PARTIALLY_FAILED)
-FINISHED = (
-    State.SUCCEEDED,
-    State.FAILED,
-    State.PARTIALLY_FAILED,
-    State.CANCELLED,
-    State.REJECTED,
-    State.EXPIRED,
-)
+State = ChangeRequest.State
+RETRYABLE = (State.FAILED, State.PARTIALLY_FAILED, State.CANCELLED)
+# Host-run outcomes a retry runs again: never attempted (skipped, cancelled) or failed.
+RETRY_STATES = (HR.FAILED, HR.SKIPPED, HR.CANCELLED)
 
 POLICY_FIELDS = (
     "parallelism",
@@ -56,76 +38,10 @@ POLICY_FIELDS = (
     "not_after",
     "allow_guest_impact",
 )
-WORKER = "worker"
-
-
-class ChangeError(Exception):
-    """A refused action; `message` is for people (shown as is)."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-def actor_kwargs(user) -> dict:
-    return {"actor": user} if user is not None else {"actor_name": WORKER}
 
 
 def lock(change_id: int) -> ChangeRequest:
-    return ChangeRequest.objects.select_for_update(of=("self",)).get(pk=change_id)
-
-
-def immediate_constraints() -> None:
-    """PostgreSQL: check foreign keys at each INSERT/UPDATE of this transaction, not at COMMIT.
-
-    Django creates FKs DEFERRABLE INITIALLY DEFERRED, so their FOR KEY SHARE locks on the referenced
-    rows (users, hosts, the change) would otherwise be taken at COMMIT — after audit.record() took
-    the chain's advisory lock, which is the lock-order inversion docs/audit.md warns about. Call it
-    first thing in a service transaction. SQLite serialises writers anyway.
-    """
-    if connection.vendor == "postgresql" and connection.in_atomic_block:
-        with connection.cursor() as cursor:
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-
-
-def transition(
-    change: ChangeRequest,
-    new_state: str,
-    *,
-    user=None,
-    action: str,
-    message: str = "",
-    data: dict | None = None,
-    request=None,
-) -> ChangeRequest:
-    """Move a locked change to new_state if the table allows it, and audit `action`."""
-    old = change.state
-    if new_state not in TRANSITIONS[old]:
-        raise ChangeError(f"a {change.get_state_display().lower()} change cannot become {new_state}")
-    change.state = new_state
-    change.state_message = message
-    change.save(
-        update_fields=[
-            "state",
-            "state_message",
-            "updated_at",
-            "submitted_at",
-            "submission",
-            "decided_at",
-            "plan_hash",
-            "plan_computed_at",
-            "plan_blocked",
-        ]
-    )
-    record(
-        action,
-        obj=change,
-        change=change,
-        request=request,
-        data={"from": old, "to": new_state, **({"message": message} if message else {}), **(data or {})},
-        **actor_kwargs(user),
-    )
-    return change
+    return lock_change(change_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,13 +322,8 @@ def schedule(
     canaries = change.canary_count
     HostRun.objects.bulk_create(
         [
-            HostRun(
-                rollout=rollout,
-                host_id=item.host_id,
-                plan_item=item,
-                order=position,
-                is_canary=position < canaries,
-            )
+            HostRun(rollout=rollout, host_id=item.host_id, plan_item=item, order=position,
+                    is_canary=position < canaries)
             for position, item in enumerate(items)
         ]
     )
@@ -438,25 +349,25 @@ def schedule(
         data={"from": None, "to": rollout.state, "attempt": attempt},
         **actor_kwargs(user),
     )
-    from .tasks import advance_rollout
-
-    rollout_id = rollout.pk
-    transaction.on_commit(lambda: advance_rollout.delay(rollout_id))
+    dispatch.advance_rollout(rollout.pk)
     return rollout
 
 
 def cancel_change(change_id: int, user, *, reason: str = "", request=None) -> ChangeRequest:
-    """Cancel: pending host runs stop; running ones finish their current step. Not a rollback."""
+    """Cancel: pending host runs stop; a host waiting to come back from its reboot stops being
+    waited for at once; a host in the middle of a step finishes that step. Not a rollback."""
     check_permission(user, "operate")
     with transaction.atomic():
-        immediate_constraints()
         change = lock(change_id)
         if change.state not in CANCELLABLE:
             raise ChangeError(f"a {change.get_state_display().lower()} change cannot be cancelled")
         was = change.state
-        now = timezone.now()
-        rollout = change.rollouts.select_for_update(of=("self",)).order_by("-attempt").first()
+        latest = change.rollouts.order_by("-attempt").values_list("pk", flat=True).first()
+        rollout = lock_rollout(latest) if latest else None
         message = "cancelled by " + user.get_username() + (f": {reason}" if reason else "")
+        left = _stop_boot_waits(change, rollout) if rollout is not None and not rollout.is_finished else []
+        if left:
+            message += "; " + mid_reboot_words(left)
         transition(
             change,
             State.CANCELLED,
@@ -464,71 +375,136 @@ def cancel_change(change_id: int, user, *, reason: str = "", request=None) -> Ch
             action="change.cancelled",
             request=request,
             message=message,
-            data={"reason": reason, "was": was},
+            data={"reason": reason, "was": was, "left_mid_reboot": left},
         )
         if rollout is not None and not rollout.is_finished:
-            rollout.cancel_requested_at = now
+            rollout.cancel_requested_at = timezone.now()
             rollout.save(update_fields=["cancel_requested_at"])
-            from .tasks import advance_rollout
-
-            rollout_id = rollout.pk
-            transaction.on_commit(lambda: advance_rollout.delay(rollout_id))
+            dispatch.advance_rollout(rollout.pk)
     return change
 
 
-def retryable_items(change: ChangeRequest) -> tuple[list[PlanItem], list[str]]:
-    """The plan items of the last rollout's failed hosts, and why others cannot be retried.
+def _stop_boot_waits(change: ChangeRequest, rollout: Rollout) -> list[str]:
+    """Host runs waiting for their host to come back end now; returns the hosts' names."""
+    left = []
+    for run in lock_host_runs(rollout):
+        if run.state == HR.REBOOTING:
+            set_host_run_state(
+                run, HR.CANCELLED,
+                f"cancelled while waiting for {run.host.name} to come back from its reboot: nothing after the "
+                "reboot was verified. Check that the host is up, then refresh it and look at its kernel "
+                "arguments and VF counts.",
+                change_id=change.pk,
+            )
+            left.append(run.host.name)
+    return left
 
-    Only FAILED hosts are retried; skipped hosts (halted, window closed: never attempted) are not —
-    a new change covers them (docs/changes.md, "Retry")."""
-    rollout = change.rollouts.order_by("-attempt").first()
-    if rollout is None:
-        return [], ["this change never ran"]
-    runs = rollout.host_runs.filter(
-        state__in=(HostRun.State.FAILED, HostRun.State.DRIFTED)
-    ).select_related("plan_item", "host")
-    items, problems = [], []
-    for run in runs:
-        if run.state == HostRun.State.DRIFTED:
-            problems.append(f"{run.host.name} drifted from the plan")
-        else:
+
+def mid_reboot_words(names: list[str]) -> str:
+    return (f"{len(names)} host{'s' if len(names) != 1 else ''} left mid-reboot ({', '.join(names)}): check that "
+            "they came back, refresh them and compare their kernel arguments and VF counts with the plan")
+
+
+def retry_candidates(change: ChangeRequest) -> tuple[list[PlanItem], list[str], dict]:
+    """Plan items whose host has not succeeded in any attempt and whose latest attempt failed,
+    was skipped or was cancelled; why others cannot run again; and counts by latest outcome."""
+    latest: dict[int, HostRun] = {}
+    for run in HostRun.objects.filter(rollout__change=change).select_related("plan_item", "host", "rollout") \
+            .order_by("rollout__attempt"):
+        latest[run.plan_item_id] = run
+    succeeded = set(HostRun.objects.filter(rollout__change=change, state=HR.SUCCEEDED)
+                    .values_list("plan_item_id", flat=True))
+    items, problems, counts = [], [], {}
+    for item_id, run in latest.items():
+        if item_id in succeeded:
+            continue
+        if run.state in RETRY_STATES:
             items.append(run.plan_item)
-    return items, problems
+            counts[run.state] = counts.get(run.state, 0) + 1
+        elif run.state == HR.DRIFTED:
+            problems.append(f"{run.host.name} drifted from the plan: a new change is needed for it")
+    items.sort(key=lambda item: item.order)
+    return items, problems, counts
+
+
+def retry_offer(change: ChangeRequest) -> str | None:
+    """What Retry would run, in words ("3 hosts: 1 failed, 2 skipped"), or None when nothing."""
+    items, _problems, counts = retry_candidates(change)
+    return retry_words(counts) if items else None
+
+
+def retry_words(counts: dict) -> str:
+    """"3 hosts: 1 failed, 2 skipped"."""
+    total = sum(counts.values())
+    parts = [f"{n} {state}" for state, n in sorted(counts.items())]
+    return f"{total} host{'s' if total != 1 else ''}: {', '.join(parts)}" if total else "no host"
 
 
 def retry_change(change_id: int, user, *, request=None) -> Rollout:
-    """Re-run only the failed hosts of a finished change (not the skipped ones, which never ran),
-    as a new rollout approved from the same plan — only when re-planning those hosts gives the
-    same plan."""
+    """Run again, as a new rollout of the same approved plan, every host that did not succeed
+    (failed, skipped or cancelled) — only where re-planning it from the inventory gives the same
+    plan. A host whose inventory cannot tell (unreachable at the last contact...) is re-read now,
+    and the message says to retry once it answers. Every refusal is audited."""
     check_permission(user, "operate")
+    stale = []
     with transaction.atomic():
-        immediate_constraints()
         change = lock(change_id)
         if change.state not in RETRYABLE:
-            raise ChangeError(f"a {change.get_state_display().lower()} change has nothing to retry")
-        items, problems = retryable_items(change)
-        lock_hosts_for_reference([item.host_id for item in items])
-        if items:
-            hosts = [item.host for item in items]
-            plan = compute_plan(change, hosts)
-            fresh = {p.host.pk: p for p in plan.hosts}
-            for item in items:
-                now = fresh[item.host_id]
-                if now.plan.errors:
-                    problems.append(f"{item.host.name}: {'; '.join(now.plan.errors)}")
-                elif now.item_hash != item.item_hash:
-                    problems.append(f"{item.host.name}: the host no longer matches the approved plan")
-        if problems or not items:
-            raise ChangeError(
-                "cannot retry: "
-                + ("; ".join(problems) or "no failed hosts")
-                + ". The approved plan no longer holds; create a new change."
-            )
-        parent = change.rollouts.order_by("-attempt").first()
-        rollout = schedule(
-            change, user=user, items=items, parent=parent, action="change.retried", request=request
-        )
-    return rollout
+            refused = f"a {change.get_state_display().lower()} change has nothing to retry"
+        elif not change.rollouts.exists():
+            refused = "this change never ran: it has nothing to retry"
+        else:
+            items, problems, _counts = retry_candidates(change)
+            stale = _replan_problems(change, items, problems)
+            if not (problems or stale) and items:
+                parent = change.rollouts.order_by("-attempt").first()
+                return schedule(change, user=user, items=items, parent=parent, action="change.retried",
+                                request=request)
+            refused = _retry_refusal(items, problems, stale)
+    _record_refusal(change, user, refused, request, stale)
+    raise ChangeError(refused)
+
+
+def _replan_problems(change: ChangeRequest, items: list[PlanItem], problems: list[str]) -> list:
+    """Adds to `problems` the hosts whose plan no longer holds; returns the hosts to re-read."""
+    lock_hosts_for_reference([item.host_id for item in items])
+    if not items:
+        return []
+    fresh = {p.host.pk: p for p in compute_plan(change, [item.host for item in items]).hosts}
+    stale = []
+    for item in items:
+        now = fresh[item.host_id]
+        if now.plan.errors and item.host.status != Hypervisor.Status.REACHABLE:
+            stale.append(item.host)
+        elif now.plan.errors:
+            problems.append(f"{item.host.name}: {'; '.join(now.plan.errors)}")
+        elif now.item_hash != item.item_hash:
+            problems.append(f"{item.host.name}: the host no longer matches the approved plan (its inventory "
+                            "changed since the approval): a new change is needed for it")
+    return stale
+
+
+def _retry_refusal(items, problems: list[str], stale: list) -> str:
+    parts = list(problems)
+    if stale:
+        names = ", ".join(h.name for h in stale)
+        parts.append(f"{names}: not reachable at the last contact; re-reading {'it' if len(stale) == 1 else 'them'} "
+                     "now: press Retry again once the host page shows it reachable")
+    if not items and not parts:
+        parts.append("every host of the plan has succeeded")
+    return "cannot retry yet: " + "; ".join(parts) + "."
+
+
+def _record_refusal(change: ChangeRequest, user, refused: str, request, stale: list) -> None:
+    """A refused retry is kept in the audit (the attempt matters to a reviewer), and the hosts whose
+    inventory is too old to decide are re-read."""
+    from hosts.services import request_discovery
+
+    with transaction.atomic():
+        record("change.retry_refused", obj=change, change=change, actor=user, request=request,
+               data={"reason": refused})
+        for host in stale:
+            request_discovery(host, user)
 
 
 def can_cancel(change: ChangeRequest, user) -> bool:

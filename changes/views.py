@@ -7,18 +7,17 @@ from django.core.paginator import Paginator
 from django.db.models import Prefetch
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
-from django.template import TemplateDoesNotExist
-from django.template.loader import get_template
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from audit.models import AuditEvent
 from console.htmx import render_page, wants_partial
 from console.roles import has_permission, require_permission
 
-from . import approvals, services
+from . import approvals, operations, services
 from .filters import ChangeFilter, annotated_changes
 from .forms import CancelForm, ChangeForm, VoteForm, is_db_id
 from .models import Approval, ChangeRequest, HostRun, PlanItem, Step
+from .progress import progress_of
 
 PER_PAGE = 50
 TIMELINE_LIMIT = 300
@@ -64,7 +63,7 @@ def change_new(request):
     if len(given) > 1000 or not all(is_db_id(h) for h in given):
         return HttpResponseBadRequest("host must be a host id (a whole number), e.g. ?host=1&host=2")
     host_ids = [int(h) for h in given]
-    form = ChangeForm(initial={"hosts": host_ids, "op1_persist": True})
+    form = ChangeForm(initial={"hosts": host_ids})
     return render_page(request, "changes/form.html", {"form": form, "change": None})
 
 
@@ -92,7 +91,7 @@ def change_edit(request, pk):
                 messages.success(request, "Change updated. It is a draft again: submit it for approval.")
                 return redirect(change)
         return render_page(request, "changes/form.html", {"form": form, "change": change}, status=400)
-    form = ChangeForm(initial=ChangeForm.initial_for(change))
+    form = ChangeForm.for_change(change)
     return render_page(request, "changes/form.html", {"form": form, "change": change})
 
 
@@ -118,7 +117,7 @@ def change_preview(request):
 
 
 def _latest_rollout(change):
-    runs = HostRun.objects.select_related("host").prefetch_related(
+    runs = HostRun.objects.select_related("host", "plan_item").prefetch_related(
         Prefetch("steps", queryset=Step.objects.order_by("seq"))
     )
     return change.rollouts.order_by("-attempt").prefetch_related(Prefetch("host_runs", queryset=runs)).first()
@@ -126,27 +125,13 @@ def _latest_rollout(change):
 
 def _rollout_context(change, rollout) -> dict:
     runs = list(rollout.host_runs.all()) if rollout else []
-    done = sum(1 for r in runs if r.is_finished)
-    counts = {}
-    for run in runs:
-        counts[run.state] = counts.get(run.state, 0) + 1
     return {
         "change": change,
         "rollout": rollout,
         "runs": runs,
-        "done": done,
-        "total": len(runs),
-        "state_counts": sorted(counts.items()),
+        "progress": progress_of(runs),
         "polling": bool(rollout) and not rollout.is_finished,
     }
-
-
-def _timeline_template() -> str:
-    try:
-        get_template("audit/_timeline.html")
-    except TemplateDoesNotExist:
-        return "changes/_timeline_fallback.html"
-    return "audit/_timeline.html"
 
 
 @require_permission("view_fleet")
@@ -183,7 +168,8 @@ def change_detail(request, pk):
         ),
         "cancel_form": CancelForm(),
         "events": events,
-        "timeline_template": _timeline_template(),
+        "operation_summaries": operations.summaries(change.operations),
+        "retry_offer": services.retry_offer(change) if services.can_retry(change, user) else None,
         "earlier_rollouts": earlier,
     }
     context.update(_rollout_context(change, rollout))
@@ -196,6 +182,7 @@ def change_rollout(request, pk):
     """The live rollout section (polled by htmx every 2 s while the rollout is active)."""
     change = get_object_or_404(ChangeRequest, pk=pk)
     context = _rollout_context(change, _latest_rollout(change))
+    context["oob"] = wants_partial(request)  # the header's state badge follows the rollout live
     response = render_page(request, "changes/rollout.html", context, partial="changes/_rollout.html")
     if wants_partial(request) and not context["polling"]:
         # The rollout just finished: reload the page once so its header and actions show the outcome.
@@ -304,7 +291,8 @@ def change_cancel(request, pk):
         request,
         pk,
         lambda: services.cancel_change(pk, request.user, reason=reason, request=request),
-        "Cancelled. Hosts not started will not run; a host in the middle of a step finishes that step. "
+        "Cancelled. Hosts not started will not run; a host in the middle of a step finishes that step; a "
+        "host waiting to come back from a reboot is no longer waited for (the change says which). "
         "Nothing is rolled back.",
     )
 
@@ -316,6 +304,6 @@ def change_retry(request, pk):
         request,
         pk,
         lambda: services.retry_change(pk, request.user, request=request),
-        "Retrying the failed hosts as a new rollout of the same approved plan.",
+        "Retrying the hosts that did not succeed as a new rollout of the same approved plan.",
     )
 

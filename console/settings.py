@@ -257,6 +257,13 @@ DISCOVERY_PENDING_SECONDS = env_int("DISCOVERY_PENDING_SECONDS", 300)
 HOST_KEY_TOFU = env_bool("HOST_KEY_TOFU")
 
 # Changes (changes/, docs/changes.md).
+# The operations a change can carry, one class each (changes/operations/), in the wizard's order.
+# CHANGE_OPERATIONS_EXTRA adds more by dotted path (a site's own, or a test's).
+CHANGE_OPERATIONS = [
+    "changes.operations.set_vfs.SetVfs",
+    "changes.operations.kernel_args.KernelArgs",
+    "changes.operations.reboot.Reboot",
+] + env_list("CHANGE_OPERATIONS_EXTRA")
 CHANGE_APPROVALS_REQUIRED = env_int("CHANGE_APPROVALS_REQUIRED", 1)  # distinct approvers per change
 APPROVAL_MAX_AGE = env_int("APPROVAL_MAX_AGE", 7 * 24 * 3600)  # seconds a submitted change may wait
 PLAN_INVENTORY_MAX_AGE = env_int("PLAN_INVENTORY_MAX_AGE", 3600)  # older inventory → a plan warning

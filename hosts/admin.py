@@ -7,7 +7,7 @@ their public half (the private key is never displayed).
 
 from django.contrib import admin
 
-from .models import Credential, Hypervisor, Label, Nic, VirtualFunction
+from .models import Credential, Hypervisor, Intent, Label, Nic, VirtualFunction
 
 FACT_FIELDS = (
     "status",
@@ -75,8 +75,16 @@ class NicInline(ReadOnlyInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ("name", "pci_address", "driver", "sriov_totalvfs", "sriov_numvfs", "managed_numvfs", "present")
+    fields = ("name", "pci_address", "driver", "sriov_totalvfs", "sriov_numvfs", "present")
     readonly_fields = ("name", "pci_address", "driver", "sriov_totalvfs", "sriov_numvfs", "present")
+
+
+class IntentInline(ReadOnlyInline):
+    model = Intent
+    extra = 0
+    can_delete = False
+    fields = ("operation", "subject", "summary", "change_id", "applied_at")
+    readonly_fields = fields
 
 
 @admin.register(Hypervisor)
@@ -98,11 +106,10 @@ class HypervisorAdmin(ReadOnlyAdmin):
     readonly_fields = FACT_FIELDS + KEY_FIELDS
     fieldsets = (
         (None, {"fields": ("name", "address", "port", "username", "credential", "labels", "description")}),
-        ("Intent", {"fields": ("managed_kernel_args",)}),
         ("Host key", {"fields": KEY_FIELDS, "classes": ("collapse",)}),
         ("Observed", {"fields": FACT_FIELDS, "classes": ("collapse",)}),
     )
-    inlines = [NicInline]
+    inlines = [NicInline, IntentInline]
 
 
 class VirtualFunctionInline(ReadOnlyInline):
@@ -121,7 +128,6 @@ class NicAdmin(ReadOnlyAdmin):
         "driver",
         "sriov_totalvfs",
         "sriov_numvfs",
-        "managed_numvfs",
         "present",
     )
     list_filter = ("driver", "present", "persisted")

@@ -10,8 +10,9 @@ settings.DISCOVERY_CONCURRENCY at once, no database transaction open); then each
 written in its own transaction with the host row locked (select_for_update), so one host's bad data
 never loses another host's facts and a concurrent change executor never interleaves with it.
 
-Observed facts only: discovery never writes the console's intent (Nic.managed_numvfs,
-Hypervisor.managed_kernel_args); the change executor does, and drift is the difference.
+Observed facts only: discovery never writes the console's intent (Intent rows, written by the change
+executor); drift is the difference (hosts/intents.py).
+
 A failed discovery keeps the facts of the last good one and says why in `status_reason`.
 """
 
@@ -27,6 +28,7 @@ from django.utils import timezone
 import remote
 from audit.services import record
 
+from .intents import drift_reasons
 from .models import Hypervisor, Nic, VirtualFunction
 
 logger = logging.getLogger("hosts.discovery")
@@ -565,51 +567,30 @@ def _iso(value):
 # ---------------------------------------------------------------------------------------------
 
 
-def compute_drift(host: Hypervisor, nics=None) -> list[str]:
+def compute_drift(host: Hypervisor, nics=None, intents=None) -> list[str]:
     """Sentences describing where the observed state differs from what the console applied.
 
-    Pure (no writes). nics: the host's Nic rows if already loaded. Used by discovery and by the
-    change executor after it applies something. An undiscovered host has no drift.
+    Pure (no writes). nics / intents: the host's rows if already loaded. Used by discovery and by
+    the change executor after it applies something. An undiscovered host has no drift. Each
+    operation that applied something says how the host differs (hosts/intents.py).
     """
     if host.facts_refreshed_at is None:
         return []
-    reasons = []
     nics = list(host.nics.all()) if nics is None else nics
-    for nic in sorted(nics, key=lambda n: n.pci_address):
-        if nic.managed_numvfs is None:
-            continue
-        if not nic.present:
-            reasons.append(
-                f"{nic.name} ({nic.pci_address}) was configured by the console with {nic.managed_numvfs} VFs "
-                f"but the host no longer reports it."
-            )
-        elif nic.sriov_numvfs != nic.managed_numvfs:
-            observed = "no VF count" if nic.sriov_numvfs is None else f"{nic.sriov_numvfs} VFs"
-            hint = " (the count did not survive a reboot?)" if nic.sriov_numvfs == 0 else ""
-            reasons.append(
-                f"{nic.name} ({nic.pci_address}) has {observed}; "
-                f"the console applied {nic.managed_numvfs}{hint}."
-            )
-    wanted = [str(arg) for arg in (host.managed_kernel_args or [])]
-    if wanted:
-        tokens = set((host.cmdline or "").split())
-        missing = [arg for arg in wanted if arg not in tokens]
-        if missing:
-            reasons.append(
-                f"/proc/cmdline lacks {' '.join(missing)}, which the console applied to the boot "
-                f"configuration (not rebooted yet, or the grub configuration was changed)."
-            )
-    return reasons
+    intents = list(host.intents.all()) if intents is None else intents
+    if not intents:
+        return []
+    return drift_reasons(host, nics, intents)
 
 
-def update_drift(host: Hypervisor, *, actor=None, nics=None) -> bool:
+def update_drift(host: Hypervisor, *, actor=None, nics=None, intents=None) -> bool:
     """Recompute and store host.drifted/drift_reasons; audit detected/cleared on transitions.
 
     Call inside the caller's transaction with the host row locked. Returns the new `drifted`.
     `host.drift_detected` is recorded when drift appears or its reasons change, and
     `host.drift_cleared` when it goes away.
     """
-    reasons = compute_drift(host, nics)
+    reasons = compute_drift(host, nics, intents)
     drifted = bool(reasons)
     was, old_reasons = host.drifted, list(host.drift_reasons or [])
     if drifted == was and reasons == old_reasons:

@@ -124,8 +124,7 @@ class Hypervisor(models.Model):
     last_discovery_message = models.TextField(blank=True)
     discovery_requested_at = models.DateTimeField(null=True, blank=True)
 
-    # Intent the console applied, and drift from it.
-    managed_kernel_args = models.JSONField(default=list, blank=True)
+    # Drift from the intent the console applied (Intent rows).
     drifted = models.BooleanField(default=False, db_index=True)
     drift_reasons = models.JSONField(default=list, blank=True)
 
@@ -169,7 +168,6 @@ class Nic(models.Model):
     mtu = models.IntegerField(null=True, blank=True)
     sriov_totalvfs = models.IntegerField(null=True, blank=True)
     sriov_numvfs = models.IntegerField(null=True, blank=True)
-    managed_numvfs = models.IntegerField(null=True, blank=True)
     persisted_numvfs = models.IntegerField(null=True, blank=True)
     persisted = models.BooleanField(default=False)
     present = models.BooleanField(default=True, db_index=True)
@@ -195,10 +193,6 @@ class Nic(models.Model):
     def vendor_device(self) -> str:
         return f"{self.vendor_id}:{self.device_id}"
 
-    @property
-    def drifted(self) -> bool:
-        return self.present and self.managed_numvfs is not None and self.sriov_numvfs != self.managed_numvfs
-
 
 class VirtualFunction(models.Model):
     nic = models.ForeignKey(Nic, on_delete=models.CASCADE, related_name="vfs")
@@ -218,3 +212,27 @@ class VirtualFunction(models.Model):
 
     def __str__(self):
         return self.netdev or f"{self.nic.name} VF {self.index}"
+
+
+class Intent(models.Model):
+    """What a change applied to a host and the console wants to stay so; drift is what discovery
+    observes against it. One row per (host, operation, subject): the operation owns `value`
+    (changes/operations/), `summary` is its words for people ("4 VFs", "intel_iommu=on iommu=pt")."""
+
+    host = models.ForeignKey(Hypervisor, on_delete=models.CASCADE, related_name="intents")
+    operation = models.CharField(max_length=50)
+    # What on the host: "" for the host as a whole, a PF's PCI address, "<pci>#<first>-<last>"...
+    subject = models.CharField(max_length=100, blank=True)
+    value = models.JSONField()
+    summary = models.CharField(max_length=300)
+    change_id = models.PositiveBigIntegerField(null=True, blank=True)
+    applied_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["host", "operation", "subject"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "operation", "subject"], name="intent_unique_subject")
+        ]
+
+    def __str__(self):
+        return f"{self.operation} {self.subject or self.host_id}: {self.summary}"

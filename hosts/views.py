@@ -27,6 +27,7 @@ from console.roles import require_permission
 from . import importers, services
 from .filters import DEFAULT_PER_PAGE, PER_PAGE_CHOICES, HostFilterSet, annotated_hosts
 from .forms import HostForm, ImportConfirmForm, ImportUploadForm
+from .intents import annotate_nics
 from .models import Hypervisor, Nic, VirtualFunction
 
 TIMELINE_TEMPLATE = "audit/_timeline.html"
@@ -137,13 +138,15 @@ def host_detail(request, pk):
     )
     host = get_object_or_404(
         Hypervisor.objects.select_related("credential", "host_key_accepted_by").prefetch_related(
-            "labels", Prefetch("nics", queryset=nics)
+            "labels", "intents", Prefetch("nics", queryset=nics)
         ),
         pk=pk,
     )
     context = _discovery_context(host)
+    host_nics = list(host.nics.all())
+    annotate_nics(host, host_nics)
     context.update(
-        nics=list(host.nics.all()),
+        nics=host_nics,
         cmdline=cmdline_comparison(host),
         timeline_template=TIMELINE_TEMPLATE if _timeline_available() else None,
     )
@@ -191,6 +194,7 @@ def nic_detail(request, pk):
         pk=pk,
     )
     vfs = list(nic.vfs.all())
+    annotate_nics(nic.host, [nic])
     return render_page(request, "hosts/nic.html", {"nic": nic, "host": nic.host, "vfs": vfs})
 
 

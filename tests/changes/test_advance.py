@@ -6,7 +6,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from changes import approvals, orchestration, services
+from changes import approvals, services
+from changes.execution.host_run import run_host
+from changes.execution.rollout import advance
 from changes.models import ChangeRequest, HostRun
 
 from .conftest import change_data, make_host
@@ -43,26 +45,26 @@ def test_canary_alone_then_parallelism_then_halt(hosts, operator, approver):
     change, rollout = approved_change(
         hosts, operator, approver, canary_count=1, parallelism=2, max_failures=2
     )
-    orchestration.advance(rollout.pk)
-    orchestration.advance(rollout.pk)  # idempotent: nothing more while the canary runs
+    advance(rollout.pk)
+    advance(rollout.pk)  # idempotent: nothing more while the canary runs
     assert states(rollout) == ["pending*", "pending", "pending", "pending", "pending"]
     change.refresh_from_db()
     assert change.state == "running"
     finish(rollout, 0, "succeeded")
-    orchestration.advance(rollout.pk)
+    advance(rollout.pk)
     assert states(rollout) == ["succeeded", "pending*", "pending*", "pending", "pending"]
     finish(rollout, 1, "failed")
-    orchestration.advance(rollout.pk)
+    advance(rollout.pk)
     assert states(rollout) == ["succeeded", "failed", "pending*", "pending*", "pending"]
     HostRun.objects.filter(rollout=rollout, order=3).update(state="running")  # claimed by a worker
     finish(rollout, 2, "drifted")  # drifted counts as a failure
-    assert orchestration.advance(rollout.pk) == "halting"
+    assert advance(rollout.pk) == "halting"
     # Not started yet → skipped; the running host finishes.
     assert states(rollout) == ["succeeded", "failed", "drifted", "running", "skipped"]
     rollout.refresh_from_db()
     assert rollout.halted and rollout.message == "halted after 2 failures"
     finish(rollout, 3, "succeeded")
-    assert orchestration.advance(rollout.pk) == "partially_failed"
+    assert advance(rollout.pk) == "partially_failed"
     change.refresh_from_db()
     assert change.state == "partially_failed"
     assert HostRun.objects.get(rollout=rollout, order=4).message == "halted after 2 failures"
@@ -72,9 +74,9 @@ def test_canary_failure_halts_everything(hosts, operator, approver):
     change, rollout = approved_change(
         hosts, operator, approver, canary_count=2, parallelism=5, max_failures=5
     )
-    orchestration.advance(rollout.pk)
+    advance(rollout.pk)
     finish(rollout, 0, "failed")
-    assert orchestration.advance(rollout.pk) == "failed"
+    assert advance(rollout.pk) == "failed"
     assert states(rollout) == ["failed", "skipped", "skipped", "skipped", "skipped"]
     assert HostRun.objects.get(rollout=rollout, order=1).message == "halted: canary hv0 failed"
     change.refresh_from_db()
@@ -86,26 +88,26 @@ def test_window_not_before_and_not_after(hosts, operator, approver):
     change, rollout = approved_change(
         hosts[:2], operator, approver, not_before=later, not_after=later + timedelta(hours=1)
     )
-    assert orchestration.advance(rollout.pk) == "window"
+    assert advance(rollout.pk) == "window"
     assert states(rollout) == ["pending", "pending"]
     rollout.refresh_from_db()
     assert rollout.message.startswith("waiting for the window: not before")
     ChangeRequest.objects.filter(pk=change.pk).update(
         not_before=timezone.now() - timedelta(hours=2), not_after=timezone.now() - timedelta(hours=1)
     )
-    assert orchestration.advance(rollout.pk) == "failed"
+    assert advance(rollout.pk) == "failed"
     assert all(r.state == "skipped" and "window closed" in r.message for r in rollout.host_runs.all())
 
 
 def test_cancel_stops_pending_hosts(hosts, operator, approver):
     change, rollout = approved_change(hosts[:3], operator, approver, parallelism=1)
-    orchestration.advance(rollout.pk)
+    advance(rollout.pk)
     HostRun.objects.filter(rollout=rollout, order=0).update(state="running")
     services.cancel_change(change.pk, operator, reason="maintenance moved")
-    assert orchestration.advance(rollout.pk) == "cancelling"
+    assert advance(rollout.pk) == "cancelling"
     assert states(rollout) == ["running", "cancelled", "cancelled"]
     finish(rollout, 0, "succeeded")
-    assert orchestration.advance(rollout.pk) == "cancelled"
+    assert advance(rollout.pk) == "cancelled"
     change.refresh_from_db()
     assert change.state == "cancelled"
 
@@ -114,9 +116,9 @@ def test_a_busy_host_makes_the_second_change_wait_and_say_why(hosts, operator, a
     _first, r1 = approved_change(hosts[:1], operator, approver)
     second, r2 = approved_change(hosts[:1], operator, approver)
     HostRun.objects.filter(rollout=r1).update(state="running")
-    orchestration.advance(r2.pk)
+    advance(r2.pk)
     run = r2.host_runs.get()
-    assert orchestration.run_host(run.pk, run.owner if run.owner else "x") == "not claimed"
+    assert run_host(run.pk, run.owner if run.owner else "x") == "not claimed"
     run.refresh_from_db()
     assert run.state == "waiting"
     assert run.message == f"waiting: host is held by change #{_first.pk}"

@@ -5,10 +5,11 @@ running guests, the verification namespace and the reboot parallelism."""
 import pytest
 
 from changes import services
-from changes.kernel_args import KernelArgs, conflicts_in, edit_value
+from changes.execution.rollout import effective_parallelism
 from changes.models import ChangeRequest
 from changes.operations import OperationError, validate_operations
-from changes.reboots import Reboot, duration_words, effective_parallelism
+from changes.operations.kernel_args import KernelArgs, conflicts_in, edit_value
+from changes.operations.reboot import Reboot, duration_words
 from hosts.models import Hypervisor
 
 from .conftest import change_data, make_host
@@ -133,10 +134,14 @@ def test_iommu_preset_per_cpu_vendor_before_after_tool_and_reboot(credential):
     assert "verify: new boot id, /proc/cmdline has intel_iommu=on iommu=pt vfio-pci.ids=8086:1521, IOMMU active" in (
         item.actions[1]["text"])
     assert item.before == {"kernel_args": {"grub_cmdline_linux_default": "console=tty1 console=ttyS0"}}
-    assert item.after["boot"] == {"cmdline:intel_iommu=on": True, "cmdline:iommu=pt": True,
-                                  "cmdline:vfio-pci.ids=8086:1521": True, "iommu_active": True}
+    assert item.after["kernel_args"] == {
+        "grub_cmdline_linux_default": "console=tty1 console=ttyS0 intel_iommu=on iommu=pt vfio-pci.ids=8086:1521",
+        "cmdline:intel_iommu=on": True, "cmdline:iommu=pt": True, "cmdline:vfio-pci.ids=8086:1521": True,
+        "iommu_active": True,
+    }
 
-    assert by_name["hv-amd"].actions[0]["grub"]["after"] == "quiet amd_iommu=on iommu=pt vfio-pci.ids=8086:1521"
+    # AMD-Vi is on by default where the firmware enables it: amd_iommu=on is not a valid value.
+    assert by_name["hv-amd"].actions[0]["grub"]["after"] == "quiet iommu=pt vfio-pci.ids=8086:1521"
     assert "--args='intel_iommu=on iommu=pt vfio-pci.ids=8086:1521'" in by_name["hv-rhel"].actions[0]["grub"][
         "tool_words"]
     assert by_name["hv-odd"].errors == [
@@ -188,8 +193,7 @@ def test_combined_change_runs_kernel_args_then_vfs_then_reboot_and_checks_persis
     ops = [{"op": "reboot"}, {"op": "set_vfs", "select": {"by": "name", "value": "eno49"}, "count": 4}, iommu()]
     item = preview([host], ops).hosts[0].plan
     assert [a["step"]["op"] for a in item.actions if a.get("step")] == ["kernel_args", "set_vfs", "reboot"]
-    assert item.after["numvfs"] == {"0000:04:00.0": 4}
-    assert item.after["boot"]["vfs:0000:04:00.1"] == 2
+    assert item.after["numvfs"] == {"0000:04:00.0": 4, "boot:0000:04:00.1": 2}
     assert "eno49 has 4 VFs again" in item.actions[-1]["text"]
     # not persisted + reboot: the VFs would vanish
     ops[1]["persist"] = False
@@ -208,6 +212,18 @@ def test_legacy_kernel_max_vfs_route_needs_the_reboot(credential):
     # kernel arguments need /etc/default/grub, which grub-legacy hosts do not have
     blocked = preview([host], [iommu()]).hosts[0].plan
     assert blocked.errors[0].startswith("operation 1: no /etc/default/grub on this host")
+
+
+def test_vfio_pci_ids_of_a_pf_the_host_uses_is_blocking(credential):
+    host = host_with("hv-pf", credential, nics=[("eno49", "0000:04:00.0", 0)])  # an I350 port, 8086:1521
+    item = preview([host], [iommu(vfio_pci_ids=["8086:1521"])]).hosts[0].plan
+    assert item.errors == [
+        "operation 1: vfio-pci.ids=8086:1521 is the device id of eno49 (0000:04:00.0), a port this host uses: "
+        "vfio-pci would take it from its driver at boot; the VFs of this NIC have id 8086:1520"
+    ]
+    explicit = preview([host], [{"op": "kernel_args", "add": ["vfio-pci.ids=8086:1521"]}]).hosts[0].plan
+    assert explicit.errors and "a port this host uses" in explicit.errors[0]
+    assert not preview([host], [iommu(vfio_pci_ids=["8086:1520"])]).hosts[0].plan.errors
 
 
 def test_grub_cmdline_linux_conflict_is_blocking(credential):

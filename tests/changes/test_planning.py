@@ -147,7 +147,7 @@ def test_stale_inventory_warns_and_selection_by_driver(credential):
     )
     plan = preview([host], [op("igb", 2, by="driver")])
     item = plan.hosts[0].plan
-    assert [a["pf"] for a in item.actions] == ["eno49", "eno50"]
+    assert [a["label"] for a in item.actions] == ["eno49", "eno50"]
     assert item.warnings[0].startswith("inventory is 180 minutes old")
     plan = preview([host], [op("0000:04:00.1", 1, by="pci"), op("8086:1521", 2, by="vendor_device")])
     errors = plan.hosts[0].plan.errors

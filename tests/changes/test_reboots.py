@@ -10,8 +10,8 @@
 
 import pytest
 
+from changes.execution.boot_wait import run_message
 from changes.models import HostRun, Rollout
-from changes.reboots import run_message
 from hosts.models import Nic
 
 from .conftest import wait_for
@@ -121,7 +121,7 @@ def test_persisted_vfs_come_back_and_the_verification_notices_when_not(celery_wo
 
     # A reboot of the other host, whose persistence rule someone removed by hand after the plan.
     bad = create([lost_host], operator, [REBOOT_ALWAYS])
-    assert bad.plan_items.get().after["boot"] == {f"vfs:{ENO50}": 3}
+    assert bad.plan_items.get().after["numvfs"] == {f"boot:{ENO50}": 3}
     lost_sim.system().remove("/etc/udev/rules.d/70-sriov-console.rules")
     approve(bad, operator, approver)
     rollout = finished(bad)

@@ -146,7 +146,8 @@ def test_three_host_change_four_eyes_transcripts_and_the_reset(celery_worker, fl
         assert AuditEvent.objects.filter(action="step.finished", data__step=action.pk).exists()
     assert (
         Nic.objects.filter(
-            host__in=hosts, pci_address=ENO49, managed_numvfs=4, sriov_numvfs=4, persisted=True
+            host__in=hosts, pci_address=ENO49, sriov_numvfs=4, persisted=True,
+            host__intents__operation="set_vfs", host__intents__subject=ENO49, host__intents__value=4,
         ).count()
         == 3
     )
@@ -320,7 +321,7 @@ def test_drift_between_approval_and_execution(celery_worker, fleet, operator, ap
     assert set_vfs_calls(sims[0]) == []
     assert sims[0].true_state()["numvfs"][ENO49] == 2
     assert change.state == "failed"
-    with pytest.raises(services.ChangeError, match="drifted from the plan.*create a new change"):
+    with pytest.raises(services.ChangeError, match="drifted from the plan: a new change is needed"):
         services.retry_change(change.pk, operator)
 
 

@@ -96,24 +96,24 @@ def test_change_wizard_approval_and_live_rollout(browser, celery_worker, fleet, 
     preview = page.locator("#plan-preview")
     page.fill("#id_title", "VFs for the e2e rack")
     page.fill("#id_reason", "guests need SR-IOV")
-    page.fill("#id_op1_value", "eno49")
-    page.fill("#id_op1_count", "4")
-    page.press("#id_op1_count", "Tab")  # change event → the preview is re-planned
+    page.fill("#id_set_vfs-0-value", "eno49")
+    page.fill("#id_set_vfs-0-count", "4")
+    page.press("#id_set_vfs-0-count", "Tab")  # change event → the preview is re-planned
     expect(preview).to_contain_text("2 hosts")
     expect(preview).to_contain_text("no blocking error")
     expect(preview.locator("table.plan tbody tr")).to_have_count(2)
     expect(preview.locator("table.plan tbody tr").nth(0)).to_contain_text("eno49: 0 → 4 VFs")
     expect(preview.locator("table.plan tbody tr").nth(1)).to_contain_text("eno49: 0 → 4 VFs")
 
-    page.fill("#id_op1_count", "99")
-    page.press("#id_op1_count", "Tab")
+    page.fill("#id_set_vfs-0-count", "99")
+    page.press("#id_set_vfs-0-count", "Tab")
     expect(preview).to_contain_text("2 blocking errors")
     expect(preview.locator("tr.row-bad")).to_have_count(2)
     expect(preview).to_contain_text("eno49: 99 VFs requested, the NIC supports at most 7")
 
     # A form error (a value without a count) replaces the plan with the error (a 422 partial).
-    page.fill("#id_op1_count", "")
-    page.press("#id_op1_count", "Tab")
+    page.fill("#id_set_vfs-0-count", "")
+    page.press("#id_set_vfs-0-count", "Tab")
     try:
         expect(preview).to_contain_text("Give the VF count", timeout=5_000)
     except AssertionError:
@@ -121,8 +121,8 @@ def test_change_wizard_approval_and_live_rollout(browser, celery_worker, fleet, 
                     "changes:preview, and the stale plan stays on screen: "
                     + preview.inner_text().replace("\n", " ")[:200])
 
-    page.fill("#id_op1_count", "4")
-    page.press("#id_op1_count", "Tab")
+    page.fill("#id_set_vfs-0-count", "4")
+    page.press("#id_set_vfs-0-count", "Tab")
     expect(preview).to_contain_text("no blocking error")
     expect(preview).not_to_contain_text("supports at most")
     page.locator("#id_title").focus()  # no focus ring in the middle of the screenshot

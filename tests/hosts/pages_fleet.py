@@ -18,6 +18,7 @@ from django.db import transaction
 
 import remote
 from hosts import discovery
+from hosts.intents import record_intent
 from hosts.models import Hypervisor, Label
 from remote import protocol
 from simfleet.host import SimHost
@@ -88,8 +89,8 @@ def build_fleet(count: int, prefix: str = "hv") -> list[Hypervisor]:
             with transaction.atomic():
                 locked = Hypervisor.objects.select_for_update().get(pk=host.pk)
                 nic = locked.nics.filter(sriov_totalvfs__gt=0).order_by("pci_address").first()
-                nic.managed_numvfs = (nic.sriov_numvfs or 0) + 2  # the console applied more than is there
-                nic.save(update_fields=["managed_numvfs"])
+                more = (nic.sriov_numvfs or 0) + 2  # the console applied more than is there
+                record_intent(locked.pk, "set_vfs", nic.pci_address, more, f"{more} VFs on {nic.name}")
                 discovery.update_drift(locked)
         hosts.append(host)
     return hosts

@@ -16,6 +16,7 @@ import remote
 from audit.models import AuditEvent
 from hosts.credentials import create_credential
 from hosts.discovery import compute_drift, discover_hosts
+from hosts.intents import record_intent
 from hosts.models import Hypervisor, Nic
 from hosts.services import request_discovery
 from hosts.tasks import discover_fleet, discover_host
@@ -218,8 +219,8 @@ def test_nic_changes_and_drift_through_celery(celery_worker, fleet, credential, 
     )
     Nic.objects.filter(host=host, name="eno50").update(present=False, gone_at=timezone.now())
     # Intent the console applied earlier (normally written by the change executor).
-    Nic.objects.filter(pk=eno49.pk).update(managed_numvfs=4)
-    Hypervisor.objects.filter(pk=host.pk).update(managed_kernel_args=["intel_iommu=on", "iommu=pt"])
+    record_intent(host.pk, "set_vfs", eno49.pci_address, 4, "4 VFs on eno49")
+    record_intent(host.pk, "kernel_args", "", ["intel_iommu=on", "iommu=pt"], "intel_iommu=on iommu=pt")
 
     host = refresh(host, operator)
     ghost.refresh_from_db()
@@ -251,7 +252,7 @@ def test_nic_changes_and_drift_through_celery(celery_worker, fleet, credential, 
         target, "set_vfs", {"pf": "eno49", "pci_address": "0000:04:00.0", "count": 4, "persist": True}
     )
     assert result.ok, result.message
-    Hypervisor.objects.filter(pk=host.pk).update(managed_kernel_args=[])
+    record_intent(host.pk, "kernel_args", "", None, "")
 
     host = refresh(host, operator)
     eno49.refresh_from_db()
@@ -286,7 +287,7 @@ def test_nic_changes_and_drift_through_celery(celery_worker, fleet, credential, 
     remote.run_agent_sync(
         target, "set_vfs", {"pf": "eno49", "pci_address": "0000:04:00.0", "count": 0, "persist": True}
     )
-    Nic.objects.filter(pk=eno49.pk).update(managed_numvfs=None)
+    record_intent(host.pk, "set_vfs", eno49.pci_address, None, "")
     host = refresh(host, operator)
     assert not host.drifted and len(events("host.drift_cleared", host)) == 2
 

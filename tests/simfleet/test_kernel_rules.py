@@ -140,9 +140,11 @@ def test_ubuntu_cloudimg_override_is_effective():
     [
         ("GenuineIntel", "ro intel_iommu=on iommu=pt", True),
         ("GenuineIntel", "ro amd_iommu=on", False),
-        ("AuthenticAMD", "ro intel_iommu=on", False),
-        ("AuthenticAMD", "ro amd_iommu=on iommu=pt", True),
-        ("AuthenticAMD", "ro quiet", False),
+        # AMD-Vi is on by default where the firmware provides IVRS; only amd_iommu=off turns it off.
+        ("AuthenticAMD", "ro quiet", True),
+        ("AuthenticAMD", "ro iommu=pt", True),
+        ("AuthenticAMD", "ro amd_iommu=off", False),
+        ("AuthenticAMD", "ro iommu=off", False),
     ],
 )
 def test_iommu_rule(vendor, cmdline, active):
@@ -153,7 +155,7 @@ def test_iommu_by_vendor_on_epyc_host():
     host = SimHost("k10", "epyc")
     s = host.system()
     assert "AuthenticAMD" in s.read_text("/proc/cpuinfo")
-    for arg, active in (("intel_iommu=on", False), ("amd_iommu=on", True)):
+    for arg, active in (("amd_iommu=off", False), ("iommu=pt", True)):
         text = s.read_text("/etc/default/grub")
         text = text.replace('DEFAULT="quiet"', f'DEFAULT="quiet {arg}"')
         s.atomic_write("/etc/default/grub", text)

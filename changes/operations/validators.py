@@ -1,4 +1,4 @@
-"""Small syntax checks for operation input (kept apart so forms and the API share them)."""
+"""Small syntax checks for operation input, shared by the operation modules."""
 
 import re
 
@@ -16,8 +16,17 @@ SELECT_RULES = {
 
 
 def check_select_value(by: str, value: str, where: str) -> None:
-    from .operations import OperationError
+    from .base import OperationError
 
     pattern, example = SELECT_RULES[by]
     if not pattern.match(value):
         raise OperationError(f"{where}: {value!r} is not {example}")
+
+
+def legacy_kernel(release: str) -> bool:
+    """Kernels before 3.8 have no sriov_numvfs: the VF count is the driver's max_vfs parameter."""
+    try:
+        major, minor = (int(p) for p in (release or "").split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) < (3, 8)

@@ -1,14 +1,19 @@
-"""Regression tests of the review of changes/ that need a host over real SSH (simfleet): the
-step interrupted by a lost worker is decided from a re-read of the host, and the maintenance
-window stops a host run between steps. run_host runs in this process (no worker): the tests set
-up the rows a lost worker leaves behind."""
+"""A step interrupted by a lost worker is decided from a re-read of the host (done, re-run or
+drifted), a late result of a replaced worker is kept, and the maintenance window stops a host run
+between steps — over real SSH to simfleet. run_host runs in this process (no worker): the tests
+set up the rows a lost worker leaves behind."""
 
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
-from changes import approvals, orchestration, services
+from changes import approvals, services
+from changes.execution.host_run import run_host
+from changes.execution.recovery import resume_stale
+from changes.execution.rollout import advance
+from changes.execution.transitions import close_open_steps
 from changes.models import ChangeRequest, HostRun, Rollout, Step
 from simfleet import SimFleet
 from tests.conftest import ensure_role_groups
@@ -49,7 +54,7 @@ def lost_worker_run(fleet, operator, approver, ops, **policy):
     services.submit_change(change.pk, operator)
     approvals.approve(change.pk, approver, approval_hash=approvals.current_approval_hash(change.pk))
     rollout = Rollout.objects.get(change=change)
-    orchestration.advance(rollout.pk)
+    advance(rollout.pk)
     run = HostRun.objects.get(rollout=rollout)
     item = run.plan_item
     now = timezone.now()
@@ -65,10 +70,10 @@ def lost_worker_run(fleet, operator, approver, ops, **policy):
 
 
 def resume_and_run(run):
-    assert orchestration.resume_stale() == [run.pk]
+    assert resume_stale() == [run.pk]
     run.refresh_from_db()
     assert run.lease == ""
-    return orchestration.run_host(run.pk, run.owner)
+    return run_host(run.pk, run.owner)
 
 
 def test_a_step_the_lost_worker_applied_is_not_sent_again(fleet, operator, approver):
@@ -113,7 +118,7 @@ def test_the_window_closing_between_steps_stops_the_host_run(fleet, operator, ap
     ChangeRequest.objects.filter(pk=change.pk).update(not_after=timezone.now() - timedelta(minutes=1))
     sim.events.clear()
     run.refresh_from_db()
-    assert orchestration.run_host(run.pk, run.owner) == "failed"
+    assert run_host(run.pk, run.owner) == "failed"
     run.refresh_from_db()
     assert run.message.startswith("window closed after 1 of 2 steps")
     assert "not rolled back" in run.message
@@ -133,7 +138,7 @@ def test_a_late_result_of_a_step_closed_as_interrupted_is_kept_as_a_step(fleet, 
     services.submit_change(change.pk, operator)
     approvals.approve(change.pk, approver, approval_hash=approvals.current_approval_hash(change.pk))
     rollout = Rollout.objects.get(change=change)
-    orchestration.advance(rollout.pk)
+    advance(rollout.pk)
     run = HostRun.objects.get(rollout=rollout)
     outcome = {}
     sim.inject("latency", seconds=3.0)
@@ -142,7 +147,7 @@ def test_a_late_result_of_a_step_closed_as_interrupted_is_kept_as_a_step(fleet, 
         from django.db import connection
 
         try:
-            outcome["state"] = orchestration.run_host(run.pk, run.owner)
+            outcome["state"] = run_host(run.pk, run.owner)
         finally:
             connection.close()
 
@@ -155,8 +160,9 @@ def test_a_late_result_of_a_step_closed_as_interrupted_is_kept_as_a_step(fleet, 
         )
         # The old worker is presumed dead: a new owner takes over and closes its step.
         HostRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
-        assert orchestration.resume_stale() == [run.pk]
-        orchestration._close_interrupted(run, [step])
+        assert resume_stale() == [run.pk]
+        with transaction.atomic():
+            close_open_steps(run, run.rollout.change_id)
     finally:
         thread.join(timeout=60)
         sim.clear_faults()

@@ -1,34 +1,28 @@
-"""The `kernel_args` operation (issue 7): edit GRUB_CMDLINE_LINUX_DEFAULT, regenerate the boot
-configuration with the host's own tool; the "Enable IOMMU for SR-IOV" preset.
-
-Operation format (validated by `KernelArgs.validate`)::
+"""`kernel_args`: edit GRUB_CMDLINE_LINUX_DEFAULT and regenerate the boot configuration with the
+host's own tool; the "Enable IOMMU for SR-IOV" preset.
 
     {"op": "kernel_args", "add": ["intel_iommu=on", "iommu=pt"], "remove": ["quiet"]}
-    {"op": "kernel_args", "preset": "iommu", "vfio_pci_ids": ["8086:1521"], "add": [], "remove": []}
+    {"op": "kernel_args", "preset": "iommu", "vfio_pci_ids": ["8086:1520"], "add": [], "remove": []}
 
 `preset: "iommu"` resolves per host at plan time from the host's CPU vendor (Intel:
-``intel_iommu=on iommu=pt``; AMD: ``amd_iommu=on iommu=pt``; anything else is a blocking error),
-plus ``vfio-pci.ids=<ids>`` when `vfio_pci_ids` is given. A `remove` item without ``=`` removes
-every token with that key (``iommu`` removes ``iommu=pt``); with ``=`` only that exact token.
+``intel_iommu=on iommu=pt``; AMD: ``iommu=pt`` — AMD-Vi is on by default where the firmware enables
+it, ``amd_iommu=on`` is not a valid value; anything else is a blocking error), plus
+``vfio-pci.ids=<ids>`` when `vfio_pci_ids` is given: the VFs' device ids (I350 VF 8086:1520, X710
+VF 8086:154c, ConnectX-5 VF 15b3:1018), never a PF the host uses. A `remove` item without ``=``
+removes every token with that key (``iommu`` removes ``iommu=pt``); with ``=`` only that token.
 
-Namespace ``kernel_args`` of the plan's before/after: ``{"grub_cmdline_linux_default": value}``
-(whitespace-normalised), compared by the drift check and the verification. Pure functions only:
-no database, no SSH (the per-host facts come from the Hypervisor row the planner passes in).
+Namespace ``kernel_args`` of the plan: ``{"grub_cmdline_linux_default": value}`` (whitespace-
+normalised); after a reboot also ``cmdline:<token>`` → True/False (must / must not be on
+/proc/cmdline) and ``iommu_active``. Intent: the arguments the console added (host-wide).
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # changes/operations.py imports this module at its end: no import cycle at runtime
-    from .operations import HostPlan
+from django import forms
 
-
-def OperationError(message: str):  # noqa: N802 - builds changes.operations.OperationError lazily
-    from .operations import OperationError as error
-
-    return error(message)
+from .base import HostPlan, IntentValue, Operation, OperationError, PlanContext, Resume
 
 # Same pattern as the agent's KARG_RE (agent/sriov_agent.py): name or name=value, no quotes, no
 # spaces, no shell metacharacters. The agent checks again; the console refuses earlier, per field.
@@ -43,8 +37,18 @@ MAX_ARG_LENGTH = 512
 MAX_ARGS = 32
 VFIO_ID_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
 PRESETS = ("iommu",)
-IOMMU_ARGS = {"intel": ["intel_iommu=on", "iommu=pt"], "amd": ["amd_iommu=on", "iommu=pt"]}
-VENDOR_IOMMU_ON = {"intel": "intel_iommu=on", "amd": "amd_iommu=on"}
+IOMMU_ARGS = {"intel": ["intel_iommu=on", "iommu=pt"], "amd": ["iommu=pt"]}
+# The PF device ids of common SR-IOV NICs and the id of their VFs: vfio-pci.ids takes the VF id;
+# the PF id would bind the host's own ports to vfio-pci at boot.
+VF_ID_OF_PF = {
+    "8086:1521": "8086:1520",  # I350 → I350 VF (igbvf)
+    "8086:10fb": "8086:10ed",  # 82599 → 82599 VF (ixgbevf)
+    "8086:1572": "8086:154c",  # X710 → X710/XL710 VF (iavf)
+    "8086:1583": "8086:154c",  # XL710
+    "8086:158b": "8086:154c",  # XXV710
+    "15b3:1017": "15b3:1018",  # ConnectX-5 → ConnectX-5 VF
+    "15b3:1015": "15b3:1016",  # ConnectX-4 Lx → its VF
+}
 GRUB_VAR = "GRUB_CMDLINE_LINUX_DEFAULT"
 
 # Tokens that cannot both be on one command line (besides the generic rule: one key, two values).
@@ -206,13 +210,11 @@ def tool_words(tool: str, add: list[str], remove: list[str]) -> str:
     return tool
 
 
-def wanted_tokens(change_operations: list[dict], cpu_vendor: str | None) -> tuple[list[str], list[str]]:
-    """All tokens the change adds and removes on a host of this vendor (for the reboot op)."""
+def wanted_tokens(operations: list[dict], cpu_vendor: str | None) -> tuple[list[str], list[str]]:
+    """All tokens these kernel_args operations add and remove on a host of this vendor."""
     add: list[str] = []
     remove: list[str] = []
-    for op in change_operations:
-        if op.get("op") != KernelArgs.name:
-            continue
+    for op in operations:
         args, error = resolve_add(op, cpu_vendor)
         if error:
             continue
@@ -221,17 +223,56 @@ def wanted_tokens(change_operations: list[dict], cpu_vendor: str | None) -> tupl
     return add, remove
 
 
-class KernelArgs:
-    name = "kernel_args"
-    namespace = "kernel_args"
-    phase = 0  # kernel args -> VF counts -> reboot
+def pf_ids_in(tokens: list[str], nics: list) -> list[str]:
+    """Sentences for vfio-pci.ids values that are the device id of a PF this host uses."""
+    ids = {i for t in tokens if key_of(t) == "vfio-pci.ids" for i in t.split("=", 1)[1].split(",")}
+    problems = []
+    for nic in nics:
+        pf_id = f"{nic.vendor_id}:{nic.device_id}".lower()
+        if pf_id in ids and nic.present:
+            hint = f"; the VFs of this NIC have id {VF_ID_OF_PF[pf_id]}" if pf_id in VF_ID_OF_PF else ""
+            problems.append(
+                f"vfio-pci.ids={pf_id} is the device id of {nic.name} ({nic.pci_address}), a port this host "
+                f"uses: vfio-pci would take it from its driver at boot{hint}"
+            )
+    return problems
 
-    # -- input ------------------------------------------------------------------------------
+
+class KernelArgsForm(forms.Form):
+    iommu_preset = forms.BooleanField(
+        required=False, label="Enable IOMMU for SR-IOV",
+        help_text="Per host from its CPU vendor: Intel intel_iommu=on iommu=pt; AMD iommu=pt (AMD-Vi is on by "
+                  "default where the firmware enables it).",
+    )
+    vfio_pci_ids = forms.CharField(
+        max_length=200, required=False, label="vfio-pci.ids",
+        widget=forms.TextInput(attrs={"placeholder": "8086:1520, 15b3:1018"}),
+        help_text="Optional, with the IOMMU preset: the VFs' vendor:device ids, bound to vfio-pci at boot "
+                  "(I350 VF 8086:1520, X710 VF 8086:154c, ConnectX-5 VF 15b3:1018). Never a PF's id.",
+    )
+    add = forms.CharField(
+        max_length=2000, required=False, label="Add kernel arguments",
+        widget=forms.TextInput(attrs={"placeholder": "hugepages=16"}),
+        help_text="Space separated; name or name=value, no quotes.",
+    )
+    remove = forms.CharField(
+        max_length=2000, required=False, label="Remove kernel arguments",
+        widget=forms.TextInput(attrs={"placeholder": "quiet"}),
+        help_text="A name removes every value of it (iommu removes iommu=pt); name=value only that one.",
+    )
+
+
+class KernelArgs(Operation):
+    name = "kernel_args"
+    title = "Kernel arguments"
+    phase = 10
+    max_per_change = 1
+    form_class = KernelArgsForm
+    form_help = "Edits GRUB_CMDLINE_LINUX_DEFAULT and regenerates the boot configuration with the host's own tool."
+
+    # -- input ----------------------------------------------------------------------------
     def validate(self, op: dict, where: str) -> dict:
-        allowed = {"op", "add", "remove", "preset", "vfio_pci_ids"}
-        unknown = set(op) - allowed
-        if unknown:
-            raise OperationError(f"{where}: unknown fields {', '.join(sorted(unknown))}")
+        self.check_fields(op, {"add", "remove", "preset", "vfio_pci_ids"}, where)
         preset = op.get("preset") or None
         if preset is not None and preset not in PRESETS:
             raise OperationError(f"{where}: preset must be one of {', '.join(PRESETS)}")
@@ -246,7 +287,7 @@ class KernelArgs:
         for item in ids:
             value = item.strip().lower() if isinstance(item, str) else ""
             if not VFIO_ID_RE.match(value):
-                raise OperationError(f"{where}: vfio_pci_ids: {item!r} is not vendor:device such as 8086:1521")
+                raise OperationError(f"{where}: vfio_pci_ids: {item!r} is not vendor:device such as 8086:1520")
             if value not in clean_ids:
                 clean_ids.append(value)
         if clean_ids and preset != "iommu":
@@ -274,7 +315,7 @@ class KernelArgs:
             "remove": remove,
         }
 
-    def describe(self, op: dict) -> str:
+    def summary(self, op: dict) -> str:
         parts = []
         if op.get("preset") == "iommu":
             text = "enable IOMMU for SR-IOV (per CPU vendor)"
@@ -287,102 +328,156 @@ class KernelArgs:
             parts.append("remove kernel arguments " + " ".join(op["remove"]))
         return "; ".join(parts)
 
-    # -- planning ---------------------------------------------------------------------------
-    def plan(
-        self, op: dict, number: int, host, nics: list, vfs_by_nic: dict, change, out: HostPlan, claimed: dict
-    ) -> None:
+    # -- planning -------------------------------------------------------------------------
+    def plan(self, op: dict, ctx: PlanContext, out: HostPlan) -> None:
+        host = ctx.host
         add, error = resolve_add(op, host.cpu_vendor)
         remove = list(op.get("remove", []))
-        where = f"operation {number}"
         if error:
-            out.errors.append(f"{where}: {error}")
+            out.errors.append(f"{ctx.where}: {error}")
             return
-        if "kernel_args" in claimed:
-            out.errors.append(f"{where}: operation {claimed['kernel_args']} already edits the kernel arguments; "
-                              "use one kernel_args operation per change")
-            return
-        claimed["kernel_args"] = number
         if not host.grub_file:
             out.errors.append(
-                f"{where}: no /etc/default/grub on this host (kernel {host.kernel or 'unknown'}): the console "
+                f"{ctx.where}: no /etc/default/grub on this host (kernel {host.kernel or 'unknown'}): the console "
                 "edits kernel arguments only through GRUB defaults"
             )
             return
         if not host.grub_tool:
-            out.errors.append(f"{where}: no tool to regenerate the boot configuration (update-grub, "
+            out.errors.append(f"{ctx.where}: no tool to regenerate the boot configuration (update-grub, "
                               "grub2-mkconfig, grub-mkconfig or grubby) on this host")
             return
+        out.errors.extend(f"{ctx.where}: {p}" for p in pf_ids_in(add, ctx.nics))
         current = " ".join((host.grub_cmdline_default or "").split())
         after = edit_value(current, add, remove)
-        # GRUB_CMDLINE_LINUX is on every boot entry too: a conflict there is not ours to edit.
-        linux_tokens = (host.grub_cmdline_linux or "").split()
-        clash = clashes_with(linux_tokens, add)
-        if clash:
-            out.errors.append(
-                f"{where}: GRUB_CMDLINE_LINUX ({host.grub_cmdline_linux!r}) keeps arguments that conflict with "
-                f"the result: {'; '.join(clash)}; the console edits only {GRUB_VAR}"
-            )
-        for token in remove:
-            if any(removed_by(t, [token]) for t in linux_tokens):
-                out.warnings.append(
-                    f"{token} is also in GRUB_CMDLINE_LINUX, which the console does not edit: it stays on "
-                    "the command line"
-                )
+        self._check_linux_line(ctx, out, add, remove)
         reboot_reasons = running_needs_reboot(host.cmdline, add, remove)
         out.before.setdefault(self.namespace, {})["grub_cmdline_linux_default"] = current
         out.after.setdefault(self.namespace, {})["grub_cmdline_linux_default"] = after
         tool = tool_words(host.grub_tool, add, remove)
-        grub = {
-            "file": host.grub_file,
-            "before": current,
-            "after": after,
-            "tool": host.grub_tool,
-            "tool_words": tool,
-            "reboot_required": bool(reboot_reasons),
-            "reboot_reasons": reboot_reasons,
-            "add": add,
-            "remove": remove,
-        }
         step = None
         if after != current:
-            text = (
-                f'{GRUB_VAR} in {host.grub_file}: "{current}" → "{after}"; regenerate the boot '
-                f"configuration with {tool}"
-            )
+            text = (f'{GRUB_VAR} in {host.grub_file}: "{current}" → "{after}"; regenerate the boot '
+                    f"configuration with {tool}")
             step = {"op": self.name, "args": {"add": add, "remove": remove}}
         elif reboot_reasons:
-            text = (
-                f'{GRUB_VAR} already "{current}", but {"; ".join(reboot_reasons)}: regenerate the boot '
-                f"configuration with {tool} to be sure it has them"
-            )
+            text = (f'{GRUB_VAR} already "{current}", but {"; ".join(reboot_reasons)}: regenerate the boot '
+                    f"configuration with {tool} to be sure it has them")
             step = {"op": self.name, "args": {"add": add, "remove": remove, "regenerate": True}}
         else:
             text = f'{GRUB_VAR} already "{current}" and the running kernel has it: nothing to do'
-        if reboot_reasons:
-            text += f"; reboot required ({'; '.join(reboot_reasons)})"
-        else:
-            text += "; no reboot required"
-        out.actions.append(
-            {
-                "text": text,
-                "pf": None,
-                "label": "kernel arguments",
-                "phase": self.phase,
-                "reboot_required": bool(reboot_reasons),
-                "reboot_reasons": reboot_reasons,
-                "grub": grub,
-                "step": step,
-            }
+        text += f"; reboot required ({'; '.join(reboot_reasons)})" if reboot_reasons else "; no reboot required"
+        grub = {"file": host.grub_file, "before": current, "after": after, "tool": host.grub_tool,
+                "tool_words": tool, "reboot_required": bool(reboot_reasons), "reboot_reasons": reboot_reasons,
+                "add": add, "remove": remove}
+        out.add_action(self, text, step=step, label="kernel arguments", reboot_required=bool(reboot_reasons),
+                       reboot_reasons=reboot_reasons, grub=grub)
+
+    def _check_linux_line(self, ctx: PlanContext, out: HostPlan, add: list[str], remove: list[str]) -> None:
+        """GRUB_CMDLINE_LINUX is on every boot entry too: a conflict there is not ours to edit."""
+        line = ctx.host.grub_cmdline_linux or ""
+        tokens = line.split()
+        clash = clashes_with(tokens, add)
+        if clash:
+            out.errors.append(
+                f"{ctx.where}: GRUB_CMDLINE_LINUX ({line!r}) keeps arguments that conflict with "
+                f"the result: {'; '.join(clash)}; the console edits only {GRUB_VAR}"
+            )
+        for token in remove:
+            if any(removed_by(t, [token]) for t in tokens):
+                out.warnings.append(
+                    f"{token} is also in GRUB_CMDLINE_LINUX, which the console does not edit: it stays on "
+                    "the command line"
+                )
+
+    def _wanted(self, ctx: PlanContext) -> tuple[list[str], list[str]]:
+        """This change's tokens and the ones the console applied earlier (minus what it removes)."""
+        add, remove = wanted_tokens(ctx.operations_of(self.name), ctx.host.cpu_vendor)
+        managed = [str(a) for a in (ctx.intent(self.name) or []) if not removed_by(str(a), remove)]
+        return add + [a for a in managed if a not in add], remove
+
+    def reboot_reasons(self, ctx: PlanContext, out: HostPlan) -> list[str]:
+        wanted, remove = self._wanted(ctx)
+        return running_needs_reboot(ctx.host.cmdline, wanted, remove)
+
+    def after_boot(self, ctx: PlanContext, out: HostPlan) -> list[str]:
+        wanted, remove = self._wanted(ctx)
+        after = out.after.setdefault(self.namespace, {})
+        checks = []
+        for token in wanted:
+            after[f"cmdline:{token}"] = True
+        for token in remove:
+            after[f"cmdline:{token}"] = False
+        if wanted:
+            checks.append("/proc/cmdline has " + " ".join(wanted))
+        if remove:
+            checks.append("/proc/cmdline lacks " + " ".join(remove))
+        iommu_wanted = any(op.get("preset") == "iommu" for op in ctx.operations_of(self.name)) or (
+            "intel_iommu=on" in wanted
+        )
+        if iommu_wanted:
+            after["iommu_active"] = True
+            checks.append("IOMMU active")
+        return checks
+
+    # -- execution ------------------------------------------------------------------------
+    def resume(self, action: dict, lost, reread) -> Resume:
+        # The file may have been edited before the tool ran: regenerate whatever the file says.
+        return Resume.rerun(
+            f"re-run of step {lost.seq}, interrupted by the loss of its worker (kernel_args is idempotent; the "
+            "boot configuration is regenerated in any case)",
+            args={**action["step"]["args"], "regenerate": True},
         )
 
-    # -- execution --------------------------------------------------------------------------
+    def intents(self, action: dict, current: dict) -> list[IntentValue]:
+        """Earlier arguments minus the removed, plus the added."""
+        args = action["step"]["args"]
+        remove = list(args.get("remove") or [])
+        wanted = [a for a in (current.get("") or []) if not removed_by(str(a), remove)]
+        wanted += [a for a in args.get("add") or [] if a not in wanted]
+        return [IntentValue("", wanted or None, " ".join(wanted))]
+
+    # -- verification and drift -------------------------------------------------------------
     def observe(self, inventory: dict, keys) -> dict:
         grub = inventory.get("grub") or {}
+        tokens = (inventory.get("cmdline") or "").split()
         seen = {}
         for key in keys:
             if key == "grub_cmdline_linux_default":
                 seen[key] = " ".join((grub.get("cmdline_linux_default") or "").split())
+            elif key.startswith("cmdline:"):
+                token = key.removeprefix("cmdline:")
+                seen[key] = any(t == token or ("=" not in token and key_of(t) == token) for t in tokens)
+            elif key == "iommu_active":
+                seen[key] = bool((inventory.get("iommu") or {}).get("active"))
         return seen
 
     def difference(self, key: str, want, got, word: str, names: dict) -> str:
+        if key.startswith("cmdline:"):
+            return f"/proc/cmdline {'lacks' if want else 'still has'} {key.removeprefix('cmdline:')} after the reboot"
+        if key == "iommu_active":
+            return "IOMMU is not active after the reboot"
         return f'{GRUB_VAR}: {word} "{want}", the host has "{got}"'
+
+    def drift(self, host, nics: list, intents: list) -> list[str]:
+        wanted = [str(a) for i in intents if i.operation == self.name for a in (i.value or [])]
+        tokens = set((host.cmdline or "").split())
+        missing = [arg for arg in wanted if arg not in tokens]
+        if not missing:
+            return []
+        return [f"/proc/cmdline lacks {' '.join(missing)}, which the console applied to the boot "
+                "configuration (not rebooted yet, or the grub configuration was changed)."]
+
+    # -- the wizard -----------------------------------------------------------------------
+    def from_form(self, cleaned: dict) -> dict | None:
+        op = {
+            "op": self.name,
+            "preset": "iommu" if cleaned.get("iommu_preset") else None,
+            "vfio_pci_ids": (cleaned.get("vfio_pci_ids") or "").strip(),
+            "add": (cleaned.get("add") or "").split(),
+            "remove": (cleaned.get("remove") or "").split(),
+        }
+        return op if (op["preset"] or op["vfio_pci_ids"] or op["add"] or op["remove"]) else None
+
+    def to_form(self, op: dict) -> dict:
+        return {"iommu_preset": op.get("preset") == "iommu", "vfio_pci_ids": ", ".join(op.get("vfio_pci_ids") or []),
+                "add": " ".join(op.get("add") or []), "remove": " ".join(op.get("remove") or [])}

@@ -1,5 +1,6 @@
-"""Regression tests of the review of changes/ (four-eyes binding, leases, window, resume cap, retry
-scope, bad input). DB rows only, no worker: on_commit callbacks are captured, not run."""
+"""Votes bind to what the approver saw; one execution per host run (leases, the window at claim,
+the resume cap, the holder of a host); bad input of the change form. DB rows only, no worker:
+on_commit callbacks are captured, not run."""
 
 from datetime import timedelta
 
@@ -8,7 +9,10 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from changes import approvals, orchestration, services
+from changes import approvals, services
+from changes.execution.ownership import LostOwnership, claim, finish
+from changes.execution.recovery import resume_stale
+from changes.execution.rollout import advance
 from changes.models import Approval, ChangeRequest, HostRun, Rollout
 
 from .conftest import change_data, make_host
@@ -99,7 +103,7 @@ def scheduled_run(host, operator, approver, capture, **policy):
         approvals.approve(change.pk, approver, approval_hash=approvals.current_approval_hash(change.pk))
     rollout = Rollout.objects.get(change=change)
     with capture():
-        orchestration.advance(rollout.pk)
+        advance(rollout.pk)
     run = HostRun.objects.get(rollout=rollout)
     assert run.owner and run.dispatched_at
     return change, run
@@ -109,17 +113,17 @@ def test_a_second_delivery_of_the_same_message_does_not_drive_the_host_run_twice
     host, operator, approver, django_capture_on_commit_callbacks
 ):
     _change, run = scheduled_run(host, operator, approver, django_capture_on_commit_callbacks)
-    first = orchestration._claim(run.pk, run.owner)
+    first = claim(run.pk, run.owner)
     assert first is not None and first.lease
     with django_capture_on_commit_callbacks():
-        assert orchestration._claim(run.pk, run.owner) is None  # heartbeat fresh: the first one drives
+        assert claim(run.pk, run.owner) is None  # heartbeat fresh: the first one drives
     # The first execution dies: once its heartbeat is stale, a delivery takes over with a new lease.
     HostRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
-    again = orchestration._claim(run.pk, run.owner)
+    again = claim(run.pk, run.owner)
     assert again is not None and again.lease != first.lease and again.resumed_count == 1
     # The replaced execution can no longer write.
-    with pytest.raises(orchestration.LostOwnership):
-        orchestration._finish_run(first, run.owner, HostRun.State.SUCCEEDED, "done")
+    with pytest.raises(LostOwnership):
+        finish(first, run.owner, HostRun.State.SUCCEEDED, "done")
 
 
 # -- 4. the maintenance window is enforced when a host run is claimed -----------------------------
@@ -133,7 +137,7 @@ def test_a_host_run_claimed_after_the_window_closed_is_skipped(
     )
     ChangeRequest.objects.filter(pk=change.pk).update(not_after=timezone.now() - timedelta(minutes=1))
     with django_capture_on_commit_callbacks():
-        assert orchestration._claim(run.pk, run.owner) is None
+        assert claim(run.pk, run.owner) is None
     run.refresh_from_db()
     assert run.state == "skipped" and run.message.startswith("skipped: the maintenance window closed at")
 
@@ -149,7 +153,7 @@ def test_a_host_run_resumed_three_times_is_failed_at_the_fourth_loss(
         state="running", resumed_count=3, heartbeat_at=timezone.now() - timedelta(hours=1)
     )
     with django_capture_on_commit_callbacks():
-        assert orchestration.resume_stale() == []
+        assert resume_stale() == []
     run.refresh_from_db()
     assert run.state == "failed" and run.message.startswith("gave up after 3 worker losses")
 
@@ -164,30 +168,32 @@ def test_waiting_names_the_change_whose_host_run_is_rebooting(
     HostRun.objects.filter(pk=run1.pk).update(state="rebooting")
     _second, run2 = scheduled_run(host, operator, approver, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks():
-        assert orchestration._claim(run2.pk, run2.owner) is None
+        assert claim(run2.pk, run2.owner) is None
     run2.refresh_from_db()
     assert run2.state == "waiting" and run2.message == f"waiting: host is held by change #{first.pk}"
 
 
-# -- 16. retry re-runs only the failed hosts ------------------------------------------------------
+# -- retry runs every host that did not succeed ----------------------------------------------------
 
 
-def test_retry_re_runs_only_failed_hosts_not_skipped_ones(
-    credential, operator, approver, django_capture_on_commit_callbacks
-):
-    hosts = [make_host(f"hv{i}", credential=credential, nics=[("eno49", "0000:04:00.0", 0)]) for i in (1, 2)]
+def test_retry_runs_the_failed_and_the_skipped_hosts(credential, operator, approver, django_capture_on_commit_callbacks):
+    hosts = [make_host(f"hv{i}", credential=credential, nics=[("eno49", "0000:04:00.0", 0)]) for i in (1, 2, 3)]
     change = submit(services.create_change(change_data([h.pk for h in hosts]), operator))
     with django_capture_on_commit_callbacks():
         approvals.approve(change.pk, approver, approval_hash=approvals.current_approval_hash(change.pk))
     rollout = Rollout.objects.get(change=change)
-    failed, skipped = rollout.host_runs.order_by("order")
+    done, failed, skipped = rollout.host_runs.order_by("order")
+    HostRun.objects.filter(pk=done.pk).update(state="succeeded", message="1 step applied and verified")
     HostRun.objects.filter(pk=failed.pk).update(state="failed", message="eno49: agent error")
     HostRun.objects.filter(pk=skipped.pk).update(state="skipped", message="halted after 1 failure")
-    Rollout.objects.filter(pk=rollout.pk).update(state="failed")
-    ChangeRequest.objects.filter(pk=change.pk).update(state="failed")
+    Rollout.objects.filter(pk=rollout.pk).update(state="partially_failed")
+    ChangeRequest.objects.filter(pk=change.pk).update(state="partially_failed")
+    assert services.retry_offer(ChangeRequest.objects.get(pk=change.pk)) == "2 hosts: 1 failed, 1 skipped"
     with django_capture_on_commit_callbacks():
         retry = services.retry_change(change.pk, operator)
-    assert list(retry.host_runs.values_list("host_id", flat=True)) == [failed.host_id]
+    assert list(retry.host_runs.order_by("order").values_list("host_id", flat=True)) == [
+        failed.host_id, skipped.host_id
+    ]
 
 
 # -- 12. bad input is a 4xx, never a 500 ----------------------------------------------------------
@@ -213,9 +219,9 @@ def test_change_form_with_a_huge_host_id_is_a_form_error(operator, client_for):
         "parallelism": 1,
         "canary_count": 0,
         "max_failures": 1,
-        "op1_by": "name",
-        "op1_value": "eno49",
-        "op1_count": 4,
+        "set_vfs-0-by": "name",
+        "set_vfs-0-value": "eno49",
+        "set_vfs-0-count": 4,
     }
     before = ChangeRequest.objects.count()
     response = client_for(operator).post(reverse("changes:new"), form)
@@ -238,7 +244,7 @@ def test_web_edit_of_a_change_with_more_operations_than_the_form_holds_is_refuse
     c = client_for(operator)
     url = reverse("changes:edit", args=[change.pk])
     response = c.get(url, follow=True)
-    assert "cannot be edited here" in response.content.decode() and "5 VF operations" in response.content.decode()
-    response = c.post(url, {"title": "x", "reason": "y", "hosts": [host.pk], "op1_value": "eno49", "op1_count": 1})
+    assert "cannot be edited here" in response.content.decode() and "5 set_vfs operations" in response.content.decode()
+    response = c.post(url, {"title": "x", "reason": "y", "hosts": [host.pk], "set_vfs-0-value": "eno49", "set_vfs-0-count": 1})
     assert response.status_code == 302
     assert len(ChangeRequest.objects.get(pk=change.pk).operations) == 5
