@@ -178,13 +178,14 @@ def _purge_broker():
 class WorkerProcess:
     """A real `celery worker` subprocess on the test database and the configured broker."""
 
-    def __init__(self, db_name: str, log_path: Path):
+    def __init__(self, db_name: str, log_path: Path, env: dict | None = None):
         self.db_name = db_name
         self.log_path = log_path
+        self.extra_env = env or {}
         self.proc = None
 
     def start(self):
-        env = dict(os.environ, DATABASE_NAME_OVERRIDE=str(self.db_name), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, DATABASE_NAME_OVERRIDE=str(self.db_name), PYTHONUNBUFFERED="1", **self.extra_env)
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the worker's life
         # The test run's own queue (settings.CELERY_TASK_DEFAULT_QUEUE): a stray worker of another
         # run on the same Redis never takes this run's tasks, nor this worker theirs.
@@ -225,11 +226,25 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def celery_worker(transactional_db, tmp_path):
+def celery_worker(celery_worker_with):
     """Start a real worker for one test; tests using it see committed data (transactional_db)."""
+    return celery_worker_with()
+
+
+@pytest.fixture
+def celery_worker_with(transactional_db, tmp_path):
+    """celery_worker_with(**env) → a real worker started with extra environment variables."""
     from django.db import connection
 
-    _purge_broker()
-    worker = WorkerProcess(connection.settings_dict["NAME"], tmp_path / "celery-worker.log").start()
-    yield worker
-    worker.stop()
+    started = []
+
+    def start(**env):
+        _purge_broker()
+        worker = WorkerProcess(connection.settings_dict["NAME"], tmp_path / f"celery-worker-{len(started)}.log",
+                               env=env).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

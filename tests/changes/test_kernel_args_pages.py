@@ -64,7 +64,8 @@ def test_wizard_preview_shows_grub_before_after_tool_and_reboot(client_for, oper
            "vfio-pci.ids=8086:1520&quot;" in html
     assert "regenerate the boot configuration with update-grub" in html
     assert "reboot hk000 (/proc/cmdline lacks iommu=pt vfio-pci.ids=8086:1520)" in html
-    bad = c.post(reverse("changes:preview"), form_post([host.pk], **{"kernel_args-0-add": "iommu=off"}), HTTP_HX_REQUEST="true")
+    bad = c.post(reverse("changes:preview"), form_post([host.pk], **{"kernel_args-0-add": "iommu=off"}),
+                 HTTP_HX_REQUEST="true")
     assert bad.status_code == 422
     assert "conflicting arguments" in bad.content.decode()
 
@@ -72,7 +73,8 @@ def test_wizard_preview_shows_grub_before_after_tool_and_reboot(client_for, oper
 def test_saved_change_has_the_operations_and_the_edit_form_shows_them(client_for, operator, credential):
     host = hosts(credential, 1)[0]
     c = client_for(operator)
-    response = c.post(reverse("changes:new"), form_post([host.pk], **{"kernel_args-0-remove": "splash", "reboot-0-parallelism": "2"}))
+    extra = {"kernel_args-0-remove": "splash", "reboot-0-parallelism": "2"}
+    response = c.post(reverse("changes:new"), form_post([host.pk], **extra))
     assert response.status_code == 302
     change = operator.changes.get()
     assert change.operations == [

@@ -23,7 +23,7 @@ from .test_rollout_integration import ENO50, register, set_vfs, writes
 
 pytestmark = pytest.mark.slow
 
-NAMES = [f"r{i:02d}" for i in range(6)]
+NAMES = [f"r{i:02d}" for i in range(8)]
 _used = iter(NAMES)
 
 
@@ -86,6 +86,20 @@ def test_a_step_the_lost_worker_applied_is_not_sent_again(fleet, operator, appro
     assert [s.kind for s in steps] == ["drift_check", "action", "verify", "action", "verify"]
     assert steps[1].error_code == "interrupted"
     assert steps[3].ok and steps[3].note.startswith("step 2 was applied by the lost worker")
+
+
+def test_a_verify_call_the_lost_worker_left_open_is_closed_and_done_again(fleet, operator, approver):
+    sim, _change, run = lost_worker_run(fleet, operator, approver, [set_vfs("eno49", 4, persist=False)])
+    # The lost worker applied the step and died inside the verify call.
+    sim.system().write_text("/sys/class/net/eno49/device/sriov_numvfs", "4\n")
+    Step.objects.filter(host_run=run, seq=2).update(ok=True, finished_at=timezone.now())
+    Step.objects.create(host_run=run, seq=3, kind="verify", operation="inventory", started_at=timezone.now())
+    assert resume_and_run(run) == "succeeded"
+    steps = list(run.steps.order_by("seq"))
+    assert [(s.kind, s.error_code) for s in steps] == [
+        ("drift_check", ""), ("action", ""), ("verify", "interrupted"), ("verify", "")
+    ]
+    assert all(s.finished_at is not None for s in steps)
 
 
 def test_a_half_done_reset_is_re_run(fleet, operator, approver):

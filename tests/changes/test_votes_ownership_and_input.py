@@ -9,11 +9,12 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from changes import approvals, services
 from changes.execution.ownership import LostOwnership, claim, finish
 from changes.execution.recovery import resume_stale
 from changes.execution.rollout import advance
-from changes.models import Approval, ChangeRequest, HostRun, Rollout
+from changes.models import Approval, ChangeRequest, HostRun, Rollout, Step
 
 from .conftest import change_data, make_host
 
@@ -152,10 +153,17 @@ def test_a_host_run_resumed_three_times_is_failed_at_the_fourth_loss(
     HostRun.objects.filter(pk=run.pk).update(
         state="running", resumed_count=3, heartbeat_at=timezone.now() - timedelta(hours=1)
     )
+    # The lost worker was in the middle of a verify call.
+    open_step = Step.objects.create(host_run=run, seq=3, kind="verify", operation="inventory",
+                                    started_at=timezone.now() - timedelta(hours=1))
     with django_capture_on_commit_callbacks():
         assert resume_stale() == []
     run.refresh_from_db()
     assert run.state == "failed" and run.message.startswith("gave up after 3 worker losses")
+    # A finished host run has no step left "running": it is closed as interrupted, and audited.
+    open_step.refresh_from_db()
+    assert open_step.finished_at is not None and open_step.error_code == "interrupted"
+    assert AuditEvent.objects.filter(action="step.finished", data__step=open_step.pk).exists()
 
 
 # -- the holder of a host: a rebooting host run holds it too --------------------------------------
@@ -176,7 +184,9 @@ def test_waiting_names_the_change_whose_host_run_is_rebooting(
 # -- retry runs every host that did not succeed ----------------------------------------------------
 
 
-def test_retry_runs_the_failed_and_the_skipped_hosts(credential, operator, approver, django_capture_on_commit_callbacks):
+def test_retry_runs_the_failed_and_the_skipped_hosts(
+    credential, operator, approver, django_capture_on_commit_callbacks
+):
     hosts = [make_host(f"hv{i}", credential=credential, nics=[("eno49", "0000:04:00.0", 0)]) for i in (1, 2, 3)]
     change = submit(services.create_change(change_data([h.pk for h in hosts]), operator))
     with django_capture_on_commit_callbacks():
@@ -245,6 +255,7 @@ def test_web_edit_of_a_change_with_more_operations_than_the_form_holds_is_refuse
     url = reverse("changes:edit", args=[change.pk])
     response = c.get(url, follow=True)
     assert "cannot be edited here" in response.content.decode() and "5 set_vfs operations" in response.content.decode()
-    response = c.post(url, {"title": "x", "reason": "y", "hosts": [host.pk], "set_vfs-0-value": "eno49", "set_vfs-0-count": 1})
+    response = c.post(url, {"title": "x", "reason": "y", "hosts": [host.pk], "set_vfs-0-value": "eno49",
+                            "set_vfs-0-count": 1})
     assert response.status_code == 302
     assert len(ChangeRequest.objects.get(pk=change.pk).operations) == 5

@@ -122,7 +122,8 @@ def test_a_valid_change_is_accepted(operator_client, sample_objects):
     Nic.objects.filter(host=host).update(driver="igb")
     response = operator_client.post(url, {
         "title": "VFs", "reason": "tenant needs VFs", "hosts": [str(host.pk)], "parallelism": "1",
-        "canary_count": "0", "max_failures": "1", "set_vfs-0-by": "name", "set_vfs-0-value": "eno49", "set_vfs-0-count": "4",
+        "canary_count": "0", "max_failures": "1", "set_vfs-0-by": "name", "set_vfs-0-value": "eno49",
+        "set_vfs-0-count": "4",
         "set_vfs-0-persist": "on",
     })
     assert response.status_code in (302, 303), response.content.decode()[:2000]
