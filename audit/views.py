@@ -8,9 +8,7 @@ from django.shortcuts import get_object_or_404
 from console.htmx import render_page
 from console.roles import require_permission
 
-from .export import EXPORT_FIELDS, FORMATS, LIST_FIELDS, streaming_response  # noqa: F401 - EXPORT_FIELDS: api/views.py
-from .export import csv_rows as _csv_rows  # noqa: F401 - kept for api/views.py
-from .export import jsonl_rows as _jsonl_rows  # noqa: F401 - kept for api/views.py
+from .export import FORMATS, LIST_FIELDS, streaming_response
 from .filters import MAX_ID, AuditEventFilter
 from .models import AuditEvent
 from .services import chain_state, record

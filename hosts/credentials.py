@@ -1,11 +1,11 @@
 """Creating and rotating SSH credentials. The private key text never leaves this module unencrypted
 except on its way to the SSH client (remote/)."""
 
-import asyncssh
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from audit.services import record
+from remote.keys import KeyProblem, inspect_private_key
 
 from .models import Credential
 
@@ -23,17 +23,11 @@ def parse_private_key(text: str) -> tuple[str, str]:
     if len(text.encode()) > MAX_KEY_BYTES:
         raise ValidationError("That file is too large to be an SSH private key.")
     try:
-        key = asyncssh.import_private_key(text)
-    except asyncssh.KeyEncryptionError:
-        raise ValidationError(PASSPHRASE_MESSAGE) from None
-    except asyncssh.KeyImportError as exc:
-        if "passphrase" in str(exc).lower():  # asyncssh reports an encrypted key this way
+        return inspect_private_key(text)
+    except KeyProblem as exc:
+        if exc.encrypted:
             raise ValidationError(PASSPHRASE_MESSAGE) from None
         raise ValidationError("This is not an SSH private key in OpenSSH or PEM format.") from None
-    except (ValueError, TypeError, UnicodeError):
-        raise ValidationError("This is not an SSH private key in OpenSSH or PEM format.") from None
-    public = key.export_public_key("openssh").decode().strip()
-    return public, key.get_fingerprint("sha256")
 
 
 def _summary(credential: Credential) -> dict:

@@ -77,7 +77,7 @@ def test_an_undeclared_action_is_refused_not_allowed(admin_user):
     from django.core.exceptions import ImproperlyConfigured
     from rest_framework.test import APIRequestFactory, force_authenticate
 
-    from api.views import ConsoleViewSet
+    from api.viewsets import ConsoleViewSet
 
     class Forgetful(ConsoleViewSet):
         action_permissions = {"list": "view_fleet"}
