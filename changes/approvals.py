@@ -64,109 +64,100 @@ def _vote(
     request=None,
 ) -> ChangeRequest:
     check_permission(user, "approve")
-    comment = (comment or "").strip()
-    if len(comment) > COMMENT_MAX:
-        raise ChangeError(f"the comment is longer than {COMMENT_MAX} characters")
-    if decision == Approval.Decision.REJECT and not comment:
-        raise ChangeError("say why you reject the change (a comment is required)")
-    replanned = False
+    comment = _checked_comment(decision, comment)
     if not approval_hash_seen:
         raise ChangeError("a vote must carry the approval_hash of the change you reviewed; " + STALE_VOTE)
     with transaction.atomic():
         immediate_constraints()
         change = lock(change_id)
-        if change.requested_by_id == user.pk:
-            raise PermissionDenied("you requested this change; someone else must approve or reject it")
-        if change.state != State.SUBMITTED:
-            raise ChangeError(f"a {change.get_state_display().lower()} change is not waiting for votes")
-        if plan_hash is not None and plan_hash != change.plan_hash:
-            raise ChangeError(
-                "the plan changed since you loaded the page; review the current plan and vote again"
-            )
-        if approval_hash_seen != approval_hash(change):
-            raise ChangeError(STALE_VOTE)
-        if Approval.objects.filter(change=change, user=user, submission=change.submission).exists():
-            raise ChangeError("you already voted on this plan")
-        if decision == Approval.Decision.APPROVE:
-            plan, changed = replan(change)
-            if changed or plan.blocked:
-                change.submitted_at = None
-                why = (
-                    "the inventory changed since the change was submitted: the plan is different now"
-                    if changed
-                    else "the plan has blocking errors now"
-                )
-                transition(
-                    change,
-                    State.DRAFT,
-                    user=user,
-                    action="change.updated",
-                    request=request,
-                    message=why + "; the requester must review and submit it again",
-                    data={
-                        "replanned": True,
-                        "old_plan_hash": plan_hash,
-                        "plan_hash": change.plan_hash,
-                        "votes_invalidated": True,
-                    },
-                )
-                replanned = True
+        _check_voter(change, user, plan_hash, approval_hash_seen)
+        replanned = decision == Approval.Decision.APPROVE and _replanned(change, user, plan_hash, request)
         if not replanned:
-            try:
-                with transaction.atomic():
-                    vote = Approval.objects.create(
-                        change=change,
-                        user=user,
-                        decision=decision,
-                        comment=comment,
-                        plan_hash=change.plan_hash,
-                        submission=change.submission,
-                    )
-            except IntegrityError:
-                raise ChangeError("you already voted on this plan") from None
+            vote = _cast(change, user, decision, comment)
             if decision == Approval.Decision.REJECT:
-                change.decided_at = timezone.now()
-                transition(
-                    change,
-                    State.REJECTED,
-                    user=user,
-                    action="change.rejected",
-                    request=request,
-                    message=f"rejected by {user.get_username()}: {comment}",
-                    data={"vote": vote.pk, "comment": comment, "plan_hash": change.plan_hash},
-                )
+                _reject(change, user, vote, comment, request)
             else:
-                votes = approvals_in(change)
-                data = {
-                    "vote": vote.pk,
-                    "comment": comment,
-                    "plan_hash": change.plan_hash,
-                    "approvals": votes,
-                    "required": change.required_approvals,
-                    "quorum": votes >= change.required_approvals,
-                }
-                if votes < change.required_approvals:
-                    record(
-                        "change.approved", obj=change, change=change, actor=user, request=request, data=data
-                    )
-                else:
-                    change.decided_at = timezone.now()
-                    transition(
-                        change,
-                        State.APPROVED,
-                        user=user,
-                        action="change.approved",
-                        request=request,
-                        message=f"approved: {votes} of {change.required_approvals} required approvals",
-                        data=data,
-                    )
-                    schedule(change, user=user, request=request)
+                _count_approval(change, user, vote, comment, request)
     if replanned:
         raise ChangeError(
             "the plan changed since the change was submitted (the inventory is different now); "
             "the change is back in draft and needs to be submitted and approved again"
         )
     return change
+
+
+def _checked_comment(decision: str, comment: str) -> str:
+    comment = (comment or "").strip()
+    if len(comment) > COMMENT_MAX:
+        raise ChangeError(f"the comment is longer than {COMMENT_MAX} characters")
+    if decision == Approval.Decision.REJECT and not comment:
+        raise ChangeError("say why you reject the change (a comment is required)")
+    return comment
+
+
+def _check_voter(change: ChangeRequest, user, plan_hash: str | None, approval_hash_seen: str) -> None:
+    if change.requested_by_id == user.pk:
+        raise PermissionDenied("you requested this change; someone else must approve or reject it")
+    if change.state != State.SUBMITTED:
+        raise ChangeError(f"a {change.get_state_display().lower()} change is not waiting for votes")
+    if plan_hash is not None and plan_hash != change.plan_hash:
+        raise ChangeError("the plan changed since you loaded the page; review the current plan and vote again")
+    if approval_hash_seen != approval_hash(change):
+        raise ChangeError(STALE_VOTE)
+    if Approval.objects.filter(change=change, user=user, submission=change.submission).exists():
+        raise ChangeError("you already voted on this plan")
+
+
+def _replanned(change: ChangeRequest, user, plan_hash: str | None, request) -> bool:
+    """Re-plan from the current inventory before an approval: a different (or now blocked) plan
+    sends the change back to draft and the vote is refused."""
+    plan, changed = replan(change)
+    if not (changed or plan.blocked):
+        return False
+    change.submitted_at = None
+    why = ("the inventory changed since the change was submitted: the plan is different now" if changed
+           else "the plan has blocking errors now")
+    transition(
+        change, State.DRAFT, user=user, action="change.updated", request=request,
+        message=why + "; the requester must review and submit it again",
+        data={"replanned": True, "old_plan_hash": plan_hash, "plan_hash": change.plan_hash,
+              "votes_invalidated": True},
+    )
+    return True
+
+
+def _cast(change: ChangeRequest, user, decision: str, comment: str) -> Approval:
+    try:
+        with transaction.atomic():
+            return Approval.objects.create(change=change, user=user, decision=decision, comment=comment,
+                                           plan_hash=change.plan_hash, submission=change.submission)
+    except IntegrityError:
+        raise ChangeError("you already voted on this plan") from None
+
+
+def _reject(change: ChangeRequest, user, vote: Approval, comment: str, request) -> None:
+    change.decided_at = timezone.now()
+    transition(
+        change, State.REJECTED, user=user, action="change.rejected", request=request,
+        message=f"rejected by {user.get_username()}: {comment}",
+        data={"vote": vote.pk, "comment": comment, "plan_hash": change.plan_hash},
+    )
+
+
+def _count_approval(change: ChangeRequest, user, vote: Approval, comment: str, request) -> None:
+    """Record the approval; at the quorum the change is approved and scheduled in this transaction."""
+    votes = approvals_in(change)
+    data = {"vote": vote.pk, "comment": comment, "plan_hash": change.plan_hash, "approvals": votes,
+            "required": change.required_approvals, "quorum": votes >= change.required_approvals}
+    if votes < change.required_approvals:
+        record("change.approved", obj=change, change=change, actor=user, request=request, data=data)
+        return
+    change.decided_at = timezone.now()
+    transition(
+        change, State.APPROVED, user=user, action="change.approved", request=request,
+        message=f"approved: {votes} of {change.required_approvals} required approvals", data=data,
+    )
+    schedule(change, user=user, request=request)
 
 
 def approve(

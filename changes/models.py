@@ -193,7 +193,7 @@ class HostRun(models.Model):
         SKIPPED = "skipped", "Skipped"
 
     # States that hold the host: at most one such host run per host, across all changes.
-    # A rebooting host is held too (issue 7): nothing else may start on it until it is back.
+    # A rebooting host is held too: nothing else may start on it until it is back.
     HOLDING = (State.RUNNING, State.REBOOTING)
     # Not yet finished (a worker may still pick it up).
     OPEN = (State.PENDING, State.WAITING, State.RUNNING, State.REBOOTING)

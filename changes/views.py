@@ -13,7 +13,7 @@ from audit.models import AuditEvent
 from console.htmx import render_page, wants_partial
 from console.roles import has_permission, require_permission
 
-from . import approvals, operations, services
+from . import approvals, operations, retries, services
 from .filters import ChangeFilter, annotated_changes
 from .forms import CancelForm, ChangeForm, VoteForm, is_db_id
 from .models import Approval, ChangeRequest, HostRun, PlanItem, Step
@@ -162,14 +162,14 @@ def change_detail(request, pk):
         and has_permission(user, "operate"),
         "can_vote": approvals.can_vote(change, user, votes),
         "can_cancel": services.can_cancel(change, user),
-        "can_retry": services.can_retry(change, user),
+        "can_retry": retries.can_retry(change, user),
         "vote_form": VoteForm(
             initial={"plan_hash": change.plan_hash, "approval_hash": approvals.approval_hash(change)}
         ),
         "cancel_form": CancelForm(),
         "events": events,
         "operation_summaries": operations.summaries(change.operations),
-        "retry_offer": services.retry_offer(change) if services.can_retry(change, user) else None,
+        "retry_offer": retries.retry_offer(change) if retries.can_retry(change, user) else None,
         "earlier_rollouts": earlier,
     }
     context.update(_rollout_context(change, rollout))
@@ -303,7 +303,7 @@ def change_retry(request, pk):
     return _act(
         request,
         pk,
-        lambda: services.retry_change(pk, request.user, request=request),
+        lambda: retries.retry_change(pk, request.user, request=request),
         "Retrying the hosts that did not succeed as a new rollout of the same approved plan.",
     )
 

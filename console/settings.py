@@ -231,7 +231,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "hosts.tasks.discover_fleet",
         "schedule": crontab(minute=f"*/{env_int('DISCOVERY_INTERVAL_MINUTES', 15)}"),
     },
-    # changes/ (issue 6): resume host runs whose worker died, and expire approvals that waited too long.
+    # changes/: resume host runs whose worker died, and expire approvals that waited too long.
     "resume-stale-host-runs": {
         "task": "changes.tasks.resume_stale_host_runs",
         "schedule": float(env_int("HOSTRUN_RESUME_INTERVAL_SECONDS", 30)),
@@ -270,7 +270,7 @@ PLAN_INVENTORY_MAX_AGE = env_int("PLAN_INVENTORY_MAX_AGE", 3600)  # older invent
 HOSTRUN_HEARTBEAT_SECONDS = float(os.environ.get("HOSTRUN_HEARTBEAT_SECONDS", 10))
 HOSTRUN_STALE_SECONDS = float(os.environ.get("HOSTRUN_STALE_SECONDS", 60))  # no heartbeat → resumed
 HOSTRUN_WAIT_RETRY_SECONDS = float(os.environ.get("HOSTRUN_WAIT_RETRY_SECONDS", 5))  # host held elsewhere
-# Reboots (issue 7, docs/changes.md "Kernel arguments and reboots").
+# Reboots (docs/changes.md "Kernel arguments and reboots").
 REBOOT_DEADLINE_SECONDS = float(os.environ.get("REBOOT_DEADLINE_SECONDS", 900))  # not back by then → failed
 BOOT_POLL_SECONDS = float(os.environ.get("BOOT_POLL_SECONDS", 5))  # await_boot re-schedules itself this often
 BOOT_PROBE_TIMEOUT = float(os.environ.get("BOOT_PROBE_TIMEOUT", 5))  # connect timeout of one boot probe

@@ -14,12 +14,11 @@ from django.db import transaction
 from django.db.models import Prefetch
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect
-from django.template import TemplateDoesNotExist
-from django.template.loader import get_template
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from audit.models import AuditEvent
 from console.dispatch import BROKER_DOWN
 from console.htmx import render_page, wants_partial
 from console.roles import require_permission
@@ -30,7 +29,6 @@ from .forms import HostForm, ImportConfirmForm, ImportUploadForm
 from .intents import annotate_nics
 from .models import Hypervisor, Nic, VirtualFunction
 
-TIMELINE_TEMPLATE = "audit/_timeline.html"
 TIMELINE_LENGTH = 50
 # A discovery requested longer ago than this and still without a result stops being polled:
 # the page then says the result is overdue instead of polling forever (e.g. no worker running).
@@ -122,14 +120,6 @@ def _discovery_context(host) -> dict:
     return {"host": host, "discovery_pending": pending and not overdue, "discovery_overdue": overdue}
 
 
-def _timeline_available() -> bool:
-    try:
-        get_template(TIMELINE_TEMPLATE)
-    except TemplateDoesNotExist:
-        return False
-    return True
-
-
 @require_GET
 @require_permission("view_fleet")
 def host_detail(request, pk):
@@ -148,12 +138,8 @@ def host_detail(request, pk):
     context.update(
         nics=host_nics,
         cmdline=cmdline_comparison(host),
-        timeline_template=TIMELINE_TEMPLATE if _timeline_available() else None,
+        events=list(AuditEvent.objects.filter(host_id=host.pk)[:TIMELINE_LENGTH]),
     )
-    if context["timeline_template"]:
-        from audit.models import AuditEvent
-
-        context["events"] = list(AuditEvent.objects.filter(host_id=host.pk)[:TIMELINE_LENGTH])
     return render_page(request, "hosts/detail.html", context)
 
 

@@ -213,7 +213,7 @@ def _host_key_algs(pinned: asyncssh.SSHKey | None) -> list[str]:
     return algs
 
 
-def _validate_response(text: str, request: dict) -> tuple[dict | None, str]:
+def validate_response(text: str, request: dict) -> tuple[dict | None, str]:
     """(response, "") when stdout is one well-formed agent response, else (None, why)."""
     body = text.strip()
     if not body:
@@ -247,7 +247,7 @@ def _validate_response(text: str, request: dict) -> tuple[dict | None, str]:
     return response, ""
 
 
-def _diagnose_failed_start(stderr: str, exit_status: int | None, username: str) -> tuple[str, str] | None:
+def diagnose_failed_start(stderr: str, exit_status: int | None, username: str) -> tuple[str, str] | None:
     """Recognise 'python3 missing' and 'sudo wants a password' from stderr / exit status."""
     low = stderr.lower()
     if username != "root" and "sudo" in low:
@@ -475,9 +475,9 @@ async def _run_command(conn, target, request, source, command, res, finish) -> A
     if completed.exit_signal:
         res.details["exit_signal"] = completed.exit_signal[0]
 
-    response, why = _validate_response(res.stdout, request)
+    response, why = validate_response(res.stdout, request)
     if response is None:
-        diagnosis = _diagnose_failed_start(res.stderr, res.exit_status, target.username)
+        diagnosis = diagnose_failed_start(res.stderr, res.exit_status, target.username)
         if diagnosis is not None:
             return finish(*diagnosis)
         return finish(KIND_MALFORMED, f"malformed agent response: {why} (exit status {res.exit_status})")

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from api.pagination import NewestFirstCursorPagination
 from api.viewsets import READ, ConsoleViewSet
 from changes import approvals as change_approvals
+from changes import retries as change_retries
 from changes import services as change_services
 from changes.filters import annotated_changes
 from changes.models import Approval, HostRun, PlanItem, Rollout, Step
@@ -218,7 +219,7 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleVie
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         change = self.get_object()
-        rollout = change_services.retry_change(change.pk, request.user, request=request)
+        rollout = change_retries.retry_change(change.pk, request.user, request=request)
         rollout = (
             Rollout.objects.select_related("created_by")
             .prefetch_related(

@@ -1,4 +1,4 @@
-"""Shared helpers of the kernel-args and reboot integration tests (issue 7): a module-scoped
+"""Shared helpers of the kernel-args and reboot integration tests: a module-scoped
 simfleet with quick reboots, registration + discovery, approval, waiting for the rollout.
 
 The worker subprocess reads the reboot settings from the environment, set here before any worker

@@ -9,7 +9,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from changes import approvals, services
+from changes import approvals, retries, services
 from changes.models import Approval, ChangeRequest, HostRun, Rollout
 from tests.conftest import make_user
 
@@ -188,7 +188,7 @@ def test_transition_table_refuses_the_impossible(submitted, operator):
     with pytest.raises(services.ChangeError, match="cannot be cancelled"):
         services.cancel_change(submitted.pk, operator)
     with pytest.raises(services.ChangeError, match="nothing to retry"):
-        services.retry_change(submitted.pk, operator)
+        retries.retry_change(submitted.pk, operator)
 
 
 def test_at_most_one_running_host_run_per_host_is_enforced_by_the_database(

@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 
 from audit.models import AuditEvent
-from changes import approvals, services
+from changes import approvals, retries, services
 from changes.execution.rollout import advance
 from changes.models import ChangeRequest, HostRun, Rollout
 from hosts.models import Hypervisor
@@ -57,7 +57,7 @@ def test_a_skipped_host_is_retried_and_the_change_succeeds_only_when_all_did(
     assert [r.state for r in runs(rollout)] == ["succeeded", "failed", "skipped", "skipped"]
     change.refresh_from_db()
     assert change.state == "partially_failed"
-    assert services.retry_offer(change) == "3 hosts: 1 failed, 2 skipped"
+    assert retries.retry_offer(change) == "3 hosts: 1 failed, 2 skipped"
     page = client_for(operator).get(change.get_absolute_url()).content.decode()
     assert "Retry 3 hosts: 1 failed, 2 skipped" in page
 
@@ -65,17 +65,17 @@ def test_a_skipped_host_is_retried_and_the_change_succeeds_only_when_all_did(
     # the attempt is in the audit.
     fleet.host("ho2").clear_faults()
     with pytest.raises(services.ChangeError, match=r"ho2: not reachable at the last contact; re-reading it now"):
-        services.retry_change(change.pk, operator)
+        retries.retry_change(change.pk, operator)
     assert AuditEvent.objects.filter(action="change.retry_refused", change_id=change.pk).exists()
     wait_for(lambda: Hypervisor.objects.get(name="ho2").status == "reachable", what="ho2 re-read")
 
-    retry = services.retry_change(change.pk, operator)
+    retry = retries.retry_change(change.pk, operator)
     assert sorted(r.host.name for r in runs(retry)) == ["ho2", "ho3", "ho4"]
     done = finished(change)
     assert done.pk == retry.pk and done.state == "succeeded", [r.message for r in runs(done)]
     change.refresh_from_db()
     assert change.state == "succeeded"
-    assert services.retry_offer(change) is None
+    assert retries.retry_offer(change) is None
 
 
 def test_a_rollout_of_only_some_hosts_does_not_make_the_change_succeed(db, credential, operator, approver,

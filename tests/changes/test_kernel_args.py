@@ -1,4 +1,4 @@
-"""Issue 7 integration: kernel arguments on real simulated hosts through a real Celery worker.
+"""Kernel arguments on real simulated hosts through a real Celery worker.
 
 * "Enable IOMMU for SR-IOV" on a mixed Intel/AMD fleet (Ubuntu update-grub with a grub.d override,
   Debian on AMD EPYC, RHEL 9 grubby): each host gets its own arguments, reboots once, verifies.

@@ -1,4 +1,4 @@
-"""Issue 7 integration: reboots through a real Celery worker against simfleet over real SSH.
+"""Reboots through a real Celery worker against simfleet over real SSH.
 
 * A reboot that never returns: the host run fails at the deadline, the rollout halts per policy;
   meanwhile the host row says "waiting for <host> to come back (…)".

@@ -15,7 +15,7 @@ import pytest
 from django.core.exceptions import PermissionDenied
 
 from audit.models import AuditEvent
-from changes import approvals, services
+from changes import approvals, retries, services
 from changes.models import ChangeRequest, HostRun, Rollout, Step
 from changes.tasks import resume_stale_host_runs
 from hosts.discovery import discover_hosts
@@ -322,7 +322,7 @@ def test_drift_between_approval_and_execution(celery_worker, fleet, operator, ap
     assert sims[0].true_state()["numvfs"][ENO49] == 2
     assert change.state == "failed"
     with pytest.raises(services.ChangeError, match="drifted from the plan: a new change is needed"):
-        services.retry_change(change.pk, operator)
+        retries.retry_change(change.pk, operator)
 
 
 def test_retry_reruns_only_the_failed_hosts(celery_worker, fleet, operator, approver):
@@ -335,7 +335,7 @@ def test_retry_reruns_only_the_failed_hosts(celery_worker, fleet, operator, appr
     assert change.state == "partially_failed"
     sims[1].clear_faults()
     discover_hosts(Hypervisor.objects.filter(pk=hosts[1].pk))
-    retry = services.retry_change(change.pk, operator)
+    retry = retries.retry_change(change.pk, operator)
     assert retry.attempt == 2 and retry.parent_id == rollout.pk
     assert [r.host_id for r in retry.host_runs.all()] == [hosts[1].pk]
     rollout = finished(change)

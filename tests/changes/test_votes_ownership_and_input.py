@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from changes import approvals, services
+from changes import approvals, retries, services
 from changes.execution.ownership import LostOwnership, claim, finish
 from changes.execution.recovery import resume_stale
 from changes.execution.rollout import advance
@@ -198,9 +198,9 @@ def test_retry_runs_the_failed_and_the_skipped_hosts(
     HostRun.objects.filter(pk=skipped.pk).update(state="skipped", message="halted after 1 failure")
     Rollout.objects.filter(pk=rollout.pk).update(state="partially_failed")
     ChangeRequest.objects.filter(pk=change.pk).update(state="partially_failed")
-    assert services.retry_offer(ChangeRequest.objects.get(pk=change.pk)) == "2 hosts: 1 failed, 1 skipped"
+    assert retries.retry_offer(ChangeRequest.objects.get(pk=change.pk)) == "2 hosts: 1 failed, 1 skipped"
     with django_capture_on_commit_callbacks():
-        retry = services.retry_change(change.pk, operator)
+        retry = retries.retry_change(change.pk, operator)
     assert list(retry.host_runs.order_by("order").values_list("host_id", flat=True)) == [
         failed.host_id, skipped.host_id
     ]

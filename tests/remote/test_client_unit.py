@@ -43,17 +43,17 @@ def key_text():
     ],
 )
 def test_malformed_responses_are_rejected(stdout, why):
-    response, reason = rc._validate_response(stdout, REQ)
+    response, reason = rc.validate_response(stdout, REQ)
     assert response is None
     assert why in reason
 
 
 def test_well_formed_responses_pass():
     text = '\n {"ok": true, "op": "inventory", "request_id": "r1", "result": {"a": 1}}\n'
-    ok, _ = rc._validate_response(text, REQ)
+    ok, _ = rc.validate_response(text, REQ)
     assert ok["result"] == {"a": 1}
     text = '{"ok": false, "op": "inventory", "error": {"code": "ebusy", "message": "m"}}'
-    err, _ = rc._validate_response(text, REQ)
+    err, _ = rc.validate_response(text, REQ)
     assert err["error"]["code"] == "ebusy"
 
 
@@ -71,7 +71,7 @@ def test_well_formed_responses_pass():
     ],
 )
 def test_failed_start_diagnosis(stderr, status, user, kind):
-    got = rc._diagnose_failed_start(stderr, status, user)
+    got = rc.diagnose_failed_start(stderr, status, user)
     assert (got[0] if got else None) == kind
 
 

@@ -159,7 +159,7 @@ def test_each_fault_has_its_own_error_kind(fleet, fault, kind):
         assert res.details["expected_fingerprint"] == fingerprint(host.original_host_public_key)
         assert res.details["presented_fingerprint"] != res.details["expected_fingerprint"]
     if kind == "timeout":
-        assert 1.5 <= res.duration < 10
+        assert res.message == "the agent did not finish within 1.5s" and res.response is None
     if kind == "malformed_response":
         assert res.stdout and res.response is None
     # and the host is fine again once the fault is cleared
