@@ -123,6 +123,10 @@ def _latest_rollout(change):
     return change.rollouts.order_by("-attempt").prefetch_related(Prefetch("host_runs", queryset=runs)).first()
 
 
+def _history(change) -> list:
+    return list(AuditEvent.objects.filter(change_id=change.pk).order_by("-id")[:TIMELINE_LIMIT])
+
+
 def _rollout_context(change, rollout) -> dict:
     runs = list(rollout.host_runs.all()) if rollout else []
     return {
@@ -144,7 +148,7 @@ def change_detail(request, pk):
     approvals_in = len({v.user_id for v in current_votes if v.decision == Approval.Decision.APPROVE})
     rollout = _latest_rollout(change)
     earlier = list(change.rollouts.exclude(pk=rollout.pk).order_by("attempt")) if rollout else []
-    events = list(AuditEvent.objects.filter(change_id=change.pk).order_by("-id")[:TIMELINE_LIMIT])
+    events = _history(change)
     user = request.user
     context = {
         "change": change,
@@ -182,7 +186,8 @@ def change_rollout(request, pk):
     """The live rollout section (polled by htmx every 2 s while the rollout is active)."""
     change = get_object_or_404(ChangeRequest, pk=pk)
     context = _rollout_context(change, _latest_rollout(change))
-    context["oob"] = wants_partial(request)  # the header's state badge follows the rollout live
+    if wants_partial(request):  # the header's state badge and the history follow the rollout live
+        context.update(oob=True, events=_history(change))
     response = render_page(request, "changes/rollout.html", context, partial="changes/_rollout.html")
     if wants_partial(request) and not context["polling"]:
         # The rollout just finished: reload the page once so its header and actions show the outcome.

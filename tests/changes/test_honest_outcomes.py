@@ -161,5 +161,8 @@ def test_progress_shows_each_outcome_and_the_badge_follows_the_state(
     # The header badge is swapped out of band with every poll: it says Running, not Scheduled.
     oob = re.search(r'<span id="change-state" hx-swap-oob="true">(.*?)</span>\s*</span>', html, re.S)
     assert oob and "Running" in oob.group(1)
+    # The history follows the rollout too (it used to fill in only when the rollout ended).
+    history = re.search(r'<div id="change-history" hx-swap-oob="true">(.*?)</div>', html, re.S)
+    assert history and "rollout.state_changed" in history.group(1) and "change.scheduled" in history.group(1)
     full = c.get(change.get_absolute_url()).content.decode()
-    assert full.count('id="change-state"') == 1
+    assert full.count('id="change-state"') == 1 and full.count('id="change-history"') == 1
