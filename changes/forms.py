@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 
 from hosts.models import Hypervisor
 
 from . import operations
 
+MAX_PICKED = 1000  # hosts a change's picker holds (a filter covers more)
+PICKER_RESULTS = 20
 MAX_ID_DIGITS = 18  # fits a bigint; longer "ids" are refused before they reach the database
 
 
@@ -43,10 +46,11 @@ class ChangeForm(forms.Form):
         required=False,
         help_text="Required: why this change is needed (shown to approvers and in the audit).",
     )
-    hosts = HostChoiceField(
-        queryset=Hypervisor.objects.order_by("name"),
-        required=False,
-        widget=forms.SelectMultiple(attrs={"size": 8}),
+    hosts = HostChoiceField(queryset=Hypervisor.objects.order_by("name"), required=False)
+    # Only finds hosts to pick (templates/changes/_host_picker.html); never part of the change.
+    picker_q = forms.CharField(
+        max_length=100, required=False, label="Find hosts",
+        widget=forms.TextInput(attrs={"placeholder": "name, address or label", "autocomplete": "off"}),
     )
     filter = forms.CharField(
         max_length=500,
@@ -98,6 +102,24 @@ class ChangeForm(forms.Form):
                     for field in row.fields.values():
                         field.widget.attrs["aria-label"] = f"{field.label} ({number})"
             self.sections.append({"operation": operation, "forms": rows})
+
+    def picked_ids(self) -> list[int]:
+        given = self.data.getlist("hosts") if self.is_bound else self.initial.get("hosts") or []
+        return sorted({int(i) for i in given if is_db_id(i)})[:MAX_PICKED]
+
+    def picker(self) -> dict:
+        """The host picker: the hosts picked, and up to PICKER_RESULTS others matching the search."""
+        picked_ids = self.picked_ids()
+        picked = list(Hypervisor.objects.filter(pk__in=picked_ids).order_by("name").only("name", "address"))
+        query = (self.data.get("picker_q") if self.is_bound else "") or ""
+        query = query.strip()[:100]
+        results = []
+        if query:
+            found = Hypervisor.objects.filter(
+                Q(name__icontains=query) | Q(address__icontains=query) | Q(labels__name=query)
+            ).exclude(pk__in=picked_ids).distinct().order_by("name").only("name", "address")
+            results = list(found[:PICKER_RESULTS])
+        return {"picked": picked, "results": results, "query": query}
 
     def policy_fields(self):
         return [self[name] for name in self.POLICY_FIELDS]

@@ -100,10 +100,10 @@ def change_edit(request, pk):
 def change_preview(request):
     """The live plan preview (htmx): nothing is written."""
     form = ChangeForm(request.POST)
-    context = {"form": form, "plan": None}
+    context = {"form": form, "plan": None, "picker": form.picker()}
     if not (request.POST.getlist("hosts") or request.POST.get("filter", "").strip()):
         # Nothing targeted yet (the wizard's first load): the neutral hint, not a list of errors.
-        neutral = {"form": ChangeForm(), "plan": None}
+        neutral = {"form": ChangeForm(), "plan": None, "picker": context["picker"]}
         return render_page(request, "changes/preview.html", neutral, partial="changes/_preview.html")
     if form.is_valid():
         try:

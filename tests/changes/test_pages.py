@@ -63,8 +63,8 @@ def test_wizard_prefills_hosts_from_the_host_table(client_for, operator, credent
     hosts = hosts_for(credential, 3)
     page = client_for(operator).get(reverse("changes:new") + f"?host={hosts[0].pk}&host={hosts[2].pk}")
     html = page.content.decode()
-    assert f'<option value="{hosts[0].pk}" selected>' in html
-    assert f'<option value="{hosts[1].pk}">' in html
+    assert f'<input type="checkbox" name="hosts" value="{hosts[0].pk}" checked>' in html
+    assert f'value="{hosts[2].pk}" checked>' in html and f'value="{hosts[1].pk}"' not in html
     assert 'hx-post="/changes/preview/"' in html
 
 
@@ -238,3 +238,28 @@ def test_rollout_poll_stops_and_refreshes_once_finished(client_for, viewer, oper
     change.rollouts.update(state="succeeded")
     response = c.get(url, HTTP_HX_REQUEST="true")
     assert "every 2s" not in response.content.decode() and response["HX-Refresh"] == "true"
+
+
+def test_the_host_picker_searches_and_counts_the_picked_hosts(client, operator, credential):
+    from .conftest import make_host
+
+    hosts = [make_host(f"rack{i:02d}-kvm", credential=credential, nics=[("eno49", "0000:04:00.0", 0)])
+             for i in range(3)]
+    make_host("other-box", credential=credential)
+    client.force_login(operator)
+    page = client.get(reverse("changes:new") + f"?hosts={hosts[0].pk}").content.decode()
+    assert "<strong>1</strong> host picked" in page and "rack00-kvm" in page.split('id="picked-hosts"')[1]
+    assert "rack01-kvm" not in page  # the form no longer lists every host of the fleet
+    # Searching lists matching hosts that are not picked yet, out of band, without touching the search box.
+    data = form_post([hosts[0].pk], picker_q="rack")
+    html = client.post(reverse("changes:preview"), data, HTTP_HX_REQUEST="true").content.decode()
+    results = html.split('id="picker-results" hx-swap-oob="true"')[1]
+    assert "rack01-kvm" in results and "rack02-kvm" in results and "rack00-kvm" not in results
+    assert "other-box" not in results and 'name="picker_q"' not in html
+    # Ticking a result picks it: the count follows and the plan covers both hosts.
+    data = form_post([hosts[0].pk, hosts[2].pk], picker_q="rack")
+    html = client.post(reverse("changes:preview"), data, HTTP_HX_REQUEST="true").content.decode()
+    assert "<strong>2</strong> hosts picked" in html and "2 hosts, 2 writes" in html
+    # Before anything is picked, the search works too.
+    html = client.post(reverse("changes:preview"), {"picker_q": "other"}, HTTP_HX_REQUEST="true").content.decode()
+    assert "other-box" in html.split('id="picker-results"')[1]
