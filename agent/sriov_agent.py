@@ -2200,7 +2200,7 @@ def _write_numvfs(system, path, value, target, deadline):
     cap = getattr(system, "write_timeout", SYSFS_WRITE_TIMEOUT)
     while True:
         timeout = deadline.bound(cap)
-        if timeout < MIN_WRITE_SECONDS:
+        if deadline.left() - BUDGET_RESERVE < MIN_WRITE_SECONDS:
             raise AgentError("budget_exhausted", "Not writing %d to sriov_numvfs of %s: the %d s the agent has for "
                              "this operation are used up (the earlier steps took them)." % (
                                  value, _label(target), AGENT_BUDGET),
