@@ -2662,7 +2662,7 @@ def _set_vfs_legacy(system, req, target, driver, before, inv, release):
                                           ", ".join(ports), param["type"])))
         initramfs = _refresh_initramfs(system, release, driver, txn, actions)
     managed_after = _managed_counts(system, True, dict(inv.forms, **{driver: param["form"]}))
-    stale = initramfs is not None and not initramfs["regenerated"] and initramfs["contains_driver"] is not False
+    stale = initramfs is not None and initramfs["contains_driver"] is True and not initramfs["regenerated"]
     after = _pf_state(system, target, inv, True)
     after["persisted_count"] = managed_after.get(pci)
     result = {

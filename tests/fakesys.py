@@ -20,7 +20,9 @@ import shutil
 from pathlib import Path
 
 SH = shutil.which("sh") or "/bin/sh"
-AGENT_PATH = Path(__file__).resolve().parent.parent / "agent" / "sriov_agent.py"
+# SRIOV_AGENT_UNDER_TEST=<path>: run the agent tests against another agent (e.g. an older one)
+AGENT_PATH = Path(os.environ.get("SRIOV_AGENT_UNDER_TEST") or
+                  Path(__file__).resolve().parent.parent / "agent" / "sriov_agent.py")
 
 
 def _vf_pci(pf_pci, index):
@@ -163,7 +165,7 @@ class FakeHost:
         """name becomes a port of master (a bond or a bridge), as the kernel links them."""
         master_rel = "sys/devices/virtual/net/" + master
         if not self.exists(master_rel):
-            self.write(master_rel + "/address", self.nics[name]["mac"] + "\n")
+            self.write(master_rel + "/address", "52:54:00:00:00:%02x\n" % len(master))
             self.write(master_rel + "/uevent", "DEVTYPE=%s\nINTERFACE=%s\n" % (kind, master))
             (self.root / master_rel / ("bonding" if kind == "bond" else "bridge")).mkdir(parents=True, exist_ok=True)
             self.link("sys/class/net/" + master, master_rel)
@@ -347,7 +349,7 @@ case "$1" in
   list) if [ "$2" = "--inactive" ]; then exec /bin/cat "$V/inactive"; fi; exec /bin/cat "$V/list" ;;
   dumpxml) shift; if [ "$1" = "--inactive" ]; then shift; fi
            [ "$1" = "--domain" ] || exit 64; exec /bin/cat "$V/$2.xml" ;;
-  net-dumpxml) [ -f "$V/net-$2.xml" ] || { echo "error: Network not found: no network with matching name '$2'" >&2; exit 1; }
+  net-dumpxml) [ -f "$V/net-$2.xml" ] || { echo "error: Network not found: '$2'" >&2; exit 1; }
                exec /bin/cat "$V/net-$2.xml" ;;
 esac
 exit 64
