@@ -1279,6 +1279,7 @@ def _uses_by_pci(guests):
 UDEV_DIRS = ("/etc/udev/rules.d", "/run/udev/rules.d", "/lib/udev/rules.d", "/usr/lib/udev/rules.d")
 NM_DIRS = ("/etc/NetworkManager/system-connections", "/run/NetworkManager/system-connections",
            "/usr/lib/NetworkManager/system-connections")
+NM_IGNORED_SUFFIXES = ("~", ".bak", ".orig", ".rej", ".swp", ".tmp")
 IFCFG_DIR = "/etc/sysconfig/network-scripts"
 NETPLAN_DIRS = ("/lib/netplan", "/etc/netplan", "/run/netplan")  # a later directory wins
 SYSTEMD_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
@@ -1408,8 +1409,9 @@ def _scan_networkmanager(system, pfs):
     for directory in NM_DIRS:
         for name in _list(system, directory):
             path = directory + "/" + name
+            # NetworkManager's keyfile plugin skips these names (backups, editor files), so do we
             keyfile = directory == NM_DIRS[0] or name.endswith(".nmconnection")
-            if name.startswith(".") or name.endswith("~") or not keyfile:
+            if name.startswith(".") or name.endswith(NM_IGNORED_SUFFIXES) or not keyfile:
                 continue
             text = _read(system, path)
             if not text or "[sriov]" not in text:

@@ -607,6 +607,8 @@ class SimHost:
         out = []
         directory = "/etc/NetworkManager/system-connections"
         for name in sorted(self.children.get(directory, ())):
+            if name.startswith(".") or name.endswith(("~", ".bak", ".orig", ".rej", ".swp", ".tmp")):
+                continue  # NetworkManager ignores backups and editor files
             text = self.files.get(directory + "/" + name, "")
             sections: dict[str, dict[str, str]] = {}
             current = None

@@ -687,9 +687,9 @@ SCENARIOS = (
         DL360G9,
         name="dl360g9-guests",
         description="DL360 Gen9, eno49 with 4 VFs: a running macvtap guest on eno49v3, a stopped guest that "
-        "starts at boot with VF 2 as a hostdev, and a libvirt hostdev network on eno50",
+        "starts at boot with VF 2 as a hostdev, and a guest on a libvirt macvtap network over eno50's VFs",
         managed_vfs={"0000:04:00.0": 4, "0000:04:00.1": 2},
-        networks={"sriov-eno50": {"mode": "hostdev", "pf": "eno50"}},
+        networks={"sriov-eno50": {"mode": "passthrough", "pf": "eno50"}},
         guests=(
             {"name": "vm-macvtap", "interfaces": [{"type": "direct", "dev": "eno49v3", "mode": "passthrough"}]},
             {"name": "vm-autostart", "hostdevs": ["0000:04:11.0"], "running": False, "autostart": True},
