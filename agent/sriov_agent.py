@@ -1824,8 +1824,9 @@ def _vfs_of(system, dev, usage, reserved=None, uses=None):
 class _Inventory(object):
     """What one inventory (or the checks of set_vfs) needs to know about the host, read once."""
 
-    def __init__(self, system, defined_guests=True):
+    def __init__(self, system, defined_guests=True, deadline=None):
         self.system = system
+        self.deadline = deadline
         self.release = _kernel_release(system)
         self.legacy = _is_legacy_kernel(self.release)
         self.vf_index = _vf_index(system)
@@ -1843,6 +1844,7 @@ class _Inventory(object):
         self.managed = _managed_counts(system, self.legacy, self.forms)
         self._sources = None
         self._pfs = None
+        self._facts = {}  # pci -> (totalvfs, numvfs, busy): one bounded read per PF and run
 
     def pf_descriptors(self):
         """[{pci, netdev, driver, mac, vendor_id, device_id, dev}] of every PF (with or without a netdev)."""
@@ -1879,7 +1881,14 @@ class _Inventory(object):
         return [s for s in self.sources() if pci in s["counts"]]
 
 
-def _sriov_facts(system, dev, driver, legacy, deadline=None):
+def _sriov_facts(inv, dev, driver, deadline=None):
+    pci = _link_base(inv.system, dev) or dev
+    if pci not in inv._facts:
+        inv._facts[pci] = _read_sriov_facts(inv.system, dev, driver, inv.legacy, deadline or inv.deadline)
+    return inv._facts[pci]
+
+
+def _read_sriov_facts(system, dev, driver, legacy, deadline=None):
     totalvfs = _read_int(system, dev + "/sriov_totalvfs")
     numvfs, busy = (None, False)
     if system.exists(dev + "/sriov_numvfs"):
@@ -1908,7 +1917,7 @@ def _nic(inv, name, have_ethtool):
     ethtool = _ethtool_info(system, name, have_ethtool)
     speed = _read_int(system, base + "/speed")
     is_vf = system.exists(dev + "/physfn")
-    totalvfs, numvfs, busy = (None, None, False) if is_vf else _sriov_facts(system, dev, driver, inv.legacy)
+    totalvfs, numvfs, busy = (None, None, False) if is_vf else _sriov_facts(inv, dev, driver)
     vfs = [] if is_vf else _vfs_of(system, dev, inv.usage, inv.reserved, inv.uses)
     has_capability = (not is_vf) and totalvfs is not None and (system.exists(dev + "/sriov_numvfs") or inv.legacy)
     capable = has_capability and totalvfs > 0
@@ -1951,7 +1960,7 @@ def _sriov_pf(inv, pf):
     """One SR-IOV capable PCI function, whether or not the host has a network interface for it."""
     system = inv.system
     dev = pf["dev"]
-    totalvfs, numvfs, busy = _sriov_facts(system, dev, pf["driver"], inv.legacy)
+    totalvfs, numvfs, busy = _sriov_facts(inv, dev, pf["driver"])
     reason = _not_capable_reason(totalvfs, pf["driver"])
     return {
         "pci_address": pf["pci"], "netdev": pf["netdev"], "driver": pf["driver"],
@@ -1980,7 +1989,7 @@ def _boot_config(system, grub):
 
 
 def op_inventory(system, args, deadline=None):
-    inv = _Inventory(system)
+    inv = _Inventory(system, deadline=deadline)
     grub = _grub_effective(system)
     have_ethtool = bool(system.which("ethtool"))
     nics = []
@@ -2422,7 +2431,7 @@ def op_set_vfs(system, args, deadline):
         raise AgentError("not_sriov_capable", "%s (driver %s) is not SR-IOV capable (no sriov_numvfs)." % (
             label, driver), {"pf": target["pf"], "pci_address": target["pci"], "driver": driver})
     _check_binding(system, target, driver)
-    inv = _Inventory(system)
+    inv = _Inventory(system, deadline=deadline)
     before = _pf_state(system, target, inv, legacy, deadline)
     if before["device_busy"]:
         raise _device_busy(target, None, _busy_vfs(system, before, inv), numvfs_path)

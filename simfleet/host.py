@@ -1724,6 +1724,8 @@ class SimHost:
 
     def numvfs_lock(self, path: str) -> threading.Lock | None:
         """The device lock of the PF whose sriov_numvfs path names, else None."""
+        if not path.endswith("/sriov_numvfs"):
+            return None
         with self.lock:
             try:
                 entry = self._entry(self._resolve(path))
