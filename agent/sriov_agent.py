@@ -1131,7 +1131,7 @@ def _domain(system, ident, inactive):
     root = _parse_xml(_virsh(system, args), "domain %s" % ident)
     name = (root.findtext("name") or "").strip() or ident
     what = "domain %s" % name
-    hostdev_pci, netdevs, networks = [], [], []
+    hostdev_pci, netdevs, networks, unresolved = [], [], [], []
     for element in root.iter("hostdev"):
         if element.get("type") not in (None, "pci"):
             continue  # USB / SCSI host devices hold no PCI function
@@ -1140,6 +1140,8 @@ def _domain(system, ident, inactive):
     for element in root.iter("interface"):
         kind = element.get("type")
         source = element.find("source")
+        if source is not None and source.get("network"):
+            networks.append(source.get("network"))  # (the live XML of a network interface keeps its name)
         if kind == "hostdev":
             hostdev_pci.append(_pci_of(source.find("address") if source is not None else None, what))
         elif kind == "direct":
@@ -1148,9 +1150,10 @@ def _domain(system, ident, inactive):
                 raise _GuestsUnknown("%s has a macvtap (direct) interface without a source device" % what)
             netdevs.append({"dev": dev, "mode": source.get("mode") or "vepa", "network": source.get("network")})
         elif kind == "network" and source is not None and source.get("network"):
-            networks.append(source.get("network"))
+            unresolved.append(source.get("network"))  # which device it got is not in this XML
     return {"name": name, "uuid": (root.findtext("uuid") or "").strip() or ident,
-            "hostdev_pci": sorted(set(hostdev_pci)), "netdevs": netdevs, "networks": sorted(set(networks))}
+            "hostdev_pci": sorted(set(hostdev_pci)), "netdevs": netdevs, "networks": networks,
+            "unresolved_networks": unresolved}
 
 
 def _network_pool(system, name, vf_index):
@@ -1190,7 +1193,7 @@ def _resolve(guest, vf_index, pools):
         if pci:
             uses.append({"pci": pci, "via": "macvtap %s (%s)" % (nd["dev"], nd["mode"])})
     named = set(u["pci"] for u in uses)
-    for net in guest["networks"]:
+    for net in guest.pop("unresolved_networks", []):
         pool = pools.get(net) or {}
         candidates = pool.get("in_use_pci") if pool.get("in_use_pci") is not None else pool.get("vf_pci")
         for pci in candidates or []:

@@ -60,6 +60,22 @@ def test_macvtap_network_and_autostart_guests_are_seen_and_protected(make_fleet)
     assert host.true_state()["numvfs"][ENO49] == 2
 
 
+def test_a_network_pool_left_too_small_for_its_autostart_guests_is_refused(make_fleet):
+    fleet = make_fleet(hosts=["dl360g9-guests"])
+    host = fleet.hosts[0]
+    host.remove_guest("vm-pool")
+    for name in ("vm-pool1", "vm-pool2"):  # stopped, start at boot, each takes a VF from the network
+        host.add_guest(name, interfaces=[{"type": "network", "network": "sriov-eno50"}], running=False)
+    inv = agent(fleet, host, "inventory")["result"]
+    pool = next(n for n in inv["libvirt_networks"] if n["name"] == "sriov-eno50")
+    assert pool["mode"] == "passthrough" and pool["pfs"] == ["eno50"] and len(pool["vf_pci"]) == 2
+    # one VF left for two guests: one of them would not start
+    doc = agent(fleet, host, "set_vfs", set_vfs("eno50", ENO50, 1))
+    assert doc["error"]["code"] == "autostart_guests", doc
+    assert doc["error"]["details"]["guests"] == ["vm-pool1", "vm-pool2"]
+    assert agent(fleet, host, "set_vfs", set_vfs("eno50", ENO50, 3))["ok"]  # growing is fine
+
+
 # -- 2. kernels older than 3.8 --------------------------------------------------------------------
 
 
