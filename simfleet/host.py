@@ -1872,7 +1872,7 @@ class SimHost:
                 },
                 "persisted": persisted,
                 "drivers_failing_at_boot": unloaded,
-                "nics": {n.name: n.pci for n in self.nics},
+                "nics": {n.name: n.pci for n in self.nics if n.has_netdev},  # the interfaces the host has now
                 "nics_without_driver": sorted(n.pci for n in self.nics if n.driver is None),
                 "guests": [
                     {
