@@ -1,25 +1,32 @@
 #!/usr/bin/env python3
 """SR-IOV Console hypervisor agent.
 
-One file, standard library only, Python 3.6 or newer. See docs/architecture.md for the contract:
-the controller sends this source and a JSON request on stdin to a constant bootstrap command,
-which execs this file and calls remote_main(request_bytes). All host access goes through a
-System object so that simfleet can run these exact bytes against a simulated host.
+One file, standard library only, Python 3.6 or newer. See docs/architecture.md for the contract
+and docs/agent.md for what each operation reports, what it refuses and why. The controller sends
+this source and a JSON request on stdin to a constant bootstrap command, which execs this file
+and calls remote_main(request_bytes). All host access goes through a System object so that
+simfleet can run these exact bytes against a simulated host.
 
 CLI for operators and tests:
     python3 sriov_agent.py [--root DIR] <operation> [JSON-args]
 
-Operations: inventory, set_vfs, kernel_args, reboot.
+Operations (OPERATIONS below): inventory, set_vfs, kernel_args, reboot. An operation is one
+function `op_<name>(system, args, deadline)` registered in OPERATIONS with its arguments; shared
+helpers cover guests, the host lock, bounded device access and persistence.
 
 Keep this file valid Python 3.6: no f-string "=" specifier, no walrus, no dataclasses,
 no subprocess capture_output=/text=, no str.removeprefix.
 """
 
+import configparser
 import errno
+import fnmatch
 import json
 import os
 import re
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -27,7 +34,7 @@ import time
 import traceback
 import xml.etree.ElementTree as ElementTree
 
-AGENT_VERSION = "1.0.0"
+AGENT_VERSION = "1.1.0"
 
 # ---------------------------------------------------------------------------------------------
 # Constants (immutable: this module may be exec'd many times concurrently in one process)
@@ -42,7 +49,8 @@ UDEV_HEADER = (
 )
 MODPROBE_HEADER = (
     "# Managed by SR-IOV Console. Do not edit: this file is rewritten by the console.\n"
-    "# max_vfs per port of the driver, in PCI address order (kernels older than 3.8).\n"
+    "# max_vfs of the driver (kernels older than 3.8): one value for every port, or one per port in\n"
+    "# PCI address order, as the driver's parameter type says (modinfo -F parm <driver>).\n"
 )
 UDEV_LINE_FORMAT = 'ACTION=="add", SUBSYSTEM=="net", KERNELS=="{pci}", ATTR{{device/sriov_numvfs}}="{count}"'
 UDEV_LINE_RE = re.compile(
@@ -50,14 +58,20 @@ UDEV_LINE_RE = re.compile(
     r'ATTR\{device/sriov_numvfs\}="([0-9]+)"$'
 )
 MODPROBE_LINE_RE = re.compile(r"^options[ \t]+([A-Za-z0-9_]+)[ \t]+max_vfs=([0-9]+(?:,[0-9]+)*)[ \t]*$")
+DISABLED_PREFIX = "# Disabled by SR-IOV Console (it now sets this VF count in %s): " % UDEV_RULES_PATH
 
 # Drivers whose max_vfs module parameter creates VFs on kernels older than 3.8, with the
 # maximum VF count per port used when sriov_totalvfs is absent.
 LEGACY_MAX_VFS = {"igb": 7, "ixgbe": 63}
 
+SYS_PCI = "/sys/bus/pci/devices"
+SYS_NET = "/sys/class/net"
+ACPI_TABLES = "/sys/firmware/acpi/tables"
 GRUB_DEFAULT = "/etc/default/grub"
 GRUB_DIR = "/etc/default/grub.d"
 GRUB_VAR = "GRUB_CMDLINE_LINUX_DEFAULT"
+KERNEL_CMDLINE_FILE = "/etc/kernel/cmdline"
+KERNEL_INSTALL_HOOKS = ("/usr/lib/kernel/install.d/20-grub.install", "/usr/lib/kernel/install.d/90-loaderentry.install")
 BACKUP_SUFFIX = ".sriov-console.bak"
 EFI_DIR_FOR_ID = {"rhel": "redhat", "centos": "centos", "rocky": "rocky", "almalinux": "almalinux",
                   "fedora": "fedora", "ol": "redhat", "opensuse-leap": "opensuse", "sles": "sles"}
@@ -68,12 +82,24 @@ KARG_RE = re.compile(r"^[A-Za-z0-9_.-]+(=[A-Za-z0-9_.,:/+-]+)?$")
 ASSIGN_RE = re.compile(r"^[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 VALUE_RE = re.compile(r"""^("(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'#;`$\\]*)(.*)$""")
 VAR_REF_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+IP_RE = re.compile(r"^[0-9A-Fa-f:.]{2,45}$")
+ECHO_NUMVFS_RE = re.compile(r"echo\s+[\"']?(\d+)[\"']?\s*>+\s*[\"']?(\S*sriov_numvfs)")
+PCI_ID_RE = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{4})(?::([0-9a-fA-F]{4}))?(?::([0-9a-fA-F]{4}))?")
 
 MAX_REQUEST_BYTES = 1024 * 1024
-# Every limit of the agent must fit inside the controller's operation timeout (120 s by default):
-# set_vfs at worst writes twice (reset to 0, then N), waits for the VFs and may write once more to
-# restore the previous count: 2 x SYSFS_WRITE_TIMEOUT + MAX_WAIT_SECONDS + margin < 120.
-SYSFS_WRITE_TIMEOUT = 45.0
+# Every limit of the agent fits inside the controller's operation timeout (120 s by default): an
+# operation gets AGENT_BUDGET seconds from the start of the run (the wait for the host lock
+# included); every device access that can block is bounded by what is left of it, minus
+# BUDGET_RESERVE to read back and report.
+AGENT_BUDGET = 105.0
+BUDGET_RESERVE = 5.0
+SYSFS_WRITE_TIMEOUT = 40.0
+SYSFS_READ_TIMEOUT = 5.0
+MIN_WRITE_SECONDS = 1.0
+# i40e answers EAGAIN at once while a VF reset or an earlier VF change is pending
+# (i40e_pci_sriov_configure: "Unable to configure VFs, other operation is pending"): retried
+# after these pauses, then reported as driver_busy.
+EAGAIN_BACKOFF = (0.5, 1.0, 2.0, 4.0)
 DEFAULT_WAIT_SECONDS = 10.0
 MAX_WAIT_SECONDS = 20.0
 MAX_WAIT_SECONDS_ARG = 300.0  # accepted for compatibility; waits are capped at MAX_WAIT_SECONDS
@@ -86,19 +112,18 @@ LOCK_TIMEOUT = 30.0
 PROTECTED_KARGS = ("root", "rootflags", "rootfstype", "ro", "rw", "init", "initrd", "BOOT_IMAGE", "resume",
                    "rd.lvm.lv", "rd.luks.uuid", "rd.md.uuid", "rd.dm.uuid", "rd.break", "systemd.unit",
                    "crashkernel")
+# Arguments that hand every PCI function with a listed vendor:device to a passthrough driver at boot.
+PASSTHROUGH_ID_KARGS = ("vfio-pci.ids", "vfio_pci.ids", "pci-stub.ids", "pci_stub.ids")
+
+# How a VF count change affects the PF's link, per PF driver (estimates for the console's warning;
+# None: not known, assume it drops). igb and ixgbe close and reopen the PF to re-partition queues
+# (igb_sriov_reinit / ixgbe_sriov_reinit), i40e and ice reset the PF; an autonegotiating link is
+# back after a few seconds. mlx5 in legacy SR-IOV mode keeps the uplink up.
+LINK_DROP_SECONDS = {"igb": 3, "ixgbe": 3, "i40e": 5, "ice": 5, "mlx5_core": 0}
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_REQUEST = 2
-
-OPERATIONS = ("inventory", "set_vfs", "kernel_args", "reboot")
-ARG_KEYS = {
-    "inventory": (),
-    "set_vfs": ("pf", "pci_address", "count", "persist", "take_over", "allow_guest_impact", "force",
-                "wait_seconds"),
-    "kernel_args": ("add", "remove", "regenerate"),
-    "reboot": ("refuse_if_guests", "expected_boot_id"),
-}
 
 
 class AgentError(Exception):
@@ -119,8 +144,8 @@ class AgentError(Exception):
 class System(object):
     """Real host access. Every path is an absolute host path, prefixed with root."""
 
-    # A sysfs write can hang (i40e: "other operation is pending"); give up after this long.
     write_timeout = SYSFS_WRITE_TIMEOUT
+    read_timeout = SYSFS_READ_TIMEOUT
 
     def __init__(self, root="/"):
         self.root = os.path.abspath(root or "/")
@@ -138,28 +163,65 @@ class System(object):
             return f.read()
 
     def write_text(self, path, data):
+        """A plain write (no bound): device attributes go through write_sysfs."""
+        fd = os.open(self.path(path), os.O_WRONLY)
+        try:
+            os.write(fd, data.encode("utf-8", "surrogateescape"))
+        finally:
+            os.close(fd)
+
+    # A device attribute can block: sriov_numvfs_store() holds the device lock while the driver
+    # enables or disables VFs, sriov_numvfs_show() takes it too since Linux 5.15 (PCI/IOV:
+    # "Serialize sysfs sriov_numvfs reads vs writes"), and removing a VF bound to vfio-pci waits,
+    # first interruptibly and then not, until QEMU releases it (vfio_unregister_group_dev). A
+    # thread stuck there would keep this process (and the SSH session) from exiting, so bounded
+    # accesses run in a child process of their own that may outlive the agent.
+    def write_sysfs(self, path, data, timeout):
+        """Write a device attribute within timeout seconds; OSError(ETIMEDOUT) when the kernel
+        has not answered by then (the write stays pending in the kernel)."""
+        self._child_io(path, data.encode("ascii"), timeout)
+
+    def read_sysfs(self, path, timeout):
+        """Read a device attribute within timeout seconds; OSError(ETIMEDOUT) otherwise."""
+        return self._child_io(path, None, timeout).decode("utf-8", "replace")
+
+    def _child_io(self, path, data, timeout):
         real = self.path(path)
-        outcome = {}
-
-        def do_write():
-            try:
-                fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                try:
-                    os.write(fd, data.encode("utf-8", "surrogateescape"))
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                outcome["error"] = exc
-            outcome["done"] = True
-
-        worker = threading.Thread(target=do_write, name="sriov-agent-write")
-        worker.daemon = True
-        worker.start()
-        worker.join(self.write_timeout)
-        if "done" not in outcome:
-            raise OSError(errno.ETIMEDOUT, "write did not complete in %d s" % self.write_timeout, path)
-        if "error" in outcome:
-            raise outcome["error"]
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            _child_io_main(real, data, rfd, wfd)
+        os.close(wfd)
+        chunks = []
+        finished = False
+        deadline = time.monotonic() + max(0.0, timeout)
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                ready, _w, _x = select.select([rfd], [], [], left)
+                if not ready:
+                    continue
+                chunk = os.read(rfd, 65536)
+                if not chunk:
+                    finished = True
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(rfd)
+        if not finished:
+            _reap(pid, block=False)
+            raise OSError(errno.ETIMEDOUT, "the kernel did not answer in %.1f s" % timeout, path)
+        _reap(pid, block=True)
+        payload = b"".join(chunks)
+        status, _sep, rest = payload.partition(b"\n")
+        if status == b"ok":
+            return rest
+        match = re.match(br"^err (\d+) ?(.*)$", status)
+        if match:
+            raise OSError(int(match.group(1)), match.group(2).decode("utf-8", "replace") or None, path)
+        raise OSError(errno.EIO, "the device access helper failed", path)
 
     def atomic_write(self, path, data, mode=None):
         real = self.path(path)
@@ -205,6 +267,12 @@ class System(object):
     def is_link(self, path):
         return os.path.islink(self.path(path))
 
+    def is_executable(self, path):
+        try:
+            return bool(os.stat(self.path(path)).st_mode & 0o111)
+        except OSError:
+            return False
+
     def list_dir(self, path):
         return sorted(os.listdir(self.path(path)))
 
@@ -246,6 +314,31 @@ class System(object):
             rc = None
         return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
+    def ssh_connection(self):
+        """SSH_CONNECTION ("client-ip client-port server-ip server-port") of the session this agent
+        runs in, or None. sudo resets the environment, so the ancestors' environments are read
+        too (root may read them)."""
+        if "SSH_CONNECTION" in os.environ:  # set, even empty: this is the session's own word
+            return os.environ["SSH_CONNECTION"].strip() or None
+        pid = os.getppid()
+        for _hop in range(16):
+            if pid <= 1:
+                break
+            try:
+                with open("/proc/%d/environ" % pid, "rb") as f:
+                    env = f.read()
+            except OSError:
+                env = b""
+            for item in env.split(b"\0"):
+                if item.startswith(b"SSH_CONNECTION="):
+                    return item[len(b"SSH_CONNECTION="):].decode("ascii", "replace").strip() or None
+            try:
+                with open("/proc/%d/stat" % pid, "r") as f:
+                    pid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                break
+        return None
+
     def _lock_dir(self):
         for directory in ("/run", "/tmp"):
             if os.path.isdir(self.path(directory)):
@@ -286,6 +379,54 @@ class System(object):
         return time.monotonic()
 
 
+def _child_io_main(real, data, rfd, wfd):
+    """The device-access child: detach from the SSH session (its stdio and every inherited file,
+    the host lock included), do the one read or write, report on the pipe, exit."""
+    try:
+        os.close(rfd)
+        os.setsid()
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        try:
+            inherited = [int(name) for name in os.listdir("/proc/self/fd")]
+        except (OSError, ValueError):
+            inherited = list(range(3, 256))
+        for fd in inherited:
+            if fd > 2 and fd != wfd:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        try:
+            if data is None:
+                with open(real, "rb") as f:
+                    payload = b"ok\n" + f.read(65536)
+            else:
+                fd = os.open(real, os.O_WRONLY)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+                payload = b"ok\n"
+        except OSError as exc:
+            payload = ("err %d %s\n" % (exc.errno or errno.EIO, exc.strerror or "")).encode("utf-8", "replace")
+        try:
+            os.write(wfd, payload)
+        except OSError:
+            pass
+    finally:
+        os._exit(0)
+
+
+def _reap(pid, block):
+    try:
+        os.waitpid(pid, 0 if block else os.WNOHANG)
+    except OSError:
+        pass
+
+
 class _FdLock(object):
     def __init__(self, fd):
         self.fd = fd
@@ -302,6 +443,20 @@ class _FdLock(object):
         return False
 
 
+class Deadline(object):
+    """What is left of the operation's budget (AGENT_BUDGET from the start of the run)."""
+
+    def __init__(self, system, seconds):
+        self.system = system
+        self.end = system.monotonic() + seconds
+
+    def left(self):
+        return self.end - self.system.monotonic()
+
+    def bound(self, cap, reserve=BUDGET_RESERVE):
+        return max(0.0, min(cap, self.left() - reserve))
+
+
 # ---------------------------------------------------------------------------------------------
 # Small helpers over a System
 # ---------------------------------------------------------------------------------------------
@@ -314,14 +469,18 @@ def _read(system, path, default=None):
         return default
 
 
-def _read_int(system, path):
-    value = _read(system, path)
+def _parse_int(value):
     if value is None:
         return None
+    value = value.strip()
     try:
         return int(value, 0) if value.startswith("0x") else int(value)
     except ValueError:
         return None
+
+
+def _read_int(system, path):
+    return _parse_int(_read(system, path))
 
 
 def _link_base(system, path):
@@ -385,6 +544,59 @@ def _write_file(system, path, data, what, mode=0o644):
         raise _readonly_error(exc, path, what) from None
 
 
+def _run_ok(system, argv, timeout=QUERY_TIMEOUT):
+    """stdout of a query program, or None when it is missing or fails."""
+    if not system.which(argv[0]):
+        return None
+    rc, out, _err = system.run(argv, timeout)
+    return out if rc == 0 else None
+
+
+class _FileTxn(object):
+    """Files changed by one operation, restorable as a whole when a later step fails."""
+
+    def __init__(self, system):
+        self.system = system
+        self.saved = {}  # path -> previous text, or None when the file did not exist
+        self.undo = []  # argv lists that undo a program's effect (systemctl disable -> enable)
+
+    def write(self, path, text, what, mode=0o644):
+        if path not in self.saved:
+            try:
+                self.saved[path] = self.system.read_text(path)
+            except OSError:
+                self.saved[path] = None
+        _write_file(self.system, path, text, what, mode)
+
+    def backup(self, path, actions):
+        """Copy path to path + BACKUP_SUFFIX (0600: it may hold secrets) unless a backup exists."""
+        backup = path + BACKUP_SUFFIX
+        if self.system.exists(backup):
+            return backup
+        self.write(backup, self.system.read_text(path), "backup", mode=0o600)
+        actions.append("backed up %s to %s" % (path, backup))
+        return backup
+
+    def rollback(self, actions):
+        for path in sorted(self.saved):
+            text = self.saved[path]
+            try:
+                if text is None:
+                    if self.system.exists(path):
+                        self.system.remove(path)
+                else:
+                    self.system.atomic_write(path, text)
+                actions.append("rolled back %s to its previous content" % path)
+            except OSError as exc:
+                actions.append("could not roll back %s: %s" % (path, exc.strerror or exc))
+        for argv in reversed(self.undo):
+            rc, _out, err = self.system.run(argv, QUERY_TIMEOUT)
+            actions.append("undid: %s%s" % (" ".join(argv), "" if rc == 0 else " (failed: %s %s)" % (
+                rc, err.strip()[-200:])))
+        self.saved = {}
+        self.undo = []
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------------
@@ -443,6 +655,11 @@ def _valid_kargs(value, field):
 # ---------------------------------------------------------------------------------------------
 
 
+def _header_line(stripped, header):
+    return stripped.startswith("#") and (
+        MANAGED_MARKER in stripped or stripped in [h.strip() for h in header.splitlines()])
+
+
 def _read_udev(system):
     """-> (exists, {pci: count}, [foreign lines kept verbatim])"""
     try:
@@ -456,8 +673,7 @@ def _read_udev(system):
         match = UDEV_LINE_RE.match(stripped)
         if match:
             counts[match.group(1)] = int(match.group(2))
-        elif stripped and not (stripped.startswith("#") and (
-                MANAGED_MARKER in stripped or stripped in [h.strip() for h in UDEV_HEADER.splitlines()])):
+        elif stripped and not _header_line(stripped, UDEV_HEADER):
             others.append(line)
     return True, counts, others
 
@@ -483,8 +699,7 @@ def _read_modprobe(system):
         match = MODPROBE_LINE_RE.match(stripped)
         if match:
             drivers[match.group(1)] = [int(v) for v in match.group(2).split(",")]
-        elif stripped and not (stripped.startswith("#") and (
-                MANAGED_MARKER in stripped or stripped in [h.strip() for h in MODPROBE_HEADER.splitlines()])):
+        elif stripped and not _header_line(stripped, MODPROBE_HEADER):
             others.append(line)
     return True, drivers, others
 
@@ -500,8 +715,8 @@ def _render_modprobe(drivers, others):
 def _legacy_ports(system, driver):
     """PCI addresses of the physical ports bound to driver, in PCI address order."""
     ports = set()
-    for name in _list(system, "/sys/class/net"):
-        dev = "/sys/class/net/%s/device" % name
+    for name in _list(system, SYS_NET):
+        dev = "%s/%s/device" % (SYS_NET, name)
         if not system.exists(dev) or system.exists(dev + "/physfn"):
             continue
         if _link_base(system, dev + "/driver") == driver:
@@ -511,28 +726,333 @@ def _legacy_ports(system, driver):
     return sorted(ports)
 
 
-def _managed_counts(system, legacy):
+def _max_vfs_values(values, ports, form):
+    """{pci: count} that max_vfs=values gives the ports: a single (uint) value applies to every
+    port of the driver; an array gives one per port in PCI order, the ports after the list keep
+    the default 0 (module_param_array)."""
+    if form == "single":
+        return dict((pci, values[0]) for pci in ports) if values else {}
+    return dict((pci, values[i] if i < len(values) else 0) for i, pci in enumerate(ports))
+
+
+def _managed_counts(system, legacy, param_forms=None):
     """{pci: persisted count} from the managed persistence file for this kernel."""
     if not legacy:
         return _read_udev(system)[1]
     counts = {}
     for driver, values in _read_modprobe(system)[1].items():
-        for pci, value in zip(_legacy_ports(system, driver), values):  # noqa: B905 (3.6)
-            counts[pci] = value
+        form = (param_forms or {}).get(driver) or ("array" if len(values) > 1 else "single")
+        counts.update(_max_vfs_values(values, _legacy_ports(system, driver), form))
     return counts
 
 
 # ---------------------------------------------------------------------------------------------
-# Guests (virsh)
+# Kernels older than 3.8: the max_vfs module parameter and the initramfs
+# ---------------------------------------------------------------------------------------------
+
+
+def _max_vfs_param(system, driver):
+    """The type of driver's max_vfs parameter from `modinfo -F parm`: the in-tree igb and ixgbe
+    declare it `uint` (one value for every port; a list is rejected and the module does not
+    load), Intel's out-of-tree drivers `array of int` (one value per port).
+    -> {"type": "uint" | "array of int" | ..., "form": "single" | "array"} or {"error": ...}"""
+    if not system.which("modinfo"):
+        return {"type": None, "form": None, "error": "modinfo is not installed"}
+    rc, out, err = system.run(["modinfo", "-F", "parm", driver], QUERY_TIMEOUT)
+    if rc != 0:
+        return {"type": None, "form": None,
+                "error": "modinfo -F parm %s failed (%s): %s" % (driver, rc, (err or out).strip()[-300:])}
+    for line in out.splitlines():
+        if line.startswith("max_vfs:"):
+            match = re.search(r"\(([^()]*)\)\s*$", line)
+            kind = match.group(1).strip() if match else None
+            if kind is None:
+                break
+            return {"type": kind, "form": "array" if kind.startswith("array") else "single", "error": None}
+    return {"type": None, "form": None, "error": "modinfo -F parm %s names no max_vfs parameter with a type" % driver}
+
+
+def _initramfs(system, release):
+    """Where the running kernel's initramfs is and which tools rebuild and list it."""
+    if system.which("dracut"):
+        return {"tool": "dracut", "image": "/boot/initramfs-%s.img" % release,
+                "lister": "lsinitrd" if system.which("lsinitrd") else None,
+                "argv": ["dracut", "-f", "/boot/initramfs-%s.img" % release, release]}
+    if system.which("update-initramfs"):
+        return {"tool": "update-initramfs", "image": "/boot/initrd.img-%s" % release,
+                "lister": "lsinitramfs" if system.which("lsinitramfs") else None,
+                "argv": ["update-initramfs", "-u", "-k", release]}
+    return {"tool": None, "image": None, "lister": None, "argv": None}
+
+
+def _driver_in_initramfs(system, info, driver):
+    """True / False, or None when it cannot be told (no lister, or it failed)."""
+    if not info["lister"] or not info["image"]:
+        return None
+    rc, out, _err = system.run([info["lister"], info["image"]], QUERY_TIMEOUT)
+    if rc != 0:
+        return None
+    return bool(re.search(r"/%s\.ko(\.[a-z]+)?\s*$" % re.escape(driver), out, re.M))
+
+
+def _refresh_initramfs(system, release, driver, txn, actions):
+    """The initramfs keeps a copy of /etc/modprobe.d: when the driver loads from it, the old
+    max_vfs would boot. -> the facts, and the choice made, for the result."""
+    info = _initramfs(system, release)
+    contains = _driver_in_initramfs(system, info, driver)
+    facts = {"tool": info["tool"], "image": info["image"], "contains_driver": contains,
+             "regenerated": False, "argv": None}
+    if contains is False:
+        facts["choice"] = "%s is not in %s: the initramfs does not need rebuilding" % (driver, info["image"])
+        return facts
+    if info["tool"] is None:
+        facts["choice"] = ("neither dracut nor update-initramfs is installed: an initramfs that loads %s "
+                           "would still boot the old max_vfs" % driver)
+        return facts
+    rc, out, err = system.run(info["argv"], TOOL_TIMEOUT)
+    if rc != 0:
+        txn.rollback(actions)
+        raise AgentError("initramfs_failed", "%s failed (%s), so the initramfs would still boot the old "
+                         "max_vfs of %s; the modprobe.d file was restored." % (
+                             " ".join(info["argv"]), "timed out" if rc is None else "exit status %d" % rc, driver),
+                         {"argv": info["argv"], "exit_status": rc, "stderr": err[-2000:], "actions": list(actions)})
+    facts["regenerated"] = True
+    facts["argv"] = info["argv"]
+    facts["choice"] = ("%s is in the initramfs: rebuilt it" % driver if contains
+                       else "cannot list the initramfs (%s): rebuilt it to be safe" % (info["lister"] or "no lister"))
+    actions.append("rebuilt the initramfs so that it carries the new max_vfs: %s" % " ".join(info["argv"]))
+    return facts
+
+
+# ---------------------------------------------------------------------------------------------
+# PCI functions
+# ---------------------------------------------------------------------------------------------
+
+# VF drivers that mean "handed to a guest (or about to be)": never treat such a VF as free.
+PASSTHROUGH_DRIVERS = ("vfio-pci", "pci-stub")
+
+
+def _netdev_of(system, dev):
+    names = _list(system, dev + "/net")
+    return names[0] if names else None
+
+
+def _binding(driver, netdev):
+    """How the host holds a PF: its network driver ("netdev"), nobody ("no_driver"), a passthrough
+    driver ("vfio" / "pci-stub"), or another driver without a network interface."""
+    if driver is None:
+        return "no_driver"
+    if driver == "vfio-pci":
+        return "vfio"
+    if driver == "pci-stub":
+        return "pci-stub"
+    return "netdev" if netdev else "other_driver"
+
+
+def _not_capable_reason(totalvfs, driver):
+    """Why a function with an SR-IOV capability cannot have VFs now (None when it can)."""
+    if totalvfs is None or totalvfs > 0:
+        return None
+    text = ("sriov_totalvfs is 0: the device has the SR-IOV capability but no VF can be enabled now. "
+            "SR-IOV is off in the BIOS/UEFI or in the NIC's firmware")
+    if driver == "mlx5_core":
+        text += " (mlxconfig: SRIOV_EN=1 NUM_OF_VFS=N)"
+    return text + ", or the driver limits it to 0; enable it there and reboot."
+
+
+def _sriov_vf_device(system, dev):
+    value = _read(system, dev + "/sriov_vf_device")
+    if not value or not re.match(r"^(0x)?[0-9a-fA-F]{1,4}$", value):
+        return None
+    value = value.lower()
+    return (value[2:] if value.startswith("0x") else value).zfill(4)
+
+
+def _read_numvfs(system, dev, deadline=None):
+    """sriov_numvfs through a bounded read: -> (count or None, busy)."""
+    path = dev + "/sriov_numvfs"
+    reader = getattr(system, "read_sysfs", None)
+    if reader is None:
+        return _read_int(system, path), False
+    cap = getattr(system, "read_timeout", SYSFS_READ_TIMEOUT)
+    timeout = cap if deadline is None else max(0.5, deadline.bound(cap, reserve=1.0))
+    try:
+        return _parse_int(reader(path, timeout)), False
+    except OSError as exc:
+        return None, exc.errno == errno.ETIMEDOUT
+
+
+def _pci_functions(system):
+    """[(pci, device dir)] of every PCI function the kernel lists (empty on trees without it)."""
+    return [(pci, SYS_PCI + "/" + pci) for pci in _list(system, SYS_PCI) if PCI_RE.match(pci)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Network topology: bonds, bridges, addresses, routes, and the SSH connection the agent runs over
+# ---------------------------------------------------------------------------------------------
+
+
+def _netdev_kind(system, name):
+    uevent = _read(system, "%s/%s/uevent" % (SYS_NET, name)) or ""
+    match = re.search(r"^DEVTYPE=(\S+)$", uevent, re.M)
+    if match:
+        return match.group(1)
+    if system.exists("%s/%s/bonding" % (SYS_NET, name)):
+        return "bond"
+    if system.exists("%s/%s/bridge" % (SYS_NET, name)):
+        return "bridge"
+    if name == "ovs-system":
+        return "openvswitch"
+    return None
+
+
+def _addresses(system):
+    """{netdev: ["10.0.0.5/24", ...]} of global-scope addresses (`ip -o addr show`), or None."""
+    out = _run_ok(system, ["ip", "-o", "addr", "show"])
+    if out is None:
+        return None
+    found = {}
+    for line in out.splitlines():
+        match = re.match(r"^\d+:\s+(\S+)\s+(inet6?)\s+(\S+)(.*)$", line)
+        if not match:
+            continue
+        scope = re.search(r"\bscope\s+(\S+)", match.group(4))
+        if scope and scope.group(1) in ("host", "link"):
+            continue
+        found.setdefault(match.group(1).split("@")[0], []).append(match.group(3))
+    return found
+
+
+def _default_route_devices(system):
+    """Devices a default route leaves through (/proc/net/route, /proc/net/ipv6_route)."""
+    devices = set()
+    for line in (_read(system, "/proc/net/route") or "").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[1] == "00000000" and fields[7] == "00000000":
+            devices.add(fields[0])
+    for line in (_read(system, "/proc/net/ipv6_route") or "").splitlines():
+        fields = line.split()
+        if len(fields) >= 10 and fields[0] == "0" * 32 and fields[1] == "00" and fields[9] != "lo":
+            if not int(fields[8], 16) & 0x0200:  # RTF_REJECT
+                devices.add(fields[9])
+    return sorted(devices)
+
+
+def _ipv4_int(text):
+    parts = text.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 for p in parts):
+        return None
+    return (int(parts[0]) << 24) | (int(parts[1]) << 16) | (int(parts[2]) << 8) | int(parts[3])
+
+
+def _route_device(system, address):
+    """The device the kernel routes address through: `ip -o route get`, else the longest IPv4
+    prefix of /proc/net/route."""
+    out = _run_ok(system, ["ip", "-o", "route", "get", address])
+    if out is not None:
+        match = re.search(r"\bdev\s+(\S+)", out)
+        return match.group(1) if match else None
+    target = _ipv4_int(address)
+    if target is None:
+        return None
+    best = None
+    for line in (_read(system, "/proc/net/route") or "").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        try:  # little-endian hex words, as the kernel prints them
+            dest = int("".join(reversed([fields[1][i:i + 2] for i in range(0, 8, 2)])), 16)
+            mask = int("".join(reversed([fields[7][i:i + 2] for i in range(0, 8, 2)])), 16)
+        except ValueError:
+            continue
+        if target & mask == dest and (best is None or mask > best[0]):
+            best = (mask, fields[0])
+    return best[1] if best else None
+
+
+def _ssh_path(system, addresses):
+    """Which devices the SSH connection this agent runs over arrives through."""
+    getter = getattr(system, "ssh_connection", None)
+    raw = getter() if getter else None
+    if not raw:
+        return {"known": False, "devices": [], "reason": "no SSH_CONNECTION: the agent does not run over SSH, "
+                "or neither its environment nor its parents' carry it"}
+    parts = raw.split()
+    if len(parts) != 4 or not (IP_RE.match(parts[0]) and IP_RE.match(parts[2])):
+        return {"known": False, "devices": [], "reason": "unreadable SSH_CONNECTION %r" % raw[:100]}
+    client, server = [re.sub(r"^::ffff:", "", p) for p in (parts[0], parts[2])]
+    route = _route_device(system, client)
+    owners = sorted(d for d, addrs in (addresses or {}).items() if any(a.split("/")[0] == server for a in addrs))
+    devices = sorted(set(([route] if route else []) + owners))
+    return {"known": bool(devices), "client": client, "server": server,
+            "server_port": int(parts[3]) if parts[3].isdigit() else None,
+            "route_device": route, "address_devices": owners, "devices": devices,
+            "reason": None if devices else "cannot tell which device routes %s" % client}
+
+
+def _net_topology(system):
+    masters, kinds, uppers = {}, {}, {}
+    for name in _list(system, SYS_NET):
+        base = SYS_NET + "/" + name
+        master = _link_base(system, base + "/master")
+        if master:
+            masters[name] = master
+            uppers.setdefault(name, set()).add(master)
+        for entry in _list(system, base):
+            if entry.startswith("upper_"):
+                uppers.setdefault(name, set()).add(entry[len("upper_"):])
+        kinds[name] = _netdev_kind(system, name)
+    addresses = _addresses(system)
+    return {"masters": masters, "kinds": kinds, "uppers": uppers, "addresses": addresses or {},
+            "addresses_known": addresses is not None, "default_route_devices": _default_route_devices(system),
+            "ssh": _ssh_path(system, addresses)}
+
+
+def _stacked_on(topology, name):
+    """Every device stacked on name (bond, bridge, VLAN ...), transitively."""
+    seen = set()
+    todo = list(topology["uppers"].get(name, ()))
+    while todo:
+        dev = todo.pop()
+        if dev not in seen and dev != name:
+            seen.add(dev)
+            todo.extend(topology["uppers"].get(dev, ()))
+    return sorted(seen)
+
+
+def _link_facts(topology, name, driver):
+    """What a VF count change on this PF does to the host's own traffic."""
+    if name is None:
+        return None
+    stacked = _stacked_on(topology, name)
+    devices = [name] + stacked
+    master = topology["masters"].get(name)
+    ssh = topology["ssh"]
+    drop = LINK_DROP_SECONDS.get(driver)
+    return {
+        "master": {"name": master, "kind": topology["kinds"].get(master)} if master else None,
+        "stacked": [{"name": d, "kind": topology["kinds"].get(d)} for d in stacked],
+        "addresses": [{"dev": d, "address": a} for d in devices for a in topology["addresses"].get(d, [])],
+        "addresses_known": topology["addresses_known"],
+        "default_route": any(d in topology["default_route_devices"] for d in devices),
+        "management": (any(d in ssh["devices"] for d in devices) if ssh["known"] else None),
+        "link_drops_on_vf_change": None if drop is None else drop > 0,
+        "link_drop_seconds": drop,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Guests (virsh): running domains, stopped domains that start at boot, libvirt network pools
 # ---------------------------------------------------------------------------------------------
 
 
 class _GuestsUnknown(Exception):
-    """Internal: which PCI devices running guests hold cannot be established (fail closed)."""
+    """Internal: which PCI devices guests hold cannot be established (fail closed)."""
 
 
-# VF drivers that mean "handed to a guest (or about to be)": never treat such a VF as free.
-PASSTHROUGH_DRIVERS = ("vfio-pci", "pci-stub")
+# Network forward modes whose pool hands out host interfaces or VFs (libvirt formatnetwork:
+# hostdev = PCI passthrough of a VF; passthrough/private/vepa/bridge with <interface>/<pf> = macvtap).
+POOL_MODES = ("hostdev", "passthrough", "private", "vepa", "bridge")
 
 
 def _qemu_processes(system):
@@ -549,25 +1069,157 @@ def _qemu_processes(system):
 
 def _passthrough_vfs(system):
     """PCI addresses of VFs (of any PF) bound to vfio-pci or pci-stub."""
-    found = []
-    for name in _list(system, "/sys/class/net"):
-        dev = "/sys/class/net/%s/device" % name
+    found = set()
+    devices = [SYS_NET + "/" + n + "/device" for n in _list(system, SYS_NET)]
+    for dev in devices + [d for _p, d in _pci_functions(system)]:
         for entry in _list(system, dev):
             if re.match(r"^virtfn\d+$", entry) and _link_base(system, dev + "/" + entry + "/driver") in \
                     PASSTHROUGH_DRIVERS:
                 pci = _link_base(system, dev + "/" + entry)
-                if pci and pci not in found:
-                    found.append(pci)
+                if pci:
+                    found.add(pci)
     return sorted(found)
 
 
-def _guests(system):
-    """-> {"available": bool, "guests": [{"name", "uuid", "hostdev_pci": [...]}] or None, "error": str}
+def _vf_index(system):
+    """{"by_netdev": {VF netdev: VF pci}, "by_pf": {PF netdev: [VF pci]}} from sysfs."""
+    by_netdev, by_pf = {}, {}
+    for name in _list(system, SYS_NET):
+        dev = SYS_NET + "/" + name + "/device"
+        if not system.exists(dev):
+            continue
+        if system.exists(dev + "/physfn"):
+            by_netdev[name] = _link_base(system, dev)
+            continue
+        vfs = [_link_base(system, dev + "/" + e) for e in _list(system, dev) if re.match(r"^virtfn\d+$", e)]
+        if vfs:
+            by_pf[name] = sorted(p for p in vfs if p)
+    return {"by_netdev": by_netdev, "by_pf": by_pf}
+
+
+def _virsh(system, args):
+    rc, out, err = system.run(["virsh"] + args, QUERY_TIMEOUT)
+    if rc != 0:
+        raise _GuestsUnknown("virsh %s failed (%s): %s" % (" ".join(args), rc, (err or out).strip()[-500:]))
+    return out
+
+
+def _parse_xml(text, what):
+    try:
+        return ElementTree.fromstring(text)
+    except ElementTree.ParseError as exc:
+        raise _GuestsUnknown("the XML of %s does not parse: %s" % (what, exc)) from None
+
+
+def _pci_of(address, what):
+    if address is None or address.get("type") not in (None, "pci"):
+        raise _GuestsUnknown("%s has a PCI host device without a readable PCI address" % what)
+    try:
+        return "%04x:%02x:%02x.%x" % (int(address.get("domain", "0"), 0), int(address.get("bus"), 0),
+                                      int(address.get("slot"), 0), int(address.get("function"), 0))
+    except (TypeError, ValueError):
+        raise _GuestsUnknown("%s has a PCI host device with an unparseable address %r" % (
+            what, dict(address.attrib))) from None
+
+
+def _domain(system, ident, inactive):
+    """-> {"name", "uuid", "hostdev_pci", "netdevs", "networks"} of one domain; raises _GuestsUnknown.
+    A VF reaches a guest as <hostdev>, <interface type='hostdev'> (by PCI address), as macvtap
+    <interface type='direct'><source dev=.../> (by netdev name), or from a libvirt network
+    <interface type='network'> (the live XML of a running domain shows the device it got)."""
+    args = ["dumpxml", "--inactive", "--domain", ident] if inactive else ["dumpxml", "--domain", ident]
+    root = _parse_xml(_virsh(system, args), "domain %s" % ident)
+    name = (root.findtext("name") or "").strip() or ident
+    what = "domain %s" % name
+    hostdev_pci, netdevs, networks, unresolved = [], [], [], []
+    for element in root.iter("hostdev"):
+        if element.get("type") not in (None, "pci"):
+            continue  # USB / SCSI host devices hold no PCI function
+        source = element.find("source")
+        hostdev_pci.append(_pci_of(source.find("address") if source is not None else None, what))
+    for element in root.iter("interface"):
+        kind = element.get("type")
+        source = element.find("source")
+        if source is not None and source.get("network"):
+            networks.append(source.get("network"))  # (the live XML of a network interface keeps its name)
+        if kind == "hostdev":
+            hostdev_pci.append(_pci_of(source.find("address") if source is not None else None, what))
+        elif kind == "direct":
+            dev = source.get("dev") if source is not None else None
+            if not dev:
+                raise _GuestsUnknown("%s has a macvtap (direct) interface without a source device" % what)
+            netdevs.append({"dev": dev, "mode": source.get("mode") or "vepa", "network": source.get("network")})
+        elif kind == "network" and source is not None and source.get("network"):
+            unresolved.append(source.get("network"))  # which device it got is not in this XML
+    return {"name": name, "uuid": (root.findtext("uuid") or "").strip() or ident,
+            "hostdev_pci": sorted(set(hostdev_pci)), "netdevs": netdevs, "networks": networks,
+            "unresolved_networks": unresolved}
+
+
+def _network_pool(system, name, vf_index):
+    """A libvirt network (`virsh net-dumpxml`): which VFs its pool hands out, and, on an active
+    network, which of them are connected (the read-only `connections` attribute)."""
+    root = _parse_xml(_virsh(system, ["net-dumpxml", name]), "network %s" % name)
+    forward = root.find("forward")
+    mode = (forward.get("mode") or "nat") if forward is not None else None
+    pool = {"name": name, "mode": mode, "pfs": [], "vf_pci": [], "in_use_pci": None,
+            "connections": _parse_int(root.get("connections") or "0") or 0}
+    if forward is None or mode not in POOL_MODES:
+        return pool
+    vfs, in_use, counted = [], [], False
+    for pf in forward.findall("pf"):
+        if pf.get("dev"):
+            pool["pfs"].append(pf.get("dev"))
+            vfs.extend(vf_index["by_pf"].get(pf.get("dev"), []))
+    members = [(vf_index["by_netdev"].get(i.get("dev")), i) for i in forward.findall("interface")]
+    members += [(_pci_of(a, "network %s" % name), a) for a in forward.findall("address")]
+    for pci, element in members:
+        if pci:
+            vfs.append(pci)
+        if element.get("connections") is not None:
+            counted = True
+            if pci and (_parse_int(element.get("connections")) or 0) > 0:
+                in_use.append(pci)
+    pool["vf_pci"] = sorted(set(vfs))
+    pool["in_use_pci"] = sorted(set(in_use)) if counted else None
+    return pool
+
+
+def _resolve(guest, vf_index, pools):
+    """Adds vf_pci (VFs the domain names) and uses ([{pci, via}]) to a domain record."""
+    uses = [{"pci": pci, "via": "hostdev"} for pci in guest["hostdev_pci"]]
+    for nd in guest["netdevs"]:
+        pci = vf_index["by_netdev"].get(nd["dev"])
+        if pci:
+            uses.append({"pci": pci, "via": "macvtap %s (%s)" % (nd["dev"], nd["mode"])})
+    named = set(u["pci"] for u in uses)
+    for net in guest.pop("unresolved_networks", []):
+        pool = pools.get(net) or {}
+        candidates = pool.get("in_use_pci") if pool.get("in_use_pci") is not None else pool.get("vf_pci")
+        for pci in candidates or []:
+            if pci not in named:
+                uses.append({"pci": pci, "via": "network %s (one of its VFs; libvirt does not say which)" % net})
+    guest["vf_pci"] = sorted(named)
+    guest["uses"] = uses
+    return guest
+
+
+def _pools_for(system, domains, vf_index, pools):
+    for net in sorted(set(n for d in domains for n in d["networks"])):
+        if net not in pools:
+            pools[net] = _network_pool(system, net, vf_index)
+
+
+def _guests(system, vf_index=None, defined=False):
+    """-> {"available", "guests" (running) or None, "error", "defined" (stopped, autostart) or None,
+    "defined_error", "networks": {name: pool}}.
 
     Fails closed: guests is None (unknown) whenever the agent cannot establish which PCI devices
-    running guests hold -- virsh failed, a domain's XML could not be read or parsed, or virsh is
-    missing while qemu processes run or VFs are bound to a passthrough driver."""
-    if not system.which("virsh"):
+    running guests hold -- virsh failed, a domain's or network's XML could not be read or parsed,
+    or virsh is missing while qemu processes run or VFs are bound to a passthrough driver."""
+    out = {"available": bool(system.which("virsh")), "guests": [], "error": None,
+           "defined": [] if defined else None, "defined_error": None, "networks": {}}
+    if not out["available"]:
         qemu = _qemu_processes(system)
         bound = _passthrough_vfs(system)
         if qemu or bound:
@@ -577,64 +1229,498 @@ def _guests(system):
                     len(qemu), "" if len(qemu) == 1 else "es", ", ".join(qemu[:10])))
             if bound:
                 why.append("VFs bound to %s: %s" % ("/".join(PASSTHROUGH_DRIVERS), ", ".join(bound[:10])))
-            return {"available": False, "guests": None,
-                    "error": "virsh is not installed, but guests may be running (%s)" % "; ".join(why)}
-        return {"available": False, "guests": [], "error": None}
-    rc, out, err = system.run(["virsh", "list", "--uuid"], QUERY_TIMEOUT)
-    if rc != 0:
-        return {"available": True, "guests": None,
-                "error": "virsh list failed (%s): %s" % (rc, (err or out).strip()[-500:])}
-    guests = []
+            out["guests"] = None
+            out["error"] = "virsh is not installed, but guests may be running (%s)" % "; ".join(why)
+            if defined:
+                out["defined"] = None
+                out["defined_error"] = out["error"]
+        return out
+    vf_index = vf_index or _vf_index(system)
     try:
-        for ident in out.splitlines():
-            ident = ident.strip()
-            if not ident:
-                continue
-            name, hostdevs = _guest_hostdevs(system, ident)
-            guests.append({"name": name, "uuid": ident, "hostdev_pci": hostdevs})
+        running = [_domain(system, i.strip(), False) for i in _virsh(system, ["list", "--uuid"]).splitlines()
+                   if i.strip()]
+        _pools_for(system, running, vf_index, out["networks"])
+        out["guests"] = [_resolve(d, vf_index, out["networks"]) for d in running]
     except _GuestsUnknown as exc:
-        return {"available": True, "guests": None, "error": str(exc)}
-    return {"available": True, "guests": guests, "error": None}
-
-
-def _guest_hostdevs(system, ident):
-    """-> (name, [PCI addresses of the domain's PCI host devices]); raises _GuestsUnknown."""
-    rc, out, err = system.run(["virsh", "dumpxml", "--domain", ident], QUERY_TIMEOUT)
-    if rc != 0:
-        raise _GuestsUnknown("virsh dumpxml --domain %s failed (%s): %s" % (
-            ident, rc, (err or out).strip()[-500:]))
-    try:
-        root = ElementTree.fromstring(out)
-    except ElementTree.ParseError as exc:
-        raise _GuestsUnknown("the XML of domain %s does not parse: %s" % (ident, exc)) from None
-    name = (root.findtext("name") or "").strip() or ident
-    found = []
-    candidates = list(root.iter("hostdev")) + [
-        el for el in root.iter("interface") if el.get("type") == "hostdev"]
-    for element in candidates:
-        if element.tag == "hostdev" and element.get("type") not in (None, "pci"):
-            continue  # USB / SCSI host devices hold no PCI function
-        source = element.find("source")
-        address = source.find("address") if source is not None else None
-        if address is None or address.get("type") not in (None, "pci"):
-            raise _GuestsUnknown("domain %s has a PCI host device without a readable PCI address" % name)
+        out["guests"], out["error"] = None, str(exc)
+    if defined:
         try:
-            pci = "%04x:%02x:%02x.%x" % (int(address.get("domain", "0"), 0), int(address.get("bus"), 0),
-                                        int(address.get("slot"), 0), int(address.get("function"), 0))
-        except (TypeError, ValueError):
-            raise _GuestsUnknown("domain %s has a PCI host device with an unparseable address %r" % (
-                name, dict(address.attrib))) from None
-        if pci not in found:
-            found.append(pci)
-    return name, found
+            stopped = [_domain(system, i.strip(), True) for i in _virsh(
+                system, ["list", "--inactive", "--autostart", "--uuid"]).splitlines() if i.strip()]
+            _pools_for(system, stopped, vf_index, out["networks"])
+            out["defined"] = [_resolve(d, vf_index, out["networks"]) for d in stopped]
+        except _GuestsUnknown as exc:
+            out["defined"], out["defined_error"] = None, str(exc)
+    return out
 
 
 def _usage_by_pci(guests):
     usage = {}
     for guest in guests or []:
-        for pci in guest["hostdev_pci"]:
-            usage.setdefault(pci, []).append(guest["name"])
+        for use in guest.get("uses", [{"pci": p} for p in guest.get("hostdev_pci", [])]):
+            names = usage.setdefault(use["pci"], [])
+            if guest["name"] not in names:
+                names.append(guest["name"])
     return usage
+
+
+def _uses_by_pci(guests):
+    usage = {}
+    for guest in guests or []:
+        for use in guest.get("uses", []):
+            usage.setdefault(use["pci"], []).append({"guest": guest["name"], "via": use["via"]})
+    return usage
+
+
+# ---------------------------------------------------------------------------------------------
+# Other boot configuration that sets a VF count
+# ---------------------------------------------------------------------------------------------
+# Each source -> items {"kind", "path", "line", "lines", "text", "counts": {pci: count or None},
+# "certain", "active", "how", "disable": {"method", ...} or None, "disable_blocker"}. A count of
+# None means "some count the agent cannot read" (e.g. the device maximum).
+
+UDEV_DIRS = ("/etc/udev/rules.d", "/run/udev/rules.d", "/lib/udev/rules.d", "/usr/lib/udev/rules.d")
+NM_DIRS = ("/etc/NetworkManager/system-connections", "/run/NetworkManager/system-connections",
+           "/usr/lib/NetworkManager/system-connections")
+NM_IGNORED_SUFFIXES = ("~", ".bak", ".orig", ".rej", ".swp", ".tmp")
+IFCFG_DIR = "/etc/sysconfig/network-scripts"
+NETPLAN_DIRS = ("/lib/netplan", "/etc/netplan", "/run/netplan")  # a later directory wins
+SYSTEMD_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
+RC_LOCAL_PATHS = ("/etc/rc.local", "/etc/rc.d/rc.local")
+MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/lib/modprobe.d", "/usr/lib/modprobe.d")
+UDEV_KEY_RE = re.compile(r'([A-Za-z_]+(?:\{[^}]*\})?)\s*(==|!=|\+=|-=|:=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _item(kind, path, lines, text, counts, active, how, disable=None, blocker=None, certain=True):
+    values = set(counts.values())
+    return {"kind": kind, "path": path, "line": lines[0] if lines else None, "lines": lines,
+            "text": text.strip()[:300], "counts": counts, "count": values.pop() if len(values) == 1 else None,
+            "pci_addresses": sorted(counts), "certain": certain, "active": active, "how": how,
+            "disable": disable, "disable_blocker": blocker}
+
+
+def _first_wins(system, dirs, suffix):
+    """{file name: path} over dirs, the first directory holding a name winning."""
+    found = {}
+    for directory in dirs:
+        for name in _list(system, directory):
+            if name.endswith(suffix) and name not in found:
+                found[name] = directory + "/" + name
+    return found
+
+
+def _logical_lines(text):
+    """[(physical line numbers, joined text)] with backslash-continued lines joined."""
+    out, numbers, buf = [], [], ""
+    for number, line in enumerate(text.split("\n"), 1):
+        numbers.append(number)
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        out.append((numbers, buf + line))
+        numbers, buf = [], ""
+    if numbers:
+        out.append((numbers, buf))
+    return out
+
+
+def _glob(pattern, value):
+    return value is not None and any(fnmatch.fnmatchcase(value, p) for p in pattern.split("|"))
+
+
+def _pf_for_target(pfs, target):
+    """The PF a path like /sys/class/net/eno49/device/sriov_numvfs names -> [pci] or None (unknown)."""
+    match = re.search(r"/sys/class/net/([^/\s$%]+)/device/sriov_numvfs", target)
+    if match:
+        return [p["pci"] for p in pfs if p["netdev"] == match.group(1)]
+    match = re.search(r"/sys/bus/pci/devices/([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])/sriov_numvfs", target)
+    if match:
+        return [p["pci"] for p in pfs if p["pci"] == match.group(1)]
+    return None
+
+
+def _udev_match(keys, pf):
+    """True / False / None (a key the agent does not evaluate, and nothing failed)."""
+    verdict = True
+    for key, op, value in keys:
+        if op not in ("==", "!="):
+            continue
+        vendor, device = "0x" + (pf["vendor_id"] or ""), "0x" + (pf["device_id"] or "")
+        subject = {"NAME": pf["netdev"], "ENV{INTERFACE}": pf["netdev"], "ENV{ID_NET_DRIVER}": pf["driver"],
+                   "DRIVERS": pf["driver"], "DRIVER": pf["driver"], "ATTR{address}": pf["mac"],
+                   "ATTRS{address}": pf["mac"], "ATTR{device/vendor}": vendor, "ATTRS{vendor}": vendor,
+                   "ATTR{vendor}": vendor, "ATTR{device/device}": device, "ATTRS{device}": device,
+                   "ATTR{device}": device}
+        if key in ("ACTION",):
+            hit = _glob(value, "add")
+        elif key in ("SUBSYSTEM", "SUBSYSTEMS"):
+            hit = _glob(value, "net") or _glob(value, "pci")
+        elif key in ("KERNEL", "KERNELS"):
+            hit = _glob(value, pf["netdev"]) or _glob(value, pf["pci"])
+        elif key in subject:
+            hit = _glob(value.lower() if "address" in key else value, subject[key])
+        else:
+            verdict = None
+            continue
+        if hit != (op == "=="):
+            return False
+    return verdict
+
+
+def _scan_udev(system, pfs):
+    items = []
+    for name, path in sorted(_first_wins(system, UDEV_DIRS, ".rules").items()):
+        if path == UDEV_RULES_PATH:
+            continue
+        text = _read(system, path) or ""
+        if "sriov_numvfs" not in text:
+            continue
+        for numbers, line in _logical_lines(text):
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#") or "sriov_numvfs" not in stripped:
+                continue
+            keys = UDEV_KEY_RE.findall(stripped)
+            count, found = None, False
+            for key, op, value in keys:
+                if key in ("ATTR{device/sriov_numvfs}", "ATTR{sriov_numvfs}") and op in ("=", ":="):
+                    count, found = (int(value) if value.isdigit() else None), True
+            echo = ECHO_NUMVFS_RE.search(stripped)
+            if not found and echo:
+                count, found = int(echo.group(1)), True
+            if not found and "sriov_numvfs" in stripped:
+                found = True  # some other way of writing it (a program): the count is unknown
+            counts, certain = {}, True
+            for pf in pfs:
+                verdict = _udev_match(keys, pf)
+                if verdict is not False:
+                    counts[pf["pci"]] = count
+                    certain = certain and verdict is True
+            if not found or not counts:
+                continue
+            if path.startswith("/etc/"):
+                disable = {"method": "comment", "target": path}
+            else:
+                disable = {"method": "mask", "target": "/etc/udev/rules.d/" + name}
+            items.append(_item("udev", path, numbers, stripped, counts, True,
+                               "udev rule: writes sriov_numvfs when the device appears at boot", disable,
+                               certain=certain))
+    return items
+
+
+def _scan_networkmanager(system, pfs):
+    items = []
+    for directory in NM_DIRS:
+        for name in _list(system, directory):
+            path = directory + "/" + name
+            # NetworkManager's keyfile plugin skips these names (backups, editor files), so do we
+            keyfile = directory == NM_DIRS[0] or name.endswith(".nmconnection")
+            if name.startswith(".") or name.endswith(NM_IGNORED_SUFFIXES) or not keyfile:
+                continue
+            text = _read(system, path)
+            if not text or "[sriov]" not in text:
+                continue
+            parser = configparser.RawConfigParser(strict=False, interpolation=None)
+            parser.optionxform = str
+            try:
+                parser.read_string(text)
+            except configparser.Error:
+                continue
+            if not parser.has_section("sriov"):
+                continue
+            # When the sriov setting is present NetworkManager enforces total-vfs (0 when absent)
+            # on activation (nm-settings: sriov.total-vfs).
+            count = _parse_int(parser.get("sriov", "total-vfs", fallback="0"))
+            iface = parser.get("connection", "interface-name", fallback=None)
+            mac = (parser.get("ethernet", "mac-address", fallback="") or "").lower() or None
+            autoconnect = parser.get("connection", "autoconnect", fallback="true").strip().lower() not in (
+                "false", "no", "0")
+            matched = [p for p in pfs if (iface and p["netdev"] == iface) or (mac and p["mac"] == mac)]
+            certain = bool(iface or mac)
+            counts = dict((p["pci"], count) for p in (matched if certain else pfs))
+            if not counts:
+                continue
+            lines = [n for n, line in enumerate(text.split("\n"), 1) if line.strip().startswith("total-vfs")] or \
+                [n for n, line in enumerate(text.split("\n"), 1) if line.strip() == "[sriov]"]
+            extra = [k for k in parser.options("sriov") if k not in ("total-vfs", "autoprobe-drivers")]
+            blocker = ("it also sets VF properties (%s)" % ", ".join(extra)) if extra else None
+            items.append(_item("networkmanager", path, lines, "[sriov] total-vfs=%s" % count, counts, autoconnect,
+                               "NetworkManager connection %s: sets sriov.total-vfs when it activates" % (
+                                   parser.get("connection", "id", fallback=name)),
+                               None if blocker else {"method": "nm_section", "target": path}, blocker, certain))
+    return items
+
+
+def _scan_ifcfg(system, pfs):
+    items = []
+    for name in _list(system, IFCFG_DIR):
+        if not name.startswith("ifcfg-"):
+            continue
+        path = IFCFG_DIR + "/" + name
+        text = _read(system, path) or ""
+        if "SRIOV_TOTAL_VFS" not in text:
+            continue
+        values, lines = {}, []
+        for number, line in enumerate(text.split("\n"), 1):
+            match = ASSIGN_RE.match(line)
+            if match:
+                values[match.group(1)] = _shell_value(match.group(2), {})
+                if match.group(1) == "SRIOV_TOTAL_VFS":
+                    lines.append(number)
+        device, mac = values.get("DEVICE") or name[6:], (values.get("HWADDR") or "").lower() or None
+        counts = dict((p["pci"], _parse_int(values.get("SRIOV_TOTAL_VFS"))) for p in pfs
+                      if p["netdev"] == device or (mac and p["mac"] == mac))
+        if not counts:
+            continue
+        extra = sorted(k for k in values if k.startswith("SRIOV_") and k != "SRIOV_TOTAL_VFS")
+        blocker = ("it also sets %s" % ", ".join(extra)) if extra else None
+        items.append(_item("ifcfg", path, lines, "SRIOV_TOTAL_VFS=%s" % values.get("SRIOV_TOTAL_VFS"), counts,
+                           (values.get("ONBOOT") or "yes").lower() not in ("no", "false"),
+                           "NetworkManager ifcfg file: SRIOV_TOTAL_VFS when the connection activates",
+                           None if blocker else {"method": "comment", "target": path}, blocker))
+    return items
+
+
+def _yaml_blocks(text):
+    """Block mappings of a YAML document as nested dicts; scalars become (value, line number).
+    Enough for netplan's network.ethernets; sequences and flow collections are skipped."""
+    root = {}
+    stack = [(-1, root)]
+    for number, raw in enumerate(text.split("\n"), 1):
+        content = raw.strip()
+        if not content or content.startswith("#") or content.startswith("- ") or content == "-":
+            continue
+        match = re.match(r"""^("[^"]*"|'[^']*'|[^:#]+?)\s*:(?:\s+(.*?))?\s*(?:\s#.*)?$""", content)
+        if not match:
+            continue
+        indent = len(raw) - len(raw.lstrip(" "))
+        key = match.group(1).strip("'\"")
+        while stack[-1][0] >= indent:
+            stack.pop()
+        parent = stack[-1][1]
+        value = match.group(2)
+        if value is None or value == "":
+            child = {}
+            parent[key] = child
+            stack.append((indent, child))
+        else:
+            parent[key] = (value.strip().strip("'\""), number)
+    return root
+
+
+def _scan_netplan(system, pfs):
+    files = {}
+    for directory in NETPLAN_DIRS:
+        for name in _list(system, directory):
+            if name.endswith(".yaml"):
+                files[name] = directory + "/" + name
+    ethernets = {}
+    for name in sorted(files):
+        text = _read(system, files[name]) or ""
+        section = (_yaml_blocks(text).get("network") or {}).get("ethernets") or {}
+        if isinstance(section, dict):
+            for ident, conf in section.items():
+                if isinstance(conf, dict):
+                    ethernets[ident] = (files[name], conf)
+    links = {}
+    for ident, (_path, conf) in ethernets.items():
+        if isinstance(conf.get("link"), tuple):
+            links.setdefault(conf["link"][0], []).append(ident)
+    items = []
+    for ident, (path, conf) in sorted(ethernets.items()):
+        explicit = conf.get("virtual-function-count")
+        vfs = sorted(links.get(ident, []))
+        if not isinstance(explicit, tuple) and not vfs:
+            continue
+        count = _parse_int(explicit[0]) if isinstance(explicit, tuple) else len(vfs)
+        match = conf.get("match") if isinstance(conf.get("match"), dict) else {}
+        name_pat = match.get("name", (None,))[0] if match else None
+        mac = (match.get("macaddress", ("",))[0] or "").lower() if match else ""
+        set_name = conf.get("set-name", (None,))[0] if isinstance(conf.get("set-name"), tuple) else None
+        targets = [p for p in pfs if (name_pat and _glob(name_pat, p["netdev"])) or (mac and p["mac"] == mac)
+                   or (not match and p["netdev"] == ident) or (set_name and p["netdev"] == set_name)]
+        if not targets:
+            continue
+        lines = [explicit[1]] if isinstance(explicit, tuple) else []
+        blocker = ("netplan defines VFs on it (%s)" % ", ".join(vfs)) if vfs else None
+        items.append(_item("netplan", path, lines, "%s: virtual-function-count %s" % (ident, count),
+                           dict((p["pci"], count) for p in targets), True,
+                           "netplan: creates the VFs of ethernets.%s at boot" % ident,
+                           None if blocker else {"method": "comment", "target": path}, blocker))
+    return items
+
+
+def _echo_targets(pfs, text):
+    """[(count, [pci] or None)] of every `echo N > .../sriov_numvfs` in text."""
+    return [(int(m.group(1)), _pf_for_target(pfs, m.group(2))) for m in ECHO_NUMVFS_RE.finditer(text)]
+
+
+def _script_item(kind, path, lines_text, pfs, active, how, disable, blocker):
+    counts, certain = {}, True
+    for count, target in _echo_targets(pfs, lines_text):
+        if target is None:
+            certain = False
+            target = [p["pci"] for p in pfs]
+        for pci in target:
+            counts[pci] = count
+    if not counts:
+        return None
+    return _item(kind, path, [], lines_text, counts, active, how, disable, blocker, certain)
+
+
+def _scan_systemd(system, pfs):
+    items = []
+    units = _first_wins(system, SYSTEMD_DIRS, ".service")
+    wants = [d for d in _list(system, "/etc/systemd/system") if d.endswith(".wants") or d.endswith(".requires")]
+    for name, path in sorted(units.items()):
+        text = _read(system, path) or ""
+        fragments = []
+        for line in text.split("\n"):
+            match = re.match(r"^\s*Exec(?:Start|StartPre|StartPost)\s*=\s*[-@+!:]*(.*)$", line)
+            if not match:
+                continue
+            command = match.group(1).strip()
+            program = command.split()[0] if command.split() else ""
+            body = command
+            if program.startswith("/") and os.path.basename(program) not in ("sh", "bash", "dash", "env"):
+                body = _read(system, program) or command
+            fragments.append(body)
+        joined = "\n".join(fragments)
+        if "sriov_numvfs" not in joined:
+            continue
+        enabled = any(system.exists("/etc/systemd/system/%s/%s" % (d, name)) for d in wants)
+        dedicated = all("sriov_numvfs" in line or not line.strip() or line.strip().startswith("#")
+                        or line.strip() in ("set -e", "exit 0")
+                        for body in fragments for line in body.split("\n"))
+        blocker = None if dedicated else "the unit does other things too"
+        item = _script_item("systemd", path, joined, pfs, enabled, "systemd unit %s: writes sriov_numvfs" % name,
+                            {"method": "systemctl_disable", "unit": name} if dedicated else None, blocker)
+        if item:
+            items.append(item)
+    return items
+
+
+def _scan_rc_local(system, pfs):
+    items = []
+    for path in RC_LOCAL_PATHS:
+        if path == "/etc/rc.local" and system.is_link(path):
+            continue  # RHEL: a link to /etc/rc.d/rc.local
+        text = _read(system, path) or ""
+        for number, line in enumerate(text.split("\n"), 1):
+            if "sriov_numvfs" in line and not line.strip().startswith("#"):
+                checker = getattr(system, "is_executable", None)
+                item = _script_item("rc.local", path, line, pfs, checker(path) if checker else True,
+                                    "rc.local (run at boot when executable)", {"method": "comment", "target": path},
+                                    None)
+                if item:
+                    item["line"], item["lines"] = number, [number]
+                    items.append(item)
+    return items
+
+
+def _scan_modprobe(system, pfs, param_forms):
+    items = []
+    for _name, path in sorted(_first_wins(system, MODPROBE_DIRS, ".conf").items()):
+        if path == MODPROBE_CONF_PATH:
+            continue
+        text = _read(system, path) or ""
+        for number, line in enumerate(text.split("\n"), 1):
+            words = line.split("#", 1)[0].split()
+            if len(words) < 3 or words[0] != "options":
+                continue
+            for word in words[2:]:
+                if not word.startswith("max_vfs="):
+                    continue
+                values = [_parse_int(v) for v in word[len("max_vfs="):].split(",") if v]
+                ports = sorted(p["pci"] for p in pfs if p["driver"] == words[1])
+                form = param_forms.get(words[1]) or ("array" if len(values) > 1 else "single")
+                counts = _max_vfs_values(values, ports, form)
+                if counts:
+                    items.append(_item("modprobe", path, [number], line, counts, True,
+                                       "module option: %s creates max_vfs VFs when it loads" % words[1], None,
+                                       "a module option for every %s port; remove max_vfs from %s by hand "
+                                       "(and rebuild the initramfs when %s is in it)" % (words[1], path, words[1])))
+    return items
+
+
+def _scan_cmdline(system, pfs, param_forms):
+    items = []
+    for token in (_read(system, "/proc/cmdline") or "").split():
+        match = re.match(r"^([A-Za-z0-9_]+)\.max_vfs=([0-9,]+)$", token)
+        if not match:
+            continue
+        values = [_parse_int(v) for v in match.group(2).split(",") if v]
+        ports = sorted(p["pci"] for p in pfs if p["driver"] == match.group(1))
+        counts = _max_vfs_values(values, ports, param_forms.get(match.group(1)) or "single")
+        if counts:
+            items.append(_item("cmdline", "/proc/cmdline", [], token, counts, True,
+                               "kernel command line: %s creates max_vfs VFs when it loads" % match.group(1),
+                               None, "a kernel argument; remove it with a kernel_args change"))
+    return items
+
+
+def _boot_sources(system, pfs, param_forms):
+    items = []
+    for scan in (_scan_udev, _scan_networkmanager, _scan_ifcfg, _scan_netplan, _scan_systemd, _scan_rc_local):
+        items.extend(scan(system, pfs))
+    items.extend(_scan_modprobe(system, pfs, param_forms))
+    items.extend(_scan_cmdline(system, pfs, param_forms))
+    return items
+
+
+def _conflicting(items, pci, count):
+    """Active sources that set another count than count on pci at boot."""
+    return [i for i in items if i["active"] and pci in i["counts"] and i["counts"][pci] != count]
+
+
+def _describe_source(item):
+    where = "%s:%s" % (item["path"], item["line"]) if item["line"] else item["path"]
+    return "%s (%s: %s)" % (where, item["kind"], item["text"][:120])
+
+
+def _comment_lines(text, numbers):
+    lines = text.split("\n")
+    for number in numbers:
+        if 0 < number <= len(lines) and not lines[number - 1].startswith(DISABLED_PREFIX):
+            lines[number - 1] = DISABLED_PREFIX + lines[number - 1]
+    return "\n".join(lines)
+
+
+def _comment_nm_section(text):
+    out, inside = [], False
+    for line in text.split("\n"):
+        if line.strip().startswith("["):
+            inside = line.strip() == "[sriov]"
+        out.append(DISABLED_PREFIX + line if inside and line.strip() else line)
+    return "\n".join(out)
+
+
+def _disable_sources(system, items, txn, actions):
+    """take_over: switch off other boot configuration (backed up, undone on a later failure)."""
+    for item in items:
+        method = item["disable"]["method"]
+        target = item["disable"].get("target")
+        if method in ("comment", "nm_section"):
+            txn.backup(target, actions)
+            text = system.read_text(target)
+            new = _comment_nm_section(text) if method == "nm_section" else _comment_lines(text, item["lines"])
+            txn.write(target, new, "other VF configuration", mode=None)
+            actions.append("disabled %s" % _describe_source(item))
+        elif method == "mask":
+            text = _read(system, item["path"]) or ""
+            txn.write(target, _comment_lines(text, item["lines"]), "udev rule override")
+            actions.append("disabled %s by overriding it with %s" % (_describe_source(item), target))
+        elif method == "systemctl_disable":
+            rc, out, err = system.run(["systemctl", "disable", item["disable"]["unit"]], QUERY_TIMEOUT)
+            if rc != 0:
+                raise AgentError("other_boot_config_unsupported", "systemctl disable %s failed (%s): %s" % (
+                    item["disable"]["unit"], rc, (err or out).strip()[-300:]), {"source": item})
+            txn.undo.append(["systemctl", "enable", item["disable"]["unit"]])
+            actions.append("disabled %s: systemctl disable %s (undo: systemctl enable %s)" % (
+                _describe_source(item), item["disable"]["unit"], item["disable"]["unit"]))
+    if any(i["disable"]["method"] == "nm_section" for i in items) and system.which("nmcli"):
+        system.run(["nmcli", "connection", "reload"], QUERY_TIMEOUT)
+        txn.undo.append(["nmcli", "connection", "reload"])
+        actions.append("made NetworkManager re-read its connections: nmcli connection reload")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -667,9 +1753,17 @@ def _cpu_vendor(system):
 
 
 def _iommu(system):
+    """The IOMMU the running kernel uses, and whether the firmware describes one at all: without
+    an ACPI DMAR (Intel VT-d) or IVRS (AMD-Vi) table no kernel argument can turn it on."""
     classes = _list(system, "/sys/class/iommu")
     groups = _list(system, "/sys/kernel/iommu_groups")
-    return {"active": bool(classes or groups), "devices": classes, "groups": len(groups)}
+    readable = system.is_dir(ACPI_TABLES)
+    tables = _list(system, ACPI_TABLES)
+    dmar, ivrs = "DMAR" in tables, "IVRS" in tables
+    return {"active": bool(classes or groups), "devices": classes, "groups": len(groups),
+            "firmware": {"acpi_tables_readable": readable, "dmar": dmar, "ivrs": ivrs,
+                         "table": "DMAR" if dmar else ("IVRS" if ivrs else None),
+                         "present": (dmar or ivrs) if readable else None}}
 
 
 def _grub_tools(system):
@@ -690,6 +1784,919 @@ def _choose_grub_tool(system, grub):
     if "grubby" in tools and _bls_active(system, grub):
         return "grubby"
     return tools[0] if tools else None
+
+
+def _ethtool_info(system, name, have_ethtool):
+    if not have_ethtool:
+        return {}
+    rc, out, _err = system.run(["ethtool", "-i", name], QUERY_TIMEOUT)
+    if rc != 0:
+        return {}
+    info = {}
+    for line in out.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            info[key.strip()] = value.strip()
+    return info
+
+
+def _vfs_of(system, dev, usage, reserved=None, uses=None):
+    vfs = []
+    for entry in _list(system, dev):
+        match = re.match(r"^virtfn(\d+)$", entry)
+        if not match:
+            continue
+        link = dev + "/" + entry
+        pci = _link_base(system, link)
+        netdevs = _list(system, link + "/net")
+        netdev = netdevs[0] if netdevs else None
+        vfs.append({
+            "index": int(match.group(1)),
+            "pci_address": pci,
+            "netdev": netdev,
+            "driver": _link_base(system, link + "/driver"),
+            "mac": _read(system, "%s/net/%s/address" % (link, netdev)) if netdev else None,
+            "used_by": sorted(usage.get(pci, [])),
+            "used_via": (uses or {}).get(pci, []),
+            "reserved_by": sorted((reserved or {}).get(pci, [])),
+        })
+    vfs.sort(key=lambda vf: vf["index"])
+    return vfs
+
+
+class _Inventory(object):
+    """What one inventory (or the checks of set_vfs) needs to know about the host, read once."""
+
+    def __init__(self, system, defined_guests=True, deadline=None):
+        self.system = system
+        self.deadline = deadline
+        self.release = _kernel_release(system)
+        self.legacy = _is_legacy_kernel(self.release)
+        self.vf_index = _vf_index(system)
+        self.guests = _guests(system, self.vf_index, defined=defined_guests)
+        self.usage = _usage_by_pci(self.guests["guests"])
+        self.uses = _uses_by_pci(self.guests["guests"])
+        self.reserved = _usage_by_pci(self.guests["defined"])
+        self.topology = _net_topology(system)
+        self.param = {}
+        if self.legacy:
+            drivers = set(_link_base(system, "%s/%s/device/driver" % (SYS_NET, n)) for n in _list(system, SYS_NET))
+            for driver in sorted(d for d in drivers if d in LEGACY_MAX_VFS):
+                self.param[driver] = _max_vfs_param(system, driver)
+        self.forms = dict((d, p["form"]) for d, p in self.param.items() if p["form"])
+        self.managed = _managed_counts(system, self.legacy, self.forms)
+        self._sources = None
+        self._pfs = None
+        self._facts = {}  # pci -> (totalvfs, numvfs, busy): one bounded read per PF and run
+
+    def pf_descriptors(self):
+        """[{pci, netdev, driver, mac, vendor_id, device_id, dev}] of every PF (with or without a netdev)."""
+        if self._pfs is not None:
+            return self._pfs
+        system = self.system
+        found = {}
+        for name in _list(system, SYS_NET):
+            dev = "%s/%s/device" % (SYS_NET, name)
+            if not system.exists(dev) or system.exists(dev + "/physfn"):
+                continue
+            driver = _link_base(system, dev + "/driver")
+            if not system.exists(dev + "/sriov_totalvfs") and not (self.legacy and driver in LEGACY_MAX_VFS):
+                continue
+            pci = _link_base(system, dev)
+            found[pci] = {"pci": pci, "netdev": name, "driver": driver, "dev": dev,
+                          "mac": (_read(system, "%s/%s/address" % (SYS_NET, name)) or "").lower() or None,
+                          "vendor_id": _hex_id(system, dev + "/vendor"), "device_id": _hex_id(system, dev + "/device")}
+        for pci, dev in _pci_functions(system):
+            if pci in found or not system.exists(dev + "/sriov_totalvfs") or system.exists(dev + "/physfn"):
+                continue
+            found[pci] = {"pci": pci, "netdev": _netdev_of(system, dev), "driver": _link_base(system, dev + "/driver"),
+                          "dev": dev, "mac": None, "vendor_id": _hex_id(system, dev + "/vendor"),
+                          "device_id": _hex_id(system, dev + "/device")}
+        self._pfs = [found[p] for p in sorted(found)]
+        return self._pfs
+
+    def sources(self):
+        if self._sources is None:
+            self._sources = _boot_sources(self.system, self.pf_descriptors(), self.forms)
+        return self._sources
+
+    def sources_for(self, pci):
+        return [s for s in self.sources() if pci in s["counts"]]
+
+
+def _sriov_facts(inv, dev, driver, deadline=None):
+    pci = _link_base(inv.system, dev) or dev
+    if pci not in inv._facts:
+        inv._facts[pci] = _read_sriov_facts(inv.system, dev, driver, inv.legacy, deadline or inv.deadline)
+    return inv._facts[pci]
+
+
+def _read_sriov_facts(system, dev, driver, legacy, deadline=None):
+    totalvfs = _read_int(system, dev + "/sriov_totalvfs")
+    numvfs, busy = (None, False)
+    if system.exists(dev + "/sriov_numvfs"):
+        numvfs, busy = _read_numvfs(system, dev, deadline)
+    if legacy and driver in LEGACY_MAX_VFS:
+        if totalvfs is None:
+            totalvfs = LEGACY_MAX_VFS[driver]
+        if numvfs is None and not busy:
+            numvfs = len([e for e in _list(system, dev) if re.match(r"^virtfn\d+$", e)])
+    return totalvfs, numvfs, busy
+
+
+def _pf_conflict(inv, pci):
+    """Does another active boot source set a different count than the persisted one?"""
+    if pci not in inv.managed:
+        return False
+    return bool(_conflicting(inv.sources(), pci, inv.managed[pci]))
+
+
+def _nic(inv, name, have_ethtool):
+    system = inv.system
+    base = SYS_NET + "/" + name
+    dev = base + "/device"
+    pci = _link_base(system, dev)
+    driver = _link_base(system, dev + "/driver")
+    ethtool = _ethtool_info(system, name, have_ethtool)
+    speed = _read_int(system, base + "/speed")
+    is_vf = system.exists(dev + "/physfn")
+    totalvfs, numvfs, busy = (None, None, False) if is_vf else _sriov_facts(inv, dev, driver)
+    vfs = [] if is_vf else _vfs_of(system, dev, inv.usage, inv.reserved, inv.uses)
+    has_capability = (not is_vf) and totalvfs is not None and (system.exists(dev + "/sriov_numvfs") or inv.legacy)
+    capable = has_capability and totalvfs > 0
+    nic = {
+        "name": name,
+        "pci_address": pci,
+        "vendor_id": _hex_id(system, dev + "/vendor"),
+        "device_id": _hex_id(system, dev + "/device"),
+        "driver": driver,
+        "driver_version": ethtool.get("version") or None,
+        "firmware_version": ethtool.get("firmware-version") or None,
+        "bus_info": ethtool.get("bus-info") or None,
+        "mac": _read(system, base + "/address"),
+        "operstate": _read(system, base + "/operstate"),
+        "speed": speed if speed is not None and speed > 0 else None,
+        "mtu": _read_int(system, base + "/mtu"),
+        "sriov_capable": capable,
+        "sriov_capability": has_capability,
+        "sriov_not_capable_reason": _not_capable_reason(totalvfs, driver) if has_capability else None,
+        "sriov_totalvfs": totalvfs,
+        "sriov_numvfs": numvfs,
+        "sriov_vf_device_id": None if is_vf else _sriov_vf_device(system, dev),
+        "device_busy": busy,
+        "is_vf": is_vf,
+        "physfn": _link_base(system, dev + "/physfn") if is_vf else None,
+        "vfs": vfs,
+        "managed": (pci in inv.managed) if not is_vf else False,
+        "persisted_count": inv.managed.get(pci) if not is_vf else None,
+        "link": _link_facts(inv.topology, name, driver),
+    }
+    if has_capability:
+        nic["other_config"] = inv.sources_for(pci)
+        nic["persisted_conflict"] = _pf_conflict(inv, pci)
+        if inv.legacy and driver in inv.param:
+            nic["max_vfs_param"] = inv.param[driver]
+    return nic
+
+
+def _sriov_pf(inv, pf):
+    """One SR-IOV capable PCI function, whether or not the host has a network interface for it."""
+    system = inv.system
+    dev = pf["dev"]
+    totalvfs, numvfs, busy = _sriov_facts(inv, dev, pf["driver"])
+    reason = _not_capable_reason(totalvfs, pf["driver"])
+    return {
+        "pci_address": pf["pci"], "netdev": pf["netdev"], "driver": pf["driver"],
+        "state": _binding(pf["driver"], pf["netdev"]),
+        "vendor_id": pf["vendor_id"], "device_id": pf["device_id"], "pci_class": _read(system, dev + "/class"),
+        "sriov_totalvfs": totalvfs, "sriov_numvfs": numvfs, "sriov_vf_device_id": _sriov_vf_device(system, dev),
+        "device_busy": busy, "capable_now": totalvfs is not None and totalvfs > 0, "not_capable_reason": reason,
+        "vfs": _vfs_of(system, dev, inv.usage, inv.reserved, inv.uses),
+        "managed": pf["pci"] in inv.managed, "persisted_count": inv.managed.get(pf["pci"]),
+        "other_config": inv.sources_for(pf["pci"]),
+    }
+
+
+def _boot_config(system, grub):
+    bls = _bls_active(system, grub)
+    hooks = [h for h in KERNEL_INSTALL_HOOKS if "/etc/kernel/cmdline" in (_read(system, h) or "")]
+    kernelopts = None
+    if bls and system.which("grub2-editenv"):
+        out = _run_ok(system, ["grub2-editenv", "-", "list"])
+        for line in (out or "").splitlines():
+            if line.startswith("kernelopts="):
+                kernelopts = line[len("kernelopts="):]
+    return {"bls": bls, "kernel_cmdline_file": KERNEL_CMDLINE_FILE,
+            "kernel_cmdline": _read(system, KERNEL_CMDLINE_FILE), "kernel_install_reads_it": bool(hooks),
+            "grubenv_kernelopts": kernelopts}
+
+
+def op_inventory(system, args, deadline=None):
+    inv = _Inventory(system, deadline=deadline)
+    grub = _grub_effective(system)
+    have_ethtool = bool(system.which("ethtool"))
+    nics = []
+    for name in _list(system, SYS_NET):
+        if system.exists("%s/%s/device" % (SYS_NET, name)):
+            nics.append(_nic(inv, name, have_ethtool))
+    listed = set(n["pci_address"] for n in nics)
+    guests = inv.guests
+    result = {
+        "hostname": _read(system, "/proc/sys/kernel/hostname"),
+        "machine_id": _read(system, "/etc/machine-id"),
+        "boot_id": _read(system, "/proc/sys/kernel/random/boot_id"),
+        "kernel_release": inv.release,
+        "legacy_kernel": inv.legacy,
+        "os": _os_release(system),
+        "cpu_vendor": _cpu_vendor(system),
+        "cmdline": _read(system, "/proc/cmdline"),
+        "grub": {
+            "cmdline_linux": grub["values"].get("GRUB_CMDLINE_LINUX"),
+            "cmdline_linux_source": grub["sources"].get("GRUB_CMDLINE_LINUX"),
+            "cmdline_linux_default": grub["values"].get(GRUB_VAR),
+            "cmdline_linux_default_source": grub["sources"].get(GRUB_VAR),
+            "files": grub["files"],
+        },
+        "grub_tool": _choose_grub_tool(system, grub),
+        "grub_tools": _grub_tools(system),
+        "boot_config": _boot_config(system, grub),
+        "iommu": _iommu(system),
+        "virsh": guests["available"],
+        "guests": guests["guests"],
+        "guests_error": guests["error"],
+        "defined_guests": guests["defined"],
+        "defined_guests_error": guests["defined_error"],
+        "libvirt_networks": [guests["networks"][n] for n in sorted(guests["networks"])],
+        "persistence_file": MODPROBE_CONF_PATH if inv.legacy else UDEV_RULES_PATH,
+        "ssh_connection": inv.topology["ssh"],
+        "default_route_devices": inv.topology["default_route_devices"],
+        "nics": nics,
+        "sriov_pfs": [_sriov_pf(inv, pf) for pf in inv.pf_descriptors()],
+        "other_vf_config": inv.sources(),
+        "pfs_without_netdev": sorted(p["pci"] for p in inv.pf_descriptors() if p["pci"] not in listed),
+    }
+    if inv.legacy:
+        result["legacy_max_vfs"] = dict((d, dict(p, ports=_legacy_ports(system, d))) for d, p in inv.param.items())
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# set_vfs
+# ---------------------------------------------------------------------------------------------
+
+# sriov_numvfs_store() and the drivers' sriov_configure(): what each errno means to an operator.
+WRITE_ERRORS = {
+    errno.EBUSY: ("ebusy", "The device is busy (EBUSY): the kernel refused to change the VF count."),
+    errno.ENOMEM: ("enomem", "The kernel could not allocate the VFs (ENOMEM): there is no room for the VFs' "
+                             "memory windows (BARs) behind the PCI bridge, which usually means SR-IOV is disabled "
+                             "in the BIOS or the kernel needs pci=realloc. Enable SR-IOV (and 'MMIO above 4G') in "
+                             "the BIOS, or add pci=realloc, then reboot."),
+    errno.ENOSPC: ("enospc", "The driver ran out of resources for that many VFs (ENOSPC): interrupt vectors (MSI-X) "
+                             "or queues are exhausted. Ask for fewer VFs, or free vectors (fewer PF queues)."),
+    errno.EAGAIN: ("driver_busy", "The driver kept refusing with EAGAIN: another operation is pending on the PF "
+                                  "(i40e: a VF reset or an earlier VF change). Wait until it has finished and retry."),
+    errno.ENOENT: ("no_sriov_driver", "The kernel has no driver to configure SR-IOV on this PF (ENOENT): no driver "
+                                      "is bound, or the bound driver cannot configure VFs through sysfs. Bind the PF "
+                                      "to its network driver; on kernels older than 3.8 use the driver's max_vfs."),
+    errno.ERANGE: ("exceeds_total", "More VFs than the device allows now (ERANGE: above sriov_totalvfs). Ask for at "
+                                    "most sriov_totalvfs VFs."),
+    errno.EROFS: ("readonly_fs", "The file system is read-only (EROFS)."),
+    errno.EINVAL: ("einval", "The kernel rejected the value (EINVAL)."),
+    errno.EACCES: ("permission_denied", "Permission denied: the agent must run as root."),
+    errno.EPERM: ("permission_denied", "Operation not permitted: the agent must run as root."),
+    errno.ETIMEDOUT: ("write_timeout", "The write to sriov_numvfs did not complete in time: the driver is still "
+                                       "working on it (or waiting for something) and the write cannot be cancelled."),
+}
+
+SET_VFS_ARGS = ("pf", "pci_address", "count", "persist", "take_over", "allow_guest_impact", "force", "wait_seconds",
+                "allow_autostart_impact", "allow_management_link", "apply_to_all_ports")
+
+
+def _set_vfs_request(args):
+    pf = args.get("pf")
+    req = {
+        "pf": None if pf is None else _valid_ifname(pf, "pf"),
+        "pci_address": _valid_pci(args.get("pci_address"), "pci_address"),
+        "count": _valid_count(args.get("count"), "count"),
+        "persist": _valid_bool(args.get("persist"), "persist", True),
+    }
+    # take_over skips only the "externally managed" and "other boot configuration" refusals;
+    # allow_guest_impact only the guest checks (running and autostart guests). force is the
+    # deprecated alias for both.
+    force = _valid_bool(args.get("force"), "force", False)
+    req["take_over"] = _valid_bool(args.get("take_over"), "take_over", False) or force
+    req["allow_guest_impact"] = _valid_bool(args.get("allow_guest_impact"), "allow_guest_impact", False) or force
+    req["allow_autostart_impact"] = _valid_bool(
+        args.get("allow_autostart_impact"), "allow_autostart_impact", False) or req["allow_guest_impact"]
+    req["allow_management_link"] = _valid_bool(args.get("allow_management_link"), "allow_management_link", False)
+    req["apply_to_all_ports"] = _valid_bool(args.get("apply_to_all_ports"), "apply_to_all_ports", False)
+    wait_seconds = args.get("wait_seconds", DEFAULT_WAIT_SECONDS)
+    if isinstance(wait_seconds, bool) or not isinstance(wait_seconds, (int, float)) or not (
+            0 <= wait_seconds <= MAX_WAIT_SECONDS_ARG):
+        raise _bad("wait_seconds must be a number between 0 and %d" % MAX_WAIT_SECONDS_ARG,
+                   field="wait_seconds", value=repr(wait_seconds))
+    req["wait_seconds"] = min(float(wait_seconds), MAX_WAIT_SECONDS)
+    return req
+
+
+def _netdev_by_pci(system, pci):
+    for name in _list(system, SYS_NET):
+        if _link_base(system, "%s/%s/device" % (SYS_NET, name)) == pci:
+            return name
+    return None
+
+
+def _resolve_target(system, req):
+    """-> {"pf": netdev or None, "pci", "dev"}: the PF by its interface name, or by its PCI address
+    alone (a PF without a network interface)."""
+    pf, pci = req["pf"], req["pci_address"]
+    pci_dev = SYS_PCI + "/" + pci
+    if pf is not None and system.exists(SYS_NET + "/" + pf):
+        dev = SYS_NET + "/" + pf + "/device"
+        if not system.exists(dev):
+            raise AgentError("not_sriov_capable", "%s is not a PCI network device (no device link)." % pf, {"pf": pf})
+        actual = _link_base(system, dev)
+        if actual != pci:
+            raise AgentError("pf_mismatch", "%s is the PCI device %s, not %s as expected: the interface was "
+                             "renamed or the hardware changed. Refresh the inventory." % (pf, actual, pci),
+                             {"pf": pf, "expected_pci_address": pci, "actual_pci_address": actual})
+        if system.exists(dev + "/physfn"):
+            raise AgentError("not_sriov_capable", "%s (%s) is itself a virtual function." % (pf, actual),
+                             {"pf": pf, "pci_address": actual})
+        return {"pf": pf, "pci": pci, "dev": dev}
+    netdev = _netdev_by_pci(system, pci)
+    if not system.exists(pci_dev) and netdev is None:
+        if pf is not None:
+            raise AgentError("no_such_pf", "There is no network interface named %s, and no PCI function %s, on "
+                             "this host." % (pf, pci), {"pf": pf, "pci_address": pci})
+        raise AgentError("no_such_pf", "There is no PCI function %s on this host." % pci, {"pci_address": pci})
+    if pf is not None and netdev is not None:
+        raise AgentError("pf_mismatch", "%s is now the interface %s, not %s as expected: the interface was renamed. "
+                         "Refresh the inventory." % (pci, netdev, pf),
+                         {"pf": pf, "actual_pf": netdev, "pci_address": pci})
+    dev = (SYS_NET + "/" + netdev + "/device") if netdev else pci_dev
+    if system.exists(dev + "/physfn"):
+        raise AgentError("not_sriov_capable", "%s is itself a virtual function." % pci, {"pci_address": pci})
+    return {"pf": netdev, "pci": pci, "dev": dev}
+
+
+def _label(target):
+    return "%s (%s)" % (target["pf"], target["pci"]) if target["pf"] else target["pci"]
+
+
+def _check_binding(system, target, driver):
+    """A PF the host does not drive cannot change VFs, or must not be touched."""
+    state = _binding(driver, target["pf"])
+    label = _label(target)
+    if state == "no_driver":
+        raise AgentError("pf_no_driver", "%s has no driver bound, so the kernel cannot change its VFs (writing "
+                         "sriov_numvfs answers ENOENT without a driver). Bind it to its network driver first, "
+                         "then retry." % label, {"pci_address": target["pci"], "state": state})
+    if state in ("vfio", "pci-stub"):
+        raise AgentError("pf_bound_to_vfio", "%s is bound to %s: it is handed to a guest or to a userspace driver "
+                         "(DPDK), and SR-IOV Console does not change the VFs of such a PF. Give it back to its "
+                         "network driver first if that is what you want." % (label, driver),
+                         {"pci_address": target["pci"], "state": state, "driver": driver})
+
+
+def _pf_state(system, target, inv, legacy, deadline=None):
+    dev = target["dev"]
+    vfs = _vfs_of(system, dev, inv.usage, inv.reserved, inv.uses)
+    driver = _link_base(system, dev + "/driver")
+    busy = False
+    if legacy:
+        numvfs = len(vfs)
+    else:
+        numvfs, busy = _read_numvfs(system, dev, deadline)
+    totalvfs = _read_int(system, dev + "/sriov_totalvfs")
+    if legacy and totalvfs is None:
+        totalvfs = LEGACY_MAX_VFS.get(driver)
+    return {"pf": target["pf"], "pci_address": target["pci"], "driver": driver, "sriov_numvfs": numvfs,
+            "sriov_totalvfs": totalvfs, "persisted_count": inv.managed.get(target["pci"]), "vfs": vfs,
+            "device_busy": busy}
+
+
+def _busy_vfs(system, before, inv):
+    """The VFs of the PF that a guest or a passthrough driver holds: what a blocked write waits for."""
+    held = []
+    for vf in before["vfs"]:
+        if vf["driver"] in PASSTHROUGH_DRIVERS or vf["used_by"]:
+            held.append({"pci_address": vf["pci_address"], "driver": vf["driver"],
+                         "guests": vf["used_by"] or inv.usage.get(vf["pci_address"], [])})
+    return held
+
+
+def _device_busy(target, pending, held, numvfs_path):
+    if held:
+        names = ", ".join("%s (%s%s)" % (h["pci_address"], h["driver"] or "no driver",
+                                        ", used by " + "/".join(h["guests"]) if h["guests"] else "") for h in held)
+        why = ("the kernel is waiting for a guest to release VF %s: vfio-pci asks QEMU to let the device go (QEMU "
+               "unplugs it from the guest if the guest agrees)" % names)
+    else:
+        why = "the driver has not finished (it may be waiting for firmware or another operation)"
+    if pending is None:
+        head = "%s is busy: reading its sriov_numvfs blocks, so an earlier change of its VFs is still pending" % (
+            _label(target))
+    else:
+        head = "Writing %d to sriov_numvfs of %s did not finish in time" % (pending, _label(target))
+    state = ("The write cannot be cancelled: it stays pending in the kernel, which holds the PF's device lock until "
+             "it completes; reads of sriov_numvfs and every other change of this PF wait until then. It completes "
+             "by itself once what it waits for is released, and the PF then has the new count.")
+    return AgentError("device_busy", "%s; %s. %s" % (head, why, state),
+                      {"pf": target["pf"], "pci_address": target["pci"], "path": numvfs_path, "write_pending": True,
+                       "pending_value": pending, "waiting_for": held, "host_state": state})
+
+
+def _write_numvfs(system, path, value, target, deadline):
+    """Write sriov_numvfs within the budget; EAGAIN is retried with back-off. -> retries."""
+    pauses = list(EAGAIN_BACKOFF)
+    retries = 0
+    cap = getattr(system, "write_timeout", SYSFS_WRITE_TIMEOUT)
+    while True:
+        timeout = deadline.bound(cap)
+        if deadline.left() - BUDGET_RESERVE < MIN_WRITE_SECONDS:
+            raise AgentError("budget_exhausted", "Not writing %d to sriov_numvfs of %s: the %d s the agent has for "
+                             "this operation are used up (the earlier steps took them)." % (
+                                 value, _label(target), AGENT_BUDGET),
+                             {"pf": target["pf"], "pci_address": target["pci"], "value": value, "path": path})
+        try:
+            writer = getattr(system, "write_sysfs", None)
+            if writer is not None:
+                writer(path, "%d\n" % value, timeout)
+            else:
+                system.write_text(path, "%d\n" % value)
+            return retries
+        except OSError as exc:
+            room = deadline.left() - BUDGET_RESERVE - MIN_WRITE_SECONDS
+            if exc.errno == errno.EAGAIN and pauses and room > pauses[0]:
+                system.sleep(pauses.pop(0))
+                retries += 1
+                continue
+            code, text = WRITE_ERRORS.get(exc.errno, ("write_failed", "Writing sriov_numvfs failed."))
+            if exc.errno == errno.EAGAIN:
+                text += " (%d tries over %.1f s)" % (retries + 1, sum(EAGAIN_BACKOFF[:retries]))
+            raise AgentError(code, "%s (%s, writing %d to %s: %s)" % (
+                text, _label(target), value, path, exc.strerror or exc), {
+                "pf": target["pf"], "pci_address": target["pci"], "path": path, "value": value,
+                "errno": _errno_name(exc.errno), "strerror": exc.strerror, "retries": retries}) from None
+
+
+def _vfs_ready(system, dev, count):
+    """-> (VF links virtfnN (N < count) that exist and point back to the PF with physfn,
+    surplus links (N >= count), VFs whose netdev is still expected: bound to a network driver but
+    without a netdev yet). VFs bound to vfio-pci / pci-stub or to no driver (VF driver
+    blacklisted) never get a netdev; that is normal on passthrough hosts."""
+    ready = 0
+    netdev_pending = 0
+    for index in range(count):
+        link = "%s/virtfn%d" % (dev, index)
+        if not (system.exists(link) and system.exists(link + "/physfn")):
+            continue
+        ready += 1
+        vf_driver = _link_base(system, link + "/driver")
+        if vf_driver and vf_driver not in PASSTHROUGH_DRIVERS and not _list(system, link + "/net"):
+            netdev_pending += 1
+    extra = [e for e in _list(system, dev) if re.match(r"^virtfn(\d+)$", e) and int(e[6:]) >= count]
+    return ready, len(extra), netdev_pending
+
+
+def _wait_vfs(system, target, count, wait_seconds, actions):
+    """Wait for the kernel to create (or remove) the VFs -> whether every VF that will get a network
+    interface has one (information only: passthrough hosts have none, and that is not a failure)."""
+    deadline = system.monotonic() + wait_seconds
+    while True:
+        ready, extra, netdev_pending = _vfs_ready(system, target["dev"], count)
+        if ready == count and extra == 0 and netdev_pending == 0:
+            return True
+        if system.monotonic() >= deadline:
+            if ready == count and extra == 0:
+                return False
+            raise AgentError("vf_timeout", "%s: expected %d VFs, found %d (and %d surplus) after %.1f s. The VF count "
+                             "was written; the kernel did not create or remove the VFs in time." % (
+                                 _label(target), count, ready, extra, wait_seconds),
+                             {"pf": target["pf"], "pci_address": target["pci"], "expected": count, "ready": ready,
+                              "surplus": extra, "actions": actions})
+        system.sleep(0.1)
+
+
+def _ensure_udev(system, pci, count, actions, txn, others=None):
+    """Record count for pci (and, after a take-over of a shared rule, the other PFs' counts)."""
+    exists, counts, foreign = _read_udev(system)
+    new = dict(counts)
+    if count:
+        new[pci] = count
+    else:
+        new.pop(pci, None)
+    for other, value in sorted((others or {}).items()):
+        if other not in new and value:
+            new[other] = value
+    if (exists and new == counts) or (not exists and not new):
+        return
+    txn.write(UDEV_RULES_PATH, _render_udev(new, foreign), "persistence file")
+    if count:
+        actions.append("persisted %d VFs for %s in %s" % (count, pci, UDEV_RULES_PATH))
+    elif pci in counts:
+        actions.append("removed the persisted VF count of %s from %s" % (pci, UDEV_RULES_PATH))
+    for other, value in sorted((others or {}).items()):
+        if other not in counts and value:
+            actions.append("persisted %d VFs for %s in %s (the count the disabled rule gave it)" % (
+                value, other, UDEV_RULES_PATH))
+
+
+def _guest_impact(req, target, before, count, reset_first, inv):
+    """Refuse a change that removes VFs running guests use (or may use)."""
+    affected = before["vfs"] if reset_first else [vf for vf in before["vfs"] if vf["index"] >= count]
+    if not affected or req["allow_guest_impact"]:
+        return
+    guests = inv.guests
+    label = _label(target)
+    if guests["guests"] is None:
+        raise AgentError("guest_check_failed", "Cannot tell whether running guests use the VFs of %s that this "
+                         "change removes: %s. Allow guest impact to proceed anyway." % (
+                             target["pf"] or target["pci"], guests["error"]),
+                         {"pf": target["pf"], "error": guests["error"]})
+    in_use = []
+    for vf in affected:
+        used_by = list(vf["used_by"])
+        if not used_by and vf["driver"] in PASSTHROUGH_DRIVERS:
+            # Defence in depth: a VF handed to vfio-pci / pci-stub is meant for a guest even
+            # when no running guest that virsh knows claims it.
+            used_by = ["<unknown: bound to %s>" % vf["driver"]]
+        if used_by:
+            in_use.append({"index": vf["index"], "pci_address": vf["pci_address"], "used_by": used_by,
+                           "used_via": vf.get("used_via", [])})
+    if in_use:
+        names = sorted(set(g for vf in in_use for g in vf["used_by"]))
+        raise AgentError("vfs_in_use", "%s: this change removes VFs used by running guests: %s. Stop or migrate "
+                         "them, or allow guest impact." % (label, ", ".join(names)),
+                         {"pf": target["pf"], "pci_address": target["pci"], "guests": names, "vfs": in_use})
+
+
+def _autostart_impact(req, target, before, count, inv):
+    """Stopped guests that start at boot and whose VF this change removes: -> warnings, or refuse."""
+    removed = set(vf["pci_address"] for vf in before["vfs"] if vf["index"] >= count)
+    if not removed:
+        return []
+    guests = inv.guests
+    if guests["defined"] is None:
+        if req["allow_autostart_impact"]:
+            return ["cannot tell which stopped guests start at boot (%s)" % guests["defined_error"]]
+        raise AgentError("guest_check_failed", "Cannot tell whether guests that start at boot use the VFs of %s "
+                         "that this change removes: %s. Allow autostart impact to proceed anyway." % (
+                             _label(target), guests["defined_error"]),
+                         {"pf": target["pf"], "error": guests["defined_error"]})
+    hit = {}
+    for pci in sorted(removed):
+        for name in inv.reserved.get(pci, []):
+            hit.setdefault(name, []).append(pci)
+    everyone = (guests["guests"] or []) + guests["defined"]
+    for pool in guests["networks"].values():
+        members = set(pool["vf_pci"])
+        if not members & removed:
+            continue
+        demand = sum(g["networks"].count(pool["name"]) for g in everyone)
+        if len(members - removed) < demand:
+            for guest in guests["defined"]:
+                if pool["name"] in guest["networks"]:
+                    hit.setdefault(guest["name"], []).append("a VF of network %s" % pool["name"])
+    if not hit:
+        return []
+    text = "%s: this change removes VFs that guests starting at boot use: %s; they will not start" % (
+        _label(target), "; ".join("%s (%s)" % (n, ", ".join(v)) for n, v in sorted(hit.items())))
+    if req["allow_autostart_impact"]:
+        return [text + " (allowed by the request)"]
+    raise AgentError("autostart_guests", text + ". Change or disable those guests, or allow autostart impact.",
+                     {"pf": target["pf"], "pci_address": target["pci"], "guests": sorted(hit),
+                      "vfs": dict((n, v) for n, v in hit.items())})
+
+
+def _management_check(req, target, link, drops):
+    if not drops or not link or not link["management"] or req["allow_management_link"]:
+        return
+    raise AgentError("management_link", "%s carries the SSH connection SR-IOV Console manages this host over: "
+                     "changing its VF count drops its link %s%s, and the host may not be reachable afterwards. "
+                     "Use another PF, or set allow_management_link if a console on the host is at hand." % (
+                         _label(target), "twice" if drops == 2 else "once",
+                         (" for about %d s each" % link["link_drop_seconds"]) if link["link_drop_seconds"] else ""),
+                     {"pf": target["pf"], "pci_address": target["pci"], "link": link, "link_drops": drops})
+
+
+def _other_config_plan(req, target, count, inv):
+    """Other boot sources that would fight the persisted count -> (to disable, counts to keep for
+    the other PFs of a disabled shared udev rule); refuses when they cannot be handled."""
+    if not req["persist"]:
+        return [], {}
+    conflicts = _conflicting(inv.sources(), target["pci"], count)
+    if not conflicts:
+        return [], {}
+    names = "; ".join(_describe_source(c) for c in conflicts)
+    details = {"pf": target["pf"], "pci_address": target["pci"], "other_config": conflicts}
+    if not req["take_over"]:
+        raise AgentError("other_boot_config", "%s: other boot configuration sets its VF count too: %s. Both would "
+                         "run at boot and the count would depend on which comes last. Remove it, or use take_over "
+                         "to disable it (backed up)." % (_label(target), names), details)
+    blocked = [c for c in conflicts if c["disable"] is None]
+    keep = {}
+    for item in conflicts:
+        for other, value in item["counts"].items():
+            if other == target["pci"] or item["disable"] is None:
+                continue
+            if item["kind"] != "udev" or value is None:
+                blocked.append(item)
+            else:
+                keep[other] = value
+    if blocked:
+        raise AgentError("other_boot_config_unsupported", "%s: cannot take over from %s: %s. Change it by hand." % (
+            _label(target), "; ".join(_describe_source(b) for b in blocked),
+            "; ".join(sorted(set(b["disable_blocker"] or "it also sets the VF count of other PFs" for b in blocked)))),
+            details)
+    return conflicts, keep
+
+
+def op_set_vfs(system, args, deadline):
+    req = _set_vfs_request(args)
+    target = _resolve_target(system, req)
+    count = req["count"]
+    dev = target["dev"]
+    release = _kernel_release(system)
+    driver = _link_base(system, dev + "/driver")
+    numvfs_path = dev + "/sriov_numvfs"
+    # Feature detection: sriov_numvfs present -> the sysfs route, whatever the version says
+    # (vendor kernels backport it); absent on a kernel older than 3.8 -> max_vfs.
+    legacy = _is_legacy_kernel(release) and not system.exists(numvfs_path)
+    label = _label(target)
+    if legacy:
+        if driver not in LEGACY_MAX_VFS:
+            raise AgentError("not_sriov_capable", "%s uses driver %s, which has no max_vfs parameter on this kernel "
+                             "(%s)." % (label, driver, release),
+                             {"pf": target["pf"], "pci_address": target["pci"], "driver": driver, "kernel": release})
+    elif not system.exists(numvfs_path):
+        raise AgentError("not_sriov_capable", "%s (driver %s) is not SR-IOV capable (no sriov_numvfs)." % (
+            label, driver), {"pf": target["pf"], "pci_address": target["pci"], "driver": driver})
+    _check_binding(system, target, driver)
+    inv = _Inventory(system, deadline=deadline)
+    before = _pf_state(system, target, inv, legacy, deadline)
+    if before["device_busy"]:
+        raise _device_busy(target, None, _busy_vfs(system, before, inv), numvfs_path)
+    current, total = before["sriov_numvfs"], before["sriov_totalvfs"]
+    if current is None:
+        raise AgentError("read_failed", "Cannot read %s." % numvfs_path, {"path": numvfs_path})
+    if total is None:
+        raise AgentError("not_sriov_capable", "%s reports no sriov_totalvfs." % label,
+                         {"pf": target["pf"], "pci_address": target["pci"]})
+    if total == 0:
+        raise AgentError("not_capable_now", "%s cannot have VFs now: %s" % (label, _not_capable_reason(0, driver)),
+                         {"pf": target["pf"], "pci_address": target["pci"], "sriov_totalvfs": 0})
+    if count > total:
+        raise AgentError("exceeds_total", "%s supports at most %d VFs; %d were requested." % (label, total, count),
+                         {"pf": target["pf"], "pci_address": target["pci"], "requested": count,
+                          "sriov_totalvfs": total})
+    if legacy:
+        return _set_vfs_legacy(system, req, target, driver, before, inv, release)
+    return _set_vfs_sysfs(system, req, target, before, inv, deadline)
+
+
+def _set_vfs_sysfs(system, req, target, before, inv, deadline):
+    count, current, pci = req["count"], before["sriov_numvfs"], target["pci"]
+    unmanaged = current > 0 and pci not in inv.managed
+    reset_first = current > 0 and count > 0 and count != current
+    drops = 0 if count == current else (2 if reset_first else 1)
+    link = _link_facts(inv.topology, target["pf"], before["driver"])
+    warnings = []
+    persist_skipped = None
+    if count != current:
+        if unmanaged and not req["take_over"]:
+            raise AgentError("externally_managed", "%s already has %d VFs that SR-IOV Console did not configure (not "
+                             "in %s). Refusing to change them; use take_over to take them over." % (
+                                 _label(target), current, UDEV_RULES_PATH),
+                             {"pf": target["pf"], "pci_address": pci, "sriov_numvfs": current})
+        _guest_impact(req, target, before, count, reset_first, inv)
+        warnings.extend(_autostart_impact(req, target, before, count, inv))
+        _management_check(req, target, link, drops)
+    elif req["persist"] and unmanaged and not req["take_over"] and inv.managed.get(pci) != count:
+        # Equal count on a PF someone else configured: recording it would silently adopt the PF.
+        persist_skipped = "externally_managed"
+    to_disable, keep = _other_config_plan(req, target, count, inv) if persist_skipped is None else ([], {})
+
+    actions = []
+    txn = _FileTxn(system)
+    vf_netdevs_ready = None
+    try:
+        if to_disable:
+            _disable_sources(system, to_disable, txn, actions)
+        # Ownership first: persist the new count BEFORE the sysfs write, so that a persistence
+        # failure cannot leave VFs the console created without the console's record (which would
+        # make them "externally managed" later). Rolled back if the write fails.
+        if req["persist"] and persist_skipped is None:
+            _ensure_udev(system, pci, count, actions, txn, keep)
+    except AgentError:
+        txn.rollback(actions)
+        raise
+    if count != current:
+        # A failed write rolls the files back (_set_vfs_failed); once the kernel took the count,
+        # the records stay, whatever happens while waiting for the VFs.
+        vf_netdevs_ready = _apply_count(system, req, target, before, inv, deadline, txn, actions, reset_first)
+    return _set_vfs_result(system, req, target, before, inv, actions, warnings, link, drops, to_disable,
+                           vf_netdevs_ready, persist_skipped)
+
+
+def _apply_count(system, req, target, before, inv, deadline, txn, actions, reset_first):
+    count, current = req["count"], before["sriov_numvfs"]
+    numvfs_path = target["dev"] + "/sriov_numvfs"
+    label = _label(target)
+    wrote_zero = False
+    try:
+        if reset_first:
+            _write_numvfs(system, numvfs_path, 0, target, deadline)
+            wrote_zero = True
+            actions.append("wrote 0 to sriov_numvfs of %s first: the kernel refuses to change a non-zero VF count "
+                           "to another non-zero count (EBUSY)" % label)
+        retries = _write_numvfs(system, numvfs_path, count, target, deadline)
+        actions.append("wrote %d to sriov_numvfs of %s (was %d)%s" % (
+            count, label, 0 if reset_first else current,
+            "" if not retries else " after %d EAGAIN retr%s" % (retries, "y" if retries == 1 else "ies")))
+    except AgentError as exc:
+        _set_vfs_failed(system, exc, target, before, inv, wrote_zero, txn, actions, deadline)
+        raise
+    enabled, busy = _read_numvfs(system, target["dev"], deadline)
+    if busy:
+        raise _device_busy(target, None, _busy_vfs(system, before, inv), numvfs_path)
+    if count and enabled is not None and enabled < count:
+        _partial_enable(system, req, target, enabled, txn, actions)
+    wait = min(req["wait_seconds"], deadline.bound(MAX_WAIT_SECONDS))
+    return _wait_vfs(system, target, count, wait, actions)
+
+
+def _partial_enable(system, req, target, enabled, txn, actions):
+    """sriov_numvfs_store() succeeds when the driver enables fewer VFs than asked ("%d VFs requested;
+    only %d enabled"): report it, and persist only what exists."""
+    count = req["count"]
+    if req["persist"]:
+        _ensure_udev(system, target["pci"], enabled, actions, txn)
+    raise AgentError("partial_enable", "%s: %d VFs were asked for, the driver enabled only %d (%d missing). %s The "
+                     "missing %d are not persisted. Usual causes: not enough queues, interrupt vectors or firmware "
+                     "resources for that many VFs; ask for at most %d." % (
+                         _label(target), count, enabled, count - enabled,
+                         ("%d VFs are persisted." % enabled) if req["persist"] and enabled else "", count - enabled,
+                         enabled),
+                     {"pf": target["pf"], "pci_address": target["pci"], "requested": count, "enabled": enabled,
+                      "missing": count - enabled, "persisted_count": enabled if req["persist"] else None,
+                      "actions": list(actions)})
+
+
+def _set_vfs_result(system, req, target, before, inv, actions, warnings, link, drops, disabled, ready, skipped):
+    count, pci = req["count"], target["pci"]
+    managed_after = _managed_counts(system, False)
+    after_inv = _Inventory(system, defined_guests=False) if (disabled or actions) else inv
+    after = _pf_state(system, target, after_inv, False)
+    remaining = _conflicting(_boot_sources(system, inv.pf_descriptors(), inv.forms), pci, count)
+    result = {
+        "pf": target["pf"], "pci_address": pci, "count": count, "before": before, "after": after,
+        "actions": actions, "reboot_required": False,
+        "persisted": (managed_after.get(pci, 0) == count and not remaining) if req["persist"] else None,
+        "persistence_file": UDEV_RULES_PATH, "vf_netdevs_ready": ready,
+        "link": link, "link_drops": drops, "warnings": warnings,
+        "disabled_other_config": disabled, "other_config": [i for i in _boot_sources(
+            system, inv.pf_descriptors(), inv.forms) if pci in i["counts"]],
+    }
+    if skipped is not None:
+        result["persisted"] = False
+        result["reason"] = skipped
+    elif req["persist"] and remaining:
+        result["reason"] = "other_boot_config"
+    return result
+
+
+def _set_vfs_failed(system, exc, target, before, inv, wrote_zero, txn, actions, deadline):
+    """A sysfs write failed: say exactly what state the PF is in now, try to put the previous count
+    back when the reset to 0 succeeded, and roll back the files written beforehand."""
+    numvfs_path = target["dev"] + "/sriov_numvfs"
+    before_count = before["sriov_numvfs"]
+    value = exc.details.get("value")
+    label = _label(target)
+    if value == 0 and exc.details.get("errno") in ("EPERM", "EINVAL", "EBUSY") and _is_root():
+        exc.code = "vfs_assigned"
+        exc.message = ("The driver refuses to free VFs that are assigned to guests (%s writing 0 to sriov_numvfs of "
+                       "%s). Detach the VFs from the guests first." % (exc.details.get("errno"), label))
+    pending = exc.details.get("errno") == "ETIMEDOUT"
+    if pending:
+        held = _busy_vfs(system, before, inv)
+        busy = _device_busy(target, value, held, numvfs_path)
+        if held:
+            exc.code, exc.message = busy.code, busy.message
+        exc.details.update(busy.details)
+    failed_at, _busy = _read_numvfs(system, target["dev"], deadline)
+    now = failed_at
+    if wrote_zero and failed_at == 0 and not pending:
+        try:
+            _write_numvfs(system, numvfs_path, before_count, target, deadline)
+            actions.append("restored the previous count: wrote %d to sriov_numvfs of %s after writing %d failed" % (
+                before_count, label, value))
+        except AgentError as restore_exc:
+            actions.append("could not restore the previous count %d of %s: %s" % (
+                before_count, label, restore_exc.message))
+        now, _busy = _read_numvfs(system, target["dev"], deadline)
+    txn.rollback(actions)
+    exc.details["actions"] = list(actions)
+    exc.details["sriov_numvfs_before"] = before_count
+    exc.details["sriov_numvfs_after_failure"] = failed_at
+    exc.details["sriov_numvfs_now"] = now
+    exc.details["partially_applied"] = now != before_count
+    exc.message = "%s now has %s VFs (had %d). %s" % (
+        target["pf"] or target["pci"], "an unknown number of" if now is None else now, before_count, exc.message)
+    exc.args = (exc.message,)
+
+
+def _is_root():
+    geteuid = getattr(os, "geteuid", None)
+    return geteuid is None or geteuid() == 0
+
+
+def _set_vfs_legacy(system, req, target, driver, before, inv, release):
+    """Kernels < 3.8: the count is the driver's max_vfs module option, applied at the next boot."""
+    count, current, pci = req["count"], before["sriov_numvfs"], target["pci"]
+    param = inv.param.get(driver) or _max_vfs_param(system, driver)
+    if not param["form"]:
+        raise AgentError("max_vfs_type_unknown", "Cannot tell how %s takes max_vfs on this kernel (%s). Writing the "
+                         "wrong form (a list where the driver takes one number) keeps %s from loading at boot, so "
+                         "nothing was written." % (driver, param["error"], driver),
+                         {"pf": target["pf"], "pci_address": pci, "driver": driver, "error": param["error"]})
+    if count != current and current > 0 and pci not in inv.managed and not req["take_over"]:
+        raise AgentError("externally_managed", "%s already has %d VFs that SR-IOV Console did not configure (not "
+                         "in %s). Refusing to change them; use take_over to take them over." % (
+                             _label(target), current, MODPROBE_CONF_PATH),
+                         {"pf": target["pf"], "pci_address": pci, "sriov_numvfs": current})
+    _other_config_plan(req, target, count, inv)
+    ports = _legacy_ports(system, driver)
+    if pci not in ports:
+        ports = sorted(set(ports) | {pci})
+    exists, drivers, foreign = _read_modprobe(system)
+    planned = _max_vfs_values(drivers.get(driver, []), ports, param["form"]) if driver in drivers else {}
+    for port in ports:
+        if port not in planned:
+            port_dev = SYS_NET + "/" + (_netdev_by_pci(system, port) or "") + "/device"
+            planned[port] = len([e for e in _list(system, port_dev) if re.match(r"^virtfn\d+$", e)])
+    if param["form"] == "single":
+        others = dict((p, c) for p, c in planned.items() if p != pci and c != count)
+        if others and not req["apply_to_all_ports"]:
+            raise AgentError("max_vfs_applies_to_all_ports", "%s takes max_vfs as one number (%s) for every port on "
+                             "this kernel: %d VFs on %s means %d on %s too (now %s). Ask for the same count on every "
+                             "%s port (set apply_to_all_ports), or use a kernel of 3.8 or newer." % (
+                                 driver, param["type"], count, _label(target), count, ", ".join(sorted(others)),
+                                 ", ".join("%s: %d" % (p, c) for p, c in sorted(others.items())), driver),
+                             {"pf": target["pf"], "pci_address": pci, "driver": driver, "param_type": param["type"],
+                              "other_ports": others})
+        values = [count]
+        new_counts = dict((p, count) for p in ports)
+    else:
+        new_counts = dict(planned, **{pci: count})
+        values = [new_counts[p] for p in ports]
+    for port, new in sorted(new_counts.items()):
+        port_before = before if port == pci else {"vfs": _vfs_of(system, SYS_NET + "/" + (
+            _netdev_by_pci(system, port) or "") + "/device", inv.usage, inv.reserved, inv.uses)}
+        port_target = {"pf": _netdev_by_pci(system, port), "pci": port, "dev": None}
+        if new != planned.get(port):
+            _guest_impact(req, port_target, port_before, new, False, inv)
+    warnings = []
+    for port, new in sorted(new_counts.items()):
+        if port == pci:
+            warnings.extend(_autostart_impact(req, target, before, new, inv))
+    actions = []
+    txn = _FileTxn(system)
+    initramfs = None
+    new_drivers = dict(drivers)
+    new_drivers[driver] = values
+    if not (exists and new_drivers == drivers):
+        txn.write(MODPROBE_CONF_PATH, _render_modprobe(new_drivers, foreign), "modprobe.d file")
+        actions.append("wrote 'options %s max_vfs=%s' to %s (%s); the count applies after a reboot (kernel older "
+                       "than 3.8)" % (driver, ",".join(str(v) for v in values), MODPROBE_CONF_PATH,
+                                      "one value for every %s port: the parameter is %s" % (driver, param["type"])
+                                      if param["form"] == "single" else
+                                      "ports in PCI order: %s; the parameter is %s" % (
+                                          ", ".join(ports), param["type"])))
+        initramfs = _refresh_initramfs(system, release, driver, txn, actions)
+    managed_after = _managed_counts(system, True, dict(inv.forms, **{driver: param["form"]}))
+    stale = initramfs is not None and initramfs["contains_driver"] is True and not initramfs["regenerated"]
+    after = _pf_state(system, target, inv, True)
+    after["persisted_count"] = managed_after.get(pci)
+    result = {
+        "pf": target["pf"], "pci_address": pci, "count": count, "before": before, "after": after,
+        "actions": actions, "reboot_required": count != current,
+        "persisted": managed_after.get(pci, 0) == count and not stale,
+        "persistence_file": MODPROBE_CONF_PATH, "vf_netdevs_ready": None, "warnings": warnings,
+        "max_vfs": {"driver": driver, "param_type": param["type"], "form": param["form"],
+                    "value": ",".join(str(v) for v in values), "ports": new_counts,
+                    "applies_to_all_ports": param["form"] == "single"},
+        "initramfs": initramfs, "link_drops": 0,
+    }
+    if stale:
+        result["reason"] = "initramfs_stale"
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# GRUB defaults parsing and editing
+# ---------------------------------------------------------------------------------------------
 
 
 def _shell_control_flow(text):
@@ -742,477 +2749,6 @@ def _shell_control_flow(text):
         if first and first[0] in keywords:
             return stripped
     return None
-
-
-def _ethtool_info(system, name, have_ethtool):
-    if not have_ethtool:
-        return {}
-    rc, out, _err = system.run(["ethtool", "-i", name], QUERY_TIMEOUT)
-    if rc != 0:
-        return {}
-    info = {}
-    for line in out.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            info[key.strip()] = value.strip()
-    return info
-
-
-def _vfs_of(system, dev, usage):
-    vfs = []
-    for entry in _list(system, dev):
-        match = re.match(r"^virtfn(\d+)$", entry)
-        if not match:
-            continue
-        link = dev + "/" + entry
-        pci = _link_base(system, link)
-        netdevs = _list(system, link + "/net")
-        netdev = netdevs[0] if netdevs else None
-        vfs.append({
-            "index": int(match.group(1)),
-            "pci_address": pci,
-            "netdev": netdev,
-            "driver": _link_base(system, link + "/driver"),
-            "mac": _read(system, "%s/net/%s/address" % (link, netdev)) if netdev else None,
-            "used_by": sorted(usage.get(pci, [])),
-        })
-    vfs.sort(key=lambda vf: vf["index"])
-    return vfs
-
-
-def _nic(system, name, legacy, managed, usage, have_ethtool):
-    base = "/sys/class/net/" + name
-    dev = base + "/device"
-    pci = _link_base(system, dev)
-    driver = _link_base(system, dev + "/driver")
-    ethtool = _ethtool_info(system, name, have_ethtool)
-    speed = _read_int(system, base + "/speed")
-    totalvfs = _read_int(system, dev + "/sriov_totalvfs")
-    numvfs = _read_int(system, dev + "/sriov_numvfs")
-    is_vf = system.exists(dev + "/physfn")
-    vfs = [] if is_vf else _vfs_of(system, dev, usage)
-    if legacy and not is_vf and driver in LEGACY_MAX_VFS:
-        if totalvfs is None:
-            totalvfs = LEGACY_MAX_VFS[driver]
-        if numvfs is None:
-            numvfs = len(vfs)
-    capable = (not is_vf) and totalvfs is not None and (numvfs is not None or legacy)
-    return {
-        "name": name,
-        "pci_address": pci,
-        "vendor_id": _hex_id(system, dev + "/vendor"),
-        "device_id": _hex_id(system, dev + "/device"),
-        "driver": driver,
-        "driver_version": ethtool.get("version") or None,
-        "firmware_version": ethtool.get("firmware-version") or None,
-        "bus_info": ethtool.get("bus-info") or None,
-        "mac": _read(system, base + "/address"),
-        "operstate": _read(system, base + "/operstate"),
-        "speed": speed if speed is not None and speed > 0 else None,
-        "mtu": _read_int(system, base + "/mtu"),
-        "sriov_capable": capable,
-        "sriov_totalvfs": totalvfs,
-        "sriov_numvfs": numvfs,
-        "is_vf": is_vf,
-        "physfn": _link_base(system, dev + "/physfn") if is_vf else None,
-        "vfs": vfs,
-        "managed": (pci in managed) if not is_vf else False,
-        "persisted_count": managed.get(pci) if not is_vf else None,
-    }
-
-
-def op_inventory(system, args):
-    release = _kernel_release(system)
-    legacy = _is_legacy_kernel(release)
-    grub = _grub_effective(system)
-    guests = _guests(system)
-    usage = _usage_by_pci(guests["guests"])
-    managed = _managed_counts(system, legacy)
-    have_ethtool = bool(system.which("ethtool"))
-    nics = []
-    for name in _list(system, "/sys/class/net"):
-        if system.exists("/sys/class/net/%s/device" % name):
-            nics.append(_nic(system, name, legacy, managed, usage, have_ethtool))
-    tools = _grub_tools(system)
-    chosen = _choose_grub_tool(system, grub)
-    cmdline = _read(system, "/proc/cmdline")
-    return {
-        "hostname": _read(system, "/proc/sys/kernel/hostname"),
-        "machine_id": _read(system, "/etc/machine-id"),
-        "boot_id": _read(system, "/proc/sys/kernel/random/boot_id"),
-        "kernel_release": release,
-        "legacy_kernel": legacy,
-        "os": _os_release(system),
-        "cpu_vendor": _cpu_vendor(system),
-        "cmdline": cmdline,
-        "grub": {
-            "cmdline_linux": grub["values"].get("GRUB_CMDLINE_LINUX"),
-            "cmdline_linux_source": grub["sources"].get("GRUB_CMDLINE_LINUX"),
-            "cmdline_linux_default": grub["values"].get(GRUB_VAR),
-            "cmdline_linux_default_source": grub["sources"].get(GRUB_VAR),
-            "files": grub["files"],
-        },
-        "grub_tool": chosen,
-        "grub_tools": tools,
-        "iommu": _iommu(system),
-        "virsh": guests["available"],
-        "guests": guests["guests"],
-        "guests_error": guests["error"],
-        "persistence_file": MODPROBE_CONF_PATH if legacy else UDEV_RULES_PATH,
-        "nics": nics,
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# set_vfs
-# ---------------------------------------------------------------------------------------------
-
-WRITE_ERRORS = {
-    errno.EBUSY: ("ebusy", "The device is busy (EBUSY): the kernel refused to change the VF count."),
-    errno.ENOMEM: ("enomem", "The kernel could not allocate the VFs (ENOMEM): SR-IOV is disabled in the "
-                             "BIOS or the kernel needs pci=realloc."),
-    errno.ENOSPC: ("enospc", "No space for the VFs (ENOSPC): the MSI-X interrupt vectors are exhausted; "
-                             "ask for fewer VFs or free vectors."),
-    errno.EROFS: ("readonly_fs", "The file system is read-only (EROFS)."),
-    errno.EINVAL: ("einval", "The kernel rejected the value (EINVAL)."),
-    errno.EACCES: ("permission_denied", "Permission denied: the agent must run as root."),
-    errno.EPERM: ("permission_denied", "Operation not permitted: the agent must run as root."),
-    errno.ETIMEDOUT: ("write_timeout", "The write to sriov_numvfs did not complete in time (the driver "
-                                       "may have another operation pending)."),
-}
-
-
-def _write_numvfs(system, path, value, pf, pci):
-    try:
-        system.write_text(path, "%d\n" % value)
-    except OSError as exc:
-        code, text = WRITE_ERRORS.get(exc.errno, ("write_failed", "Writing sriov_numvfs failed."))
-        raise AgentError(code, "%s (%s %s, writing %d to %s: %s)" % (
-            text, pf, pci, value, path, exc.strerror or exc), {
-            "pf": pf, "pci_address": pci, "path": path, "value": value,
-            "errno": _errno_name(exc.errno), "strerror": exc.strerror}) from None
-
-
-def _pf_state(system, pf, legacy, managed, usage):
-    dev = "/sys/class/net/%s/device" % pf
-    pci = _link_base(system, dev)
-    vfs = _vfs_of(system, dev, usage)
-    driver = _link_base(system, dev + "/driver")
-    numvfs = len(vfs) if legacy else _read_int(system, dev + "/sriov_numvfs")
-    totalvfs = _read_int(system, dev + "/sriov_totalvfs")
-    if legacy and totalvfs is None:
-        totalvfs = LEGACY_MAX_VFS.get(driver)
-    return {"pf": pf, "pci_address": pci, "driver": driver, "sriov_numvfs": numvfs,
-            "sriov_totalvfs": totalvfs, "persisted_count": managed.get(pci), "vfs": vfs}
-
-
-def _vfs_ready(system, dev, count):
-    """-> (VF links virtfnN (N < count) that exist and point back to the PF with physfn,
-    surplus links (N >= count), VFs whose netdev is still expected: bound to a network driver but
-    without a netdev yet). VFs bound to vfio-pci / pci-stub or to no driver (VF driver
-    blacklisted) never get a netdev; that is normal on passthrough hosts."""
-    ready = 0
-    netdev_pending = 0
-    for index in range(count):
-        link = "%s/virtfn%d" % (dev, index)
-        if not (system.exists(link) and system.exists(link + "/physfn")):
-            continue
-        ready += 1
-        vf_driver = _link_base(system, link + "/driver")
-        if vf_driver and vf_driver not in PASSTHROUGH_DRIVERS and not _list(system, link + "/net"):
-            netdev_pending += 1
-    extra = [e for e in _list(system, dev) if re.match(r"^virtfn(\d+)$", e) and int(e[6:]) >= count]
-    return ready, len(extra), netdev_pending
-
-
-def _wait_vfs(system, pf, pci, dev, count, wait_seconds, actions):
-    """Wait for the kernel to create (or remove) the VFs -> whether every VF that will get a network
-    interface has one (information only: passthrough hosts have none, and that is not a failure)."""
-    deadline = system.monotonic() + wait_seconds
-    while True:
-        ready, extra, netdev_pending = _vfs_ready(system, dev, count)
-        if ready == count and extra == 0 and netdev_pending == 0:
-            return True
-        if system.monotonic() >= deadline:
-            if ready == count and extra == 0:
-                return False
-            raise AgentError("vf_timeout", "%s (%s): expected %d VFs, found %d (and %d surplus) after "
-                             "%.1f s. The VF count was written; the kernel did not create or remove the VFs "
-                             "in time." % (pf, pci, count, ready, extra, wait_seconds),
-                             {"pf": pf, "pci_address": pci, "expected": count, "ready": ready,
-                              "surplus": extra, "actions": actions})
-        system.sleep(0.1)
-
-
-def _ensure_udev(system, pci, count, actions):
-    exists, counts, others = _read_udev(system)
-    new = dict(counts)
-    if count:
-        new[pci] = count
-    else:
-        new.pop(pci, None)
-    if exists and new == counts:
-        return
-    if not exists and not new:
-        return
-    _write_file(system, UDEV_RULES_PATH, _render_udev(new, others), "persistence file")
-    if count:
-        actions.append("persisted %d VFs for %s in %s" % (count, pci, UDEV_RULES_PATH))
-    else:
-        actions.append("removed the persisted VF count of %s from %s" % (pci, UDEV_RULES_PATH))
-
-
-def _ensure_modprobe(system, pci, driver, count, actions):
-    exists, drivers, others = _read_modprobe(system)
-    ports = _legacy_ports(system, driver)
-    if pci not in ports:
-        ports = sorted(set(ports) | {pci})
-    persisted = drivers.get(driver, [])
-    values = []
-    for position, port in enumerate(ports):
-        if port == pci:
-            values.append(count)
-        elif position < len(persisted):
-            values.append(persisted[position])
-        else:
-            port_dev = None
-            for name in _list(system, "/sys/class/net"):
-                if _link_base(system, "/sys/class/net/%s/device" % name) == port:
-                    port_dev = "/sys/class/net/%s/device" % name
-                    break
-            current = 0
-            if port_dev:
-                current = len([e for e in _list(system, port_dev) if re.match(r"^virtfn\d+$", e)])
-            values.append(current)
-    new = dict(drivers)
-    new[driver] = values
-    if exists and new == drivers:
-        return False
-    _write_file(system, MODPROBE_CONF_PATH, _render_modprobe(new, others), "modprobe.d file")
-    actions.append("wrote 'options %s max_vfs=%s' to %s (ports in PCI order: %s); the count applies "
-                   "after a reboot (kernel older than 3.8)" % (
-                       driver, ",".join(str(v) for v in values), MODPROBE_CONF_PATH, ", ".join(ports)))
-    return True
-
-
-def op_set_vfs(system, args):
-    pf = _valid_ifname(args.get("pf"), "pf")
-    expected_pci = _valid_pci(args.get("pci_address"), "pci_address")
-    count = _valid_count(args.get("count"), "count")
-    persist = _valid_bool(args.get("persist"), "persist", True)
-    # take_over skips only the "externally managed" refusal; allow_guest_impact skips only the
-    # guest checks (vfs_in_use, guest_check_failed). force is the deprecated alias for both.
-    force = _valid_bool(args.get("force"), "force", False)
-    take_over = _valid_bool(args.get("take_over"), "take_over", False) or force
-    allow_guest_impact = _valid_bool(args.get("allow_guest_impact"), "allow_guest_impact", False) or force
-    wait_seconds = args.get("wait_seconds", DEFAULT_WAIT_SECONDS)
-    if isinstance(wait_seconds, bool) or not isinstance(wait_seconds, (int, float)) or not (
-            0 <= wait_seconds <= MAX_WAIT_SECONDS_ARG):
-        raise _bad("wait_seconds must be a number between 0 and %d" % MAX_WAIT_SECONDS_ARG,
-                   field="wait_seconds", value=repr(wait_seconds))
-    # Capped so that the whole operation fits inside the controller's operation timeout.
-    wait_seconds = min(float(wait_seconds), MAX_WAIT_SECONDS)
-
-    base = "/sys/class/net/" + pf
-    dev = base + "/device"
-    if not system.exists(base):
-        raise AgentError("no_such_pf", "There is no network interface named %s on this host." % pf,
-                         {"pf": pf})
-    if not system.exists(dev):
-        raise AgentError("not_sriov_capable", "%s is not a PCI network device (no device link)." % pf,
-                         {"pf": pf})
-    actual_pci = _link_base(system, dev)
-    if actual_pci != expected_pci:
-        raise AgentError("pf_mismatch", "%s is the PCI device %s, not %s as expected: the interface was "
-                         "renamed or the hardware changed. Refresh the inventory." % (
-                             pf, actual_pci, expected_pci),
-                         {"pf": pf, "expected_pci_address": expected_pci, "actual_pci_address": actual_pci})
-    if system.exists(dev + "/physfn"):
-        raise AgentError("not_sriov_capable", "%s (%s) is itself a virtual function." % (pf, actual_pci),
-                         {"pf": pf, "pci_address": actual_pci})
-
-    release = _kernel_release(system)
-    driver = _link_base(system, dev + "/driver")
-    numvfs_path = dev + "/sriov_numvfs"
-    # Feature detection: sriov_numvfs present -> the sysfs route, whatever the version says
-    # (vendor kernels backport it); absent on a kernel older than 3.8 -> max_vfs.
-    legacy = _is_legacy_kernel(release) and not system.exists(numvfs_path)
-    if legacy:
-        if driver not in LEGACY_MAX_VFS:
-            raise AgentError("not_sriov_capable", "%s (%s) uses driver %s, which has no max_vfs parameter "
-                             "on this kernel (%s)." % (pf, actual_pci, driver, release),
-                             {"pf": pf, "pci_address": actual_pci, "driver": driver, "kernel": release})
-    elif not system.exists(numvfs_path):
-        raise AgentError("not_sriov_capable", "%s (%s, driver %s) is not SR-IOV capable (no sriov_numvfs)."
-                         % (pf, actual_pci, driver), {"pf": pf, "pci_address": actual_pci, "driver": driver})
-
-    managed = _managed_counts(system, legacy)
-    guests = _guests(system)
-    usage = _usage_by_pci(guests["guests"])
-    before = _pf_state(system, pf, legacy, managed, usage)
-    current = before["sriov_numvfs"]
-    total = before["sriov_totalvfs"]
-    if current is None:
-        raise AgentError("read_failed", "Cannot read %s." % numvfs_path, {"path": numvfs_path})
-    if total is None:
-        raise AgentError("not_sriov_capable", "%s (%s) reports no sriov_totalvfs." % (pf, actual_pci),
-                         {"pf": pf, "pci_address": actual_pci})
-    if count > total:
-        raise AgentError("exceeds_total", "%s (%s) supports at most %d VFs; %d were requested." % (
-            pf, actual_pci, total, count), {"pf": pf, "pci_address": actual_pci, "requested": count,
-                                             "sriov_totalvfs": total})
-
-    actions = []
-    reboot_required = False
-    persist_skipped = None
-    unmanaged = current > 0 and actual_pci not in managed
-    reset_first = (not legacy) and current > 0 and count > 0 and count != current
-    if count != current:
-        if unmanaged and not take_over:
-            raise AgentError("externally_managed", "%s (%s) already has %d VFs that SR-IOV Console did not "
-                             "configure (not in %s). Refusing to change them; use take_over to take them "
-                             "over." % (pf, actual_pci, current,
-                                        MODPROBE_CONF_PATH if legacy else UDEV_RULES_PATH),
-                             {"pf": pf, "pci_address": actual_pci, "sriov_numvfs": current})
-        if reset_first:
-            affected = before["vfs"]
-        else:
-            affected = [vf for vf in before["vfs"] if vf["index"] >= count]
-        if affected and not allow_guest_impact:
-            if guests["guests"] is None:
-                raise AgentError("guest_check_failed", "Cannot tell whether running guests use the VFs of "
-                                 "%s that this change removes: %s. Allow guest impact to proceed anyway." % (
-                                     pf, guests["error"]), {"pf": pf, "error": guests["error"]})
-            in_use = []
-            for vf in affected:
-                used_by = list(vf["used_by"])
-                if not used_by and vf["driver"] in PASSTHROUGH_DRIVERS:
-                    # Defence in depth: a VF handed to vfio-pci / pci-stub is meant for a guest even
-                    # when no running guest that virsh knows claims it.
-                    used_by = ["<unknown: bound to %s>" % vf["driver"]]
-                if used_by:
-                    in_use.append({"index": vf["index"], "pci_address": vf["pci_address"], "used_by": used_by})
-            if in_use:
-                names = sorted(set(g for vf in in_use for g in vf["used_by"]))
-                raise AgentError("vfs_in_use", "%s (%s): this change removes VFs used by running guests: %s. "
-                                 "Stop or migrate them, or allow guest impact." % (
-                                     pf, actual_pci, ", ".join(names)),
-                                 {"pf": pf, "pci_address": actual_pci, "guests": names, "vfs": in_use})
-    elif persist and not legacy and unmanaged and not take_over and managed.get(actual_pci) != count:
-        # Equal count on a PF someone else configured: recording it would silently adopt the PF.
-        persist_skipped = "externally_managed"
-
-    vf_netdevs_ready = None
-    if legacy:
-        _ensure_modprobe(system, actual_pci, driver, count, actions)
-        reboot_required = count != current
-    elif count == current:
-        if persist and persist_skipped is None:
-            _ensure_udev(system, actual_pci, count, actions)
-    else:
-        # Ownership first: persist the new count BEFORE the sysfs write, so that a persistence
-        # failure cannot leave VFs the console created without the console's record (which would
-        # make them "externally managed" later). Rolled back if the write fails.
-        udev_before = _udev_raw(system) if persist else None
-        if persist:
-            _ensure_udev(system, actual_pci, count, actions)
-        step = {"wrote_zero": False}
-        try:
-            if reset_first:
-                _write_numvfs(system, numvfs_path, 0, pf, actual_pci)
-                step["wrote_zero"] = True
-                actions.append("wrote 0 to sriov_numvfs of %s (%s) first: the kernel refuses to change a "
-                               "non-zero VF count to another non-zero count (EBUSY)" % (pf, actual_pci))
-            _write_numvfs(system, numvfs_path, count, pf, actual_pci)
-            actions.append("wrote %d to sriov_numvfs of %s (%s) (was %d)" % (
-                count, pf, actual_pci, 0 if reset_first else current))
-        except AgentError as exc:
-            _set_vfs_failed(system, exc, pf, actual_pci, numvfs_path, current, count, step["wrote_zero"],
-                            udev_before, actions)
-            raise
-        vf_netdevs_ready = _wait_vfs(system, pf, actual_pci, dev, count, wait_seconds, actions)
-
-    managed_after = _managed_counts(system, legacy)
-    after = _pf_state(system, pf, legacy, managed_after, usage)
-    result = {
-        "pf": pf,
-        "pci_address": actual_pci,
-        "count": count,
-        "before": before,
-        "after": after,
-        "actions": actions,
-        "reboot_required": reboot_required,
-        "persisted": managed_after.get(actual_pci, 0) == count if (persist or legacy) else None,
-        "persistence_file": MODPROBE_CONF_PATH if legacy else UDEV_RULES_PATH,
-        "vf_netdevs_ready": vf_netdevs_ready,
-    }
-    if persist_skipped is not None:
-        result["persisted"] = False
-        result["reason"] = persist_skipped
-    return result
-
-
-def _udev_raw(system):
-    """(exists, text) of the managed udev file, to roll a persistence write back."""
-    try:
-        return True, system.read_text(UDEV_RULES_PATH)
-    except OSError:
-        return False, None
-
-
-def _restore_udev(system, saved):
-    exists, text = saved
-    if exists:
-        system.atomic_write(UDEV_RULES_PATH, text)
-    elif system.exists(UDEV_RULES_PATH):
-        system.remove(UDEV_RULES_PATH)
-
-
-def _set_vfs_failed(system, exc, pf, pci, numvfs_path, before_count, count, wrote_zero, udev_before, actions):
-    """A sysfs write failed: say exactly what state the PF is in now, try to put the previous count
-    back when the reset to 0 succeeded, and roll back the persistence written beforehand."""
-    value = exc.details.get("value")
-    if value == 0 and exc.details.get("errno") in ("EPERM", "EINVAL", "EBUSY") and _is_root():
-        exc.code = "vfs_assigned"
-        exc.message = ("The driver refuses to free VFs that are assigned to guests (%s writing 0 to "
-                       "sriov_numvfs of %s (%s)). Detach the VFs from the guests first." % (
-                           exc.details.get("errno"), pf, pci))
-    failed_at = _read_int(system, numvfs_path)
-    now = failed_at
-    if wrote_zero and failed_at == 0 and exc.details.get("errno") != "ETIMEDOUT":
-        try:
-            system.write_text(numvfs_path, "%d\n" % before_count)
-            actions.append("restored the previous count: wrote %d to sriov_numvfs of %s (%s) after writing "
-                           "%d failed" % (before_count, pf, pci, count))
-        except OSError as restore_exc:
-            actions.append("could not restore the previous count %d of %s (%s): %s" % (
-                before_count, pf, pci, restore_exc.strerror or restore_exc))
-        now = _read_int(system, numvfs_path)
-    if udev_before is not None:
-        try:
-            _restore_udev(system, udev_before)
-            actions.append("rolled back %s to its previous content" % UDEV_RULES_PATH)
-        except OSError as udev_exc:
-            actions.append("could not roll back %s: %s" % (UDEV_RULES_PATH, udev_exc.strerror or udev_exc))
-    partially = now != before_count
-    exc.details["actions"] = list(actions)
-    exc.details["sriov_numvfs_before"] = before_count
-    exc.details["sriov_numvfs_after_failure"] = failed_at
-    exc.details["sriov_numvfs_now"] = now
-    exc.details["partially_applied"] = partially
-    exc.message = "%s now has %s VFs (had %d). %s" % (
-        pf, "an unknown number of" if now is None else now, before_count, exc.message)
-    exc.args = (exc.message,)
-
-
-def _is_root():
-    geteuid = getattr(os, "geteuid", None)
-    return geteuid is None or geteuid() == 0
-
-
-# ---------------------------------------------------------------------------------------------
-# GRUB defaults parsing and editing
-# ---------------------------------------------------------------------------------------------
 
 
 def _expand(text, env):
@@ -1409,7 +2945,135 @@ def _grub_snapshot(system, grub):
             "cmdline": _read(system, "/proc/cmdline")}
 
 
-def op_kernel_args(system, args):
+def _host_pf_ids(system):
+    """The network PCI functions the host drives itself (not VFs, not handed to a passthrough
+    driver), with their vendor/device/subsystem ids."""
+    found = []
+    functions = _pci_functions(system) or [(_link_base(system, SYS_NET + "/" + n + "/device"),
+                                            SYS_NET + "/" + n + "/device") for n in _list(system, SYS_NET)
+                                           if system.exists(SYS_NET + "/" + n + "/device")]
+    for pci, dev in functions:
+        klass = (_read(system, dev + "/class") or "0x02").lower()
+        driver = _link_base(system, dev + "/driver")
+        if not pci or system.exists(dev + "/physfn") or not klass.startswith("0x02") or driver is None or \
+                driver in PASSTHROUGH_DRIVERS:
+            continue
+        found.append({"pci_address": pci, "driver": driver, "netdev": _netdev_of(system, dev),
+                      "vendor": _hex_id(system, dev + "/vendor"), "device": _hex_id(system, dev + "/device"),
+                      "subvendor": _hex_id(system, dev + "/subsystem_vendor"),
+                      "subdevice": _hex_id(system, dev + "/subsystem_device"),
+                      "vf_device": _sriov_vf_device(system, dev)})
+    return found
+
+
+def _check_passthrough_ids(system, add):
+    """vfio-pci.ids / pci-stub.ids bind every function with a listed id at boot: an id of a PF the
+    host drives takes the host's own ports away (the VFs have ids of their own)."""
+    requested = [a for a in add if _karg_key(a) in PASSTHROUGH_ID_KARGS and "=" in a]
+    if not requested:
+        return
+    host = _host_pf_ids(system)
+    for item in requested:
+        key, _sep, value = item.partition("=")
+        hits = []
+        for spec in value.split(","):
+            match = PCI_ID_RE.match(spec)
+            if not match:
+                continue
+            vendor, device, subvendor, subdevice = [g.lower() if g else None for g in match.groups()]
+            for pf in host:
+                if pf["vendor"] == vendor and pf["device"] == device and subvendor in (None, "ffff", pf["subvendor"]) \
+                        and subdevice in (None, "ffff", pf["subdevice"]):
+                    hits.append(dict(pf, id="%s:%s" % (vendor, device)))
+        if hits:
+            vf_ids = sorted(set("%s:%s" % (h["vendor"], h["vf_device"]) for h in hits if h["vf_device"]))
+            raise AgentError("vfio_ids_match_host_pf", "%s would hand %s to %s at boot: %s %s the host's own "
+                             "network port%s. Give the VFs' ids instead%s." % (
+                                 item, ", ".join("%s (%s, %s)" % (h["pci_address"], h["netdev"] or h["driver"],
+                                                                 h["id"]) for h in hits),
+                                 key.split(".")[0], "they are" if len(hits) > 1 else "it is",
+                                 "" if len(hits) > 1 else "", "s" if len(hits) > 1 else "",
+                                 (" (%s)" % ", ".join(vf_ids)) if vf_ids else ""),
+                             {"argument": item, "matches": hits, "vf_ids": vf_ids})
+
+
+def _default_entry_options(system):
+    """The options of the BLS entry the next boot uses ($kernelopts expanded), else /proc/cmdline
+    without BOOT_IMAGE/initrd (what kernel-install falls back to)."""
+    out = _run_ok(system, ["grubby", "--default-kernel"])
+    kernel = (out or "").strip()
+    kernelopts = _grubenv_kernelopts(system)
+    for name in _list(system, "/boot/loader/entries"):
+        text = _read(system, "/boot/loader/entries/" + name) or ""
+        linux = re.search(r"^linux\s+(\S+)", text, re.M)
+        options = re.search(r"^options\s+(.*)$", text, re.M)
+        if linux and options and kernel and (kernel == linux.group(1) or kernel.endswith(linux.group(1))):
+            value = options.group(1)
+            if "$kernelopts" in value and kernelopts is not None:
+                value = value.replace("$kernelopts", kernelopts)
+            return value
+    tokens = [t for t in (_read(system, "/proc/cmdline") or "").split()
+              if not t.startswith("BOOT_IMAGE=") and not t.startswith("initrd=")]
+    return " ".join(tokens) or None
+
+
+def _grubenv_kernelopts(system):
+    out = _run_ok(system, ["grub2-editenv", "-", "list"])
+    for line in (out or "").splitlines():
+        if line.startswith("kernelopts="):
+            return line[len("kernelopts="):]
+    return None
+
+
+def _bls_followups(system, add, remove_keys, remove_exact, actions):
+    """grubby --update-kernel=ALL edits today's BLS entries; whether it also edits kernelopts,
+    GRUB_CMDLINE_LINUX or /etc/kernel/cmdline depends on its version (grubby 8.40-37 started
+    updating kernelopts, 8.40-41 GRUB_CMDLINE_LINUX). Kernels installed later take their options
+    from /etc/kernel/cmdline (kernel-install's 20-grub.install, else /proc/cmdline) or, in RHEL 8
+    entries, from $kernelopts in the GRUB environment block: make both say what the entries say."""
+    facts = {"kernel_cmdline": None, "kernel_cmdline_changed": False, "kernelopts": None, "kernelopts_changed": False}
+    current = _read(system, KERNEL_CMDLINE_FILE)
+    hooked = any(KERNEL_CMDLINE_FILE in (_read(system, h) or "") for h in KERNEL_INSTALL_HOOKS)
+    if current is not None or hooked:
+        base = current if current is not None else _default_entry_options(system)
+        if base is not None:
+            new = _edit_tokens(base.strip(), add, remove_keys, remove_exact, True, set()).strip()
+            facts["kernel_cmdline"] = new
+            if current is None or new.split() != current.split():
+                if current is not None:
+                    _write_file(system, KERNEL_CMDLINE_FILE + BACKUP_SUFFIX, current, "backup", mode=None)
+                _write_file(system, KERNEL_CMDLINE_FILE, new + "\n", "kernel-install command line", mode=None)
+                facts["kernel_cmdline_changed"] = True
+                actions.append("%s %s for kernels installed later (kernel-install reads it): %r" % (
+                    "edited" if current is not None else "wrote", KERNEL_CMDLINE_FILE, new))
+    if system.which("grub2-editenv"):
+        kernelopts = _grubenv_kernelopts(system)
+        if kernelopts is not None:
+            new = _edit_tokens(kernelopts.strip(), add, remove_keys, remove_exact, True, set()).strip()
+            facts["kernelopts"] = new
+            if new.split() != kernelopts.split():
+                argv = ["grub2-editenv", "-", "set", "kernelopts=" + new]
+                rc, out, err = system.run(argv, QUERY_TIMEOUT)
+                if rc != 0:
+                    raise AgentError("boot_config_incomplete", "The arguments are in today's boot entries and the GRUB "
+                                     "defaults, but %s failed (%s), so kernels installed later (their entries use "
+                                     "$kernelopts) would boot without them. Fix it and run the change again." % (
+                                         " ".join(argv[:3]), rc), {"argv": argv, "stderr": (err or out)[-2000:],
+                                                                   "actions": list(actions)})
+                facts["kernelopts_changed"] = True
+                actions.append("set kernelopts in the GRUB environment block (entries of kernels installed later "
+                               "use $kernelopts): %r" % new)
+    return facts
+
+
+def _grubby_options(system):
+    """grubby's own flags: never let it rewrite GRUB_CMDLINE_LINUX (the agent owns the GRUB
+    defaults; grubby 8.40-41 and later edit them unless told not to)."""
+    out = _run_ok(system, ["grubby", "--help"]) or ""
+    return ["--no-etc-grub-update"] if "--no-etc-grub-update" in out else []
+
+
+def op_kernel_args(system, args, deadline=None):
     add = _valid_kargs(args.get("add"), "add")
     remove = _valid_kargs(args.get("remove"), "remove")
     # regenerate: run the boot-config tool even when the GRUB defaults already say the right thing
@@ -1427,6 +3091,7 @@ def op_kernel_args(system, args):
             raise _bad("%s is both added and removed" % item, field="remove", value=item)
     remove_keys = set(r for r in remove if "=" not in r)
     remove_exact = set(r for r in remove if "=" in r)
+    _check_passthrough_ids(system, add)
 
     grub = _grub_effective(system)
     if GRUB_DEFAULT not in grub["texts"]:
@@ -1491,6 +3156,8 @@ def op_kernel_args(system, args):
             raise AgentError("no_grub_tool", "None of update-grub, grub2-mkconfig, grub-mkconfig or grubby "
                              "is installed: cannot regenerate the boot configuration.", {})
         argv = _regen_argv(system, tool, add, remove)
+        if tool == "grubby" and _bls_active(system, grub):
+            argv[2:2] = _grubby_options(system)
         written = []
         try:
             for path in sorted(new_texts):
@@ -1533,6 +3200,9 @@ def op_kernel_args(system, args):
                               "stdout": out[-2000:], "restored": restored})
         actions.append("regenerated the boot configuration: %s%s" % (
             " ".join(argv), "" if new_texts else " (requested: the GRUB defaults were already as wanted)"))
+    followups = None
+    if _choose_grub_tool(system, grub) == "grubby" and _bls_active(system, grub):
+        followups = _bls_followups(system, add, remove_keys, remove_exact, actions)
     after_grub = _grub_effective(system)
     after = _grub_snapshot(system, after_grub)
     running = (after["cmdline"] or "").split()
@@ -1550,6 +3220,8 @@ def op_kernel_args(system, args):
         "after": after,
         "actions": actions,
         "reboot_required": reboot_required,
+        "later_kernels": followups,
+        "iommu_firmware": _iommu(system)["firmware"],
     }
 
 
@@ -1558,7 +3230,7 @@ def op_kernel_args(system, args):
 # ---------------------------------------------------------------------------------------------
 
 
-def op_reboot(system, args):
+def op_reboot(system, args, deadline=None):
     # Safe by default: a caller must say explicitly that running guests may go down.
     refuse_if_guests = _valid_bool(args.get("refuse_if_guests"), "refuse_if_guests", True)
     expected_boot_id = args.get("expected_boot_id")
@@ -1620,24 +3292,32 @@ def op_reboot(system, args):
     }
 
 
+
+
 # ---------------------------------------------------------------------------------------------
-# Entry points
+# Entry points: the operations, one function each, and their arguments
 # ---------------------------------------------------------------------------------------------
 
-HANDLERS = {"inventory": op_inventory, "set_vfs": op_set_vfs, "kernel_args": op_kernel_args,
-            "reboot": op_reboot}
+# name -> (handler(system, args, deadline), allowed argument names, runs under the host lock)
+OPERATION_TABLE = (
+    ("inventory", op_inventory, (), False),
+    ("set_vfs", op_set_vfs, SET_VFS_ARGS, True),
+    ("kernel_args", op_kernel_args, ("add", "remove", "regenerate"), True),
+    ("reboot", op_reboot, ("refuse_if_guests", "expected_boot_id"), True),
+)
+OPERATIONS = tuple(name for name, _h, _a, _l in OPERATION_TABLE)
+HANDLERS = dict((name, handler) for name, handler, _a, _l in OPERATION_TABLE)
+ARG_KEYS = dict((name, args) for name, _h, args, _l in OPERATION_TABLE)
+LOCKED_OPERATIONS = tuple(name for name, _h, _a, locked in OPERATION_TABLE if locked)
 
 
-LOCKED_OPERATIONS = ("set_vfs", "kernel_args", "reboot")
-
-
-def _host_lock(system, op):
+def _host_lock(system, op, deadline):
     """One mutating agent run per host at a time (two runs could otherwise lose a persisted count)."""
     lock = getattr(system, "lock", None)
     if lock is None:  # a System seam without locking (older simulators)
         return _FdLock(None)
     try:
-        return lock(LOCK_NAME, LOCK_TIMEOUT)
+        return lock(LOCK_NAME, max(0.0, min(LOCK_TIMEOUT, deadline.left() - 2 * BUDGET_RESERVE)))
     except OSError as exc:
         if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
             raise AgentError("busy", "Another SR-IOV Console agent run is changing this host (%s held for %d s); "
@@ -1676,23 +3356,29 @@ def _parse_request(request_bytes):
     return request
 
 
+def _checked_request(request):
+    """-> (op, request_id, args) of a well-formed request; raises AgentError otherwise."""
+    raw_id = request.get("request_id")
+    if raw_id is None or isinstance(raw_id, str):
+        request_id = raw_id
+    elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
+        request_id = str(raw_id)
+    else:
+        raise AgentError("bad_request", "request_id must be a string.", {})
+    raw_op = request.get("op")
+    op = raw_op if isinstance(raw_op, str) and len(raw_op) <= 64 else None
+    return op, request_id
+
+
 def run_payload(request_bytes, system):
     """Run one request against system -> (exit_status, stdout_text, stderr_text). Never raises."""
     op = None
     request_id = None
     try:
         try:
+            deadline = Deadline(system, AGENT_BUDGET)
             request = _parse_request(request_bytes)
-            raw_id = request.get("request_id")
-            if raw_id is None or isinstance(raw_id, str):
-                request_id = raw_id
-            elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
-                request_id = str(raw_id)
-            else:
-                raise AgentError("bad_request", "request_id must be a string.", {})
-            raw_op = request.get("op")
-            if isinstance(raw_op, str) and len(raw_op) <= 64:
-                op = raw_op
+            op, request_id = _checked_request(request)
             if op is None:
                 raise AgentError("bad_request", "The request has no operation (op).", {})
             if op not in HANDLERS:
@@ -1713,10 +3399,10 @@ def run_payload(request_bytes, system):
                     op, ", ".join(unknown_args), ", ".join(ARG_KEYS[op]) or "none"),
                     {"arguments": unknown_args, "allowed": list(ARG_KEYS[op])})
             if op in LOCKED_OPERATIONS:
-                with _host_lock(system, op):
-                    result = HANDLERS[op](system, args)
+                with _host_lock(system, op, deadline):
+                    result = HANDLERS[op](system, args, deadline)
             else:
-                result = HANDLERS[op](system, args)
+                result = HANDLERS[op](system, args, deadline)
             return EXIT_OK, _response(op, request_id, result=result), ""
         except AgentError as exc:
             return _exit_status(exc.code), _response(op, request_id, error=exc), ""

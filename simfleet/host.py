@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
 from . import bootcfg
+from .profiles import MAX_VFS_PARM as PARM_LINES
 from .profiles import PROFILES, NicSpec, Profile
 
 FAULTS = (
@@ -39,10 +40,17 @@ FAULTS = (
     "readonly_etc",  # writes under /etc raise EROFS
     "no_python",  # the bootstrap command gets exit 127 "python3: command not found"
     "garbage_output",  # stdout is not JSON
-    "sysfs_write_hangs",  # a write to sriov_numvfs blocks (seconds=S, default: longer than the agent waits)
+    "sysfs_write_hangs",  # a write to sriov_numvfs blocks holding the device lock (seconds=S; default: until cleared)
     "virsh_dumpxml_fails",  # virsh dumpxml exits 1 (libvirtd hiccup)
     "no_virsh",  # virsh is not installed, but the guests (qemu processes) still run
+    "vfio_release_blocks",  # removing a VF a guest holds through vfio-pci blocks until the fault is cleared
+    "sriov_eagain",  # the PF driver answers EAGAIN ("other operation is pending", i40e) times=N writes (default 3)
+    "partial_enable",  # the driver enables at most max=M VFs and the write still succeeds
+    "sriov_off_in_firmware",  # sriov_totalvfs reads 0 (SR-IOV disabled in the BIOS / NIC firmware)
 )
+
+CONTROLLER_ADDRESS = "10.99.0.10"  # where the simulated SSH connections come from
+GRUBENV = "/boot/grub2/grubenv"
 
 # What the driver's sriov_disable path returns while VFs are assigned to guests (pci_vfs_assigned):
 # igb/ixgbe -EPERM, i40e -EINVAL, most others -EBUSY. The guests keep running.
@@ -76,18 +84,19 @@ def pci_from_rid(domain: int, rid: int) -> str:
     return f"{domain:04x}:{rid >> 8:02x}:{(rid >> 3) & 0x1F:02x}.{rid & 7:x}"
 
 
-def iommu_rule(cpu_vendor: str, cmdline: str) -> bool:
-    """Whether the IOMMU is active for the booted command line. Intel needs intel_iommu=on on most
+def iommu_rule(cpu_vendor: str, cmdline: str, firmware: bool = True) -> bool:
+    """Whether the IOMMU is active for the booted command line. Never without the firmware's ACPI
+    table (DMAR / IVRS: VT-d or AMD-Vi enabled in the BIOS). Intel needs intel_iommu=on on most
     distribution kernels (CONFIG_INTEL_IOMMU_DEFAULT_ON off); AMD-Vi is on by default when the
-    firmware provides its IVRS table, off with amd_iommu=off — `amd_iommu=on` is not a value the
-    kernel knows (Documentation/admin-guide/kernel-parameters.txt)."""
+    firmware provides IVRS, off with amd_iommu=off — `amd_iommu=on` is not a value the kernel knows
+    (Documentation/admin-guide/kernel-parameters.txt)."""
     tokens = cmdline.split()
-    if "iommu=off" in tokens:
+    if not firmware or "iommu=off" in tokens or "amd_iommu=off" in tokens:
         return False
     if cpu_vendor == "GenuineIntel":
         return "intel_iommu=on" in tokens
     if cpu_vendor == "AuthenticAMD":
-        return "amd_iommu=off" not in tokens
+        return True
     return False
 
 
@@ -107,6 +116,17 @@ class Nic:
     ifindex: int
     numvfs: int = 0
     vfs: list[Vf] = field(default_factory=list)
+    loaded: bool = True  # False: its driver failed to load at boot (e.g. max_vfs=4,0 for a uint parameter)
+
+    @property
+    def driver(self) -> str | None:
+        if not self.loaded or self.spec.binding == "none":
+            return None
+        return "vfio-pci" if self.spec.binding == "vfio-pci" else self.spec.driver
+
+    @property
+    def has_netdev(self) -> bool:
+        return self.loaded and self.spec.binding == "driver"
 
     @property
     def name(self) -> str:
@@ -125,6 +145,10 @@ class Guest:
     autostart: bool = True
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
     note: str = ""
+    # {"type": "direct", "dev": netdev, "mode": "passthrough"} (macvtap) or
+    # {"type": "network", "network": name} (a libvirt network pool)
+    interfaces: list[dict] = field(default_factory=list)
+    allocated: dict[int, str] = field(default_factory=dict)  # interface index -> VF pci or netdev
 
 
 class SimHost:
@@ -160,6 +184,15 @@ class SimHost:
         self.iommu_active = False
         self.reboot_hook = None  # set by the fleet: callable() that schedules the reboot
         self.reboots_requested = 0
+        self.networks: dict[str, dict] = {n: dict(v) for n, v in self.profile.networks.items()}
+        if "virsh" in self.profile.programs:  # libvirt's own NAT network on virbr0
+            self.networks.setdefault("default", {"mode": "nat", "bridge": "virbr0"})
+        self.running_kernel = self.profile.kernel
+        self.initramfs: dict = {"modules": set(self.profile.initramfs_modules), "modprobe": {}}
+        self.device_locks: dict[str, threading.Lock] = {}
+        self.pending_writes: dict[str, str] = {}
+        self.sysfs_write_timeout: float | None = None  # the seam's bounds (None: the agent's defaults)
+        self.sysfs_read_timeout: float | None = None
         self._gen = 0
         self._dyn = None
         self._dyn_gen = -1
@@ -179,6 +212,7 @@ class SimHost:
         self._install()
         if variety:
             self._apply_variety()
+        self._apply_scenario()
         self.boot()
 
     # -- construction ---------------------------------------------------------------------------
@@ -239,10 +273,14 @@ class SimHost:
             self._mkdir("/boot/loader")
             self._mkdir("/boot/loader/entries")
             env = self._sourced_defaults()
-            options = "{} ro {}".format(p.bls_root_arg, env.get("GRUB_CMDLINE_LINUX", ""))
+            options = "{} ro {}".format(p.bls_root_arg, env.get("GRUB_CMDLINE_LINUX", "")).strip()
+            if p.kernel_install == "kernelopts":
+                # RHEL 8: the entries say "options $kernelopts"; the value lives in grubenv
+                self._write_grubenv({"saved_entry": f"{self.machine_id}-{p.kernel}", "kernelopts": options})
+                options = "$kernelopts"
             self._put(
                 self._bls_path(),
-                bootcfg.render_bls_entry(os_title=p.distributor, kernel=p.kernel, options=options.strip()),
+                bootcfg.render_bls_entry(os_title=p.distributor, kernel=p.kernel, options=options),
             )
             self._put(
                 "/boot/grub2/grub.cfg", "# BLS: the kernel entries are in /boot/loader/entries\nblscfg\n"
@@ -292,6 +330,49 @@ class SimHost:
                 "boot.\n"
                 f'ACTION=="add", SUBSYSTEM=="net", KERNELS=="{pf.pci}", ATTR{{device/sriov_numvfs}}="4"\n',
             )
+
+    def _apply_scenario(self) -> None:
+        """The profile's pre-existing state: VF counts recorded by the console, guests."""
+        p = self.profile
+        if p.managed_vfs:
+            self._put(
+                MANAGED_UDEV,
+                "# Managed by SR-IOV Console. Do not edit: this file is rewritten by the console.\n"
+                "# One line per physical function (keyed by PCI address): its VF count, restored at boot.\n"
+                + "".join(
+                    f'ACTION=="add", SUBSYSTEM=="net", KERNELS=="{pci}", ATTR{{device/sriov_numvfs}}="{n}"\n'
+                    for pci, n in sorted(p.managed_vfs.items())
+                ),
+            )
+        for spec in p.guests:
+            self.guests.append(
+                Guest(
+                    name=spec["name"],
+                    hostdevs=list(spec.get("hostdevs", [])),
+                    running=spec.get("running", True),
+                    autostart=spec.get("autostart", True),
+                    interfaces=[dict(i) for i in spec.get("interfaces", [])],
+                )
+            )
+        self._snapshot_initramfs()
+
+    def _snapshot_initramfs(self) -> None:
+        """What dracut / update-initramfs copies: /etc/modprobe.d as it is now."""
+        self.initramfs["modprobe"] = {
+            path: text for path, text in self.files.items() if path.startswith(MODPROBE_DIR + "/")
+        }
+
+    def _write_grubenv(self, values: dict[str, str]) -> None:
+        body = "# GRUB Environment Block\n" + "".join(f"{k}={v}\n" for k, v in values.items())
+        self._put(GRUBENV, body + "#" * max(0, 1024 - len(body)))
+
+    def grubenv(self) -> dict[str, str]:
+        values = {}
+        for line in (self.files.get(GRUBENV) or "").split("\n"):
+            if line and not line.startswith("#") and "=" in line:
+                key, _, value = line.partition("=")
+                values[key] = value
+        return values
 
     def _preconfigure_kernel_args(self, args: list[str]) -> None:
         """As if an admin had added args earlier and regenerated the boot config."""
@@ -372,8 +453,45 @@ class SimHost:
             else "/boot/grub/grub.cfg"
         )
 
-    def _bls_path(self) -> str:
-        return f"/boot/loader/entries/{self.machine_id}-{self.profile.kernel}.conf"
+    def _bls_path(self, kernel: str | None = None) -> str:
+        return f"/boot/loader/entries/{self.machine_id}-{kernel or self.profile.kernel}.conf"
+
+    def _bls_entries(self) -> list[tuple[str, str, str]]:
+        """[(kernel, entry path, options with $kernelopts expanded)], newest kernel first: the
+        default entry (kernel-install makes a new kernel the default)."""
+        env = self.grubenv()
+        out = []
+        for name in self.children.get("/boot/loader/entries", ()):
+            path = "/boot/loader/entries/" + name
+            linux, options = bootcfg.bls_options(self.files.get(path, ""))
+            if not linux:
+                continue
+            kernel = linux.rsplit("vmlinuz-", 1)[-1]
+            options = (options or "").replace("$kernelopts", env.get("kernelopts", ""))
+            out.append((kernel, path, options))
+        out.sort(key=lambda e: (kernel_tuple(e[0]), e[0]), reverse=True)
+        return out
+
+    def install_kernel(self, kernel: str) -> None:
+        """`dnf install kernel-<version>`: kernel-install adds a BLS entry and makes it the default.
+        Its options come from /etc/kernel/cmdline, else /proc/cmdline (RHEL 9), or are
+        "$kernelopts" (RHEL 8)."""
+        with self.lock:
+            if self.profile.boot_flavour != "bls":
+                raise ValueError(f"{self.profile.name} does not use BLS entries")
+            if self.profile.kernel_install == "kernelopts":
+                options = "$kernelopts"
+            elif "/etc/kernel/cmdline" in self.files:
+                options = " ".join(self.files["/etc/kernel/cmdline"].split())
+            else:
+                options = " ".join(
+                    w for w in self.cmdline.split() if not w.startswith(("BOOT_IMAGE=", "initrd="))
+                )
+            self._put(self._bls_path(kernel), bootcfg.render_bls_entry(
+                os_title=self.profile.distributor, kernel=kernel, options=options))
+            self._put("/boot/vmlinuz-" + kernel, "")
+            self.events.append(f"kernel-install add {kernel}: options {options!r}")
+            self._touch()
 
     def _regenerate(self, out_path: str | None) -> str:
         """grub-mkconfig: -> the generated text (written to out_path when given)."""
@@ -410,11 +528,11 @@ class SimHost:
                 text = self.files.get(self._grub_cfg_path())
                 return bootcfg.cmdline_from_grub_cfg(text) if text else None
             if flavour == "bls":
-                for name in sorted(self.children.get("/boot/loader/entries", ())):
-                    linux, options = bootcfg.bls_options(self.files["/boot/loader/entries/" + name])
-                    if linux:
-                        return " ".join(["BOOT_IMAGE=(hd0,gpt2)" + linux] + bootcfg.split_args(options or ""))
-                return None
+                entries = self._bls_entries()
+                if not entries:
+                    return None
+                kernel, _path, options = entries[0]
+                return " ".join([f"BOOT_IMAGE=(hd0,gpt2)/vmlinuz-{kernel}"] + bootcfg.split_args(options))
             text = self.files.get("/boot/grub/grub.conf")
             if not text:
                 return None
@@ -425,59 +543,147 @@ class SimHost:
 
     # -- boot and the kernel's rules ------------------------------------------------------------
 
-    def _boot_writes(self) -> list[tuple[str, int, str]]:
-        """What early boot applies, in order: (pci, count, source). Module parameters first
-        (max_vfs in /etc/modprobe.d/*.conf, per port in PCI order), then udev rules (kernels >= 3.8:
-        /etc/udev/rules.d/*.rules writing device/sriov_numvfs)."""
-        writes = []
-        for name in sorted(self.children.get(MODPROBE_DIR, ())):
-            path = MODPROBE_DIR + "/" + name
-            if not name.endswith(".conf") or path not in self.files:
-                continue
-            for line in self.files[path].splitlines():
-                words = line.split("#", 1)[0].split()
-                if len(words) < 3 or words[0] != "options" or words[1] not in MAX_VFS_DRIVERS:
+    def _module_options(self) -> dict[str, list[tuple[str, str]]]:
+        """{driver: [(source, max_vfs value)]} the driver loads with: /etc/modprobe.d (the initramfs'
+        copy for a driver that loads from the initramfs), then the kernel command line."""
+        opts: dict[str, list[tuple[str, str]]] = {}
+        for driver in MAX_VFS_DRIVERS:
+            if driver in self.initramfs["modules"]:
+                files = self.initramfs["modprobe"]
+            else:
+                files = {p: t for p, t in self.files.items() if p.startswith(MODPROBE_DIR + "/")}
+            for path in sorted(files):
+                if not path.endswith(".conf"):
                     continue
-                for word in words[2:]:
-                    if word.startswith("max_vfs="):
-                        try:
-                            values = [int(v) for v in word[8:].split(",") if v != ""]
-                        except ValueError:
-                            continue
-                        ports = sorted(
-                            (n for n in self.nics if n.spec.driver == words[1] and n.spec.sriov),
-                            key=lambda n: n.pci,
+                for line in files[path].splitlines():
+                    words = line.split("#", 1)[0].split()
+                    if len(words) >= 3 and words[0] == "options" and words[1] == driver:
+                        opts.setdefault(driver, []).extend(
+                            (path, w[len("max_vfs="):]) for w in words[2:] if w.startswith("max_vfs=")
                         )
-                        for pos, nic in enumerate(ports):
-                            value = values[pos] if pos < len(values) else (values[-1] if values else 0)
-                            writes.append((nic.pci, min(value, MAX_VFS_DRIVERS[words[1]]), path))
-        if not self.legacy:
-            for name in sorted(self.children.get(UDEV_DIR, ())):
-                path = UDEV_DIR + "/" + name
-                if not name.endswith(".rules") or path not in self.files:
-                    continue
+            for token in self.cmdline.split():
+                if token.startswith(driver + ".max_vfs="):
+                    opts.setdefault(driver, []).append(("/proc/cmdline", token.split("=", 1)[1]))
+        return opts
+
+    def _boot_writes(self) -> list[tuple[str | None, int, str, str]]:
+        """What boot applies, in order: (pci, count, source, how). how: "module" (the driver creates
+        max_vfs VFs as it loads; "module_failed:<driver>" when it rejects the value and does not
+        load), "udev" / "echo" (a write to sriov_numvfs: EBUSY when another non-zero count is there),
+        "reset" (NetworkManager: 0 first, then its count)."""
+        writes: list[tuple[str | None, int, str, str]] = []
+        for driver, values in self._module_options().items():
+            source, value = values[-1]  # the last assignment of a parameter wins
+            kind = self.profile.max_vfs_type(driver)
+            try:
+                numbers = [int(v) for v in value.split(",") if v != ""]
+            except ValueError:
+                numbers = []
+            if not numbers or (kind == "uint" and len(numbers) != 1):
+                writes.append((None, 0, f"{source}: {driver}: `{value}' invalid for parameter `max_vfs'",
+                               "module_failed:" + driver))
+                continue
+            ports = sorted((n for n in self.nics if n.spec.driver == driver and n.spec.sriov), key=lambda n: n.pci)
+            for pos, nic in enumerate(ports):
+                count = numbers[0] if kind == "uint" else (numbers[pos] if pos < len(numbers) else 0)
+                writes.append((nic.pci, min(count, MAX_VFS_DRIVERS[driver]), source, "module"))
+        if self.legacy:
+            return writes
+        for name in sorted(self.children.get(UDEV_DIR, ())):
+            path = UDEV_DIR + "/" + name
+            if name.endswith(".rules") and path in self.files:
                 for line in self.files[path].splitlines():
-                    hit = self._parse_udev_line(line)
-                    if hit:
-                        writes.append((hit[0], hit[1], path))
+                    for pci, count in self._parse_udev_line(line):
+                        writes.append((pci, count, path, "udev"))
+        writes.extend(self._networkmanager_writes())
+        for path, text in self._enabled_scripts():
+            for match in re.finditer(r"echo\s+(\d+)\s*>+\s*(\S*sriov_numvfs)", text):
+                nic = self._nic_for_sysfs_path(match.group(2))
+                if nic is not None:
+                    writes.append((nic.pci, int(match.group(1)), path, "echo"))
         return writes
 
-    def _parse_udev_line(self, line: str) -> tuple[str, int] | None:
+    def _networkmanager_writes(self) -> list[tuple[str, int, str, str]]:
+        out = []
+        directory = "/etc/NetworkManager/system-connections"
+        for name in sorted(self.children.get(directory, ())):
+            if name.startswith(".") or name.endswith(("~", ".bak", ".orig", ".rej", ".swp", ".tmp")):
+                continue  # NetworkManager ignores backups and editor files
+            text = self.files.get(directory + "/" + name, "")
+            sections: dict[str, dict[str, str]] = {}
+            current = None
+            for line in text.splitlines():
+                line = line.strip()
+                if line.startswith("[") and line.endswith("]"):
+                    current = sections.setdefault(line[1:-1], {})
+                elif current is not None and "=" in line and not line.startswith("#"):
+                    key, _, value = line.partition("=")
+                    current[key.strip()] = value.strip()
+            if "sriov" not in sections or sections.get("connection", {}).get("autoconnect") == "false":
+                continue
+            iface = sections.get("connection", {}).get("interface-name")
+            nic = next((n for n in self.nics if n.name == iface), None)
+            if nic is not None:
+                count = int(sections["sriov"].get("total-vfs", "0") or 0)
+                out.append((nic.pci, count, directory + "/" + name, "reset"))
+        return out
+
+    def _enabled_scripts(self) -> list[tuple[str, str]]:
+        """Boot scripts that run: enabled systemd units (their Exec lines) and an executable rc.local."""
+        out = []
+        units = "/etc/systemd/system"
+        wanted = {
+            posixpath.basename(p)
+            for p in self.files
+            if p.startswith(units + "/") and posixpath.dirname(p).endswith((".wants", ".requires"))
+        }
+        for name in sorted(self.children.get(units, ())):
+            if name.endswith(".service") and name in wanted and units + "/" + name in self.files:
+                out.append((units + "/" + name, self.files[units + "/" + name]))
+        for path in ("/etc/rc.local", "/etc/rc.d/rc.local"):
+            if path in self.files and self.modes.get(path, 0o644) & 0o111:
+                out.append((path, self.files[path]))
+        return out
+
+    def _nic_for_sysfs_path(self, path: str) -> Nic | None:
+        for nic in self.nics:
+            names = (f"/sys/class/net/{nic.name}/device/sriov_numvfs", f"/sys/bus/pci/devices/{nic.pci}/sriov_numvfs")
+            if path in names:
+                return nic
+        return None
+
+    def _parse_udev_line(self, line: str) -> list[tuple[str, int]]:
         line = line.strip()
         if not line or line.startswith("#"):
-            return None
+            return []
         keys = dict(re.findall(r'([A-Za-z_]+(?:\{[^}]*\})?)\s*[=!:+]?=\s*"([^"]*)"', line))
         if keys.get("ACTION", "add") != "add":
-            return None
+            return []
         attr = keys.get("ATTR{device/sriov_numvfs}") if keys.get("SUBSYSTEM", "net") == "net" else None
         if attr is None and keys.get("SUBSYSTEM") == "pci":
             attr = keys.get("ATTR{sriov_numvfs}")
         if attr is None or not attr.isdigit():
-            return None
+            return []
+        out = []
         for nic in self.nics:
-            if keys.get("KERNELS") == nic.pci or keys.get("KERNEL") in (nic.name, nic.pci):
-                return nic.pci, int(attr)
-        return None
+            if not nic.spec.sriov:
+                continue
+            checks = []
+            if "KERNELS" in keys:
+                checks.append(keys["KERNELS"] == nic.pci)
+            if "KERNEL" in keys:
+                checks.append(keys["KERNEL"] in (nic.name, nic.pci))
+            for key in ("ENV{ID_NET_DRIVER}", "DRIVERS"):
+                if key in keys:
+                    checks.append(keys[key] == nic.spec.driver)
+            if checks and all(checks):
+                out.append((nic.pci, int(attr)))
+        return out
+
+    def _apply_boot_write(self, nic: Nic, count: int, how: str) -> None:
+        if how == "reset" and nic.numvfs not in (0, count):
+            self._set_numvfs(nic, 0, at_boot=True)
+        self._set_numvfs(nic, count, at_boot=True)
 
     def boot(self) -> None:
         """Power on: new boot id, command line from the generated boot config, VFs reset, then
@@ -491,31 +697,82 @@ class SimHost:
                 self.events.append("boot: no usable boot configuration; kept the previous command line")
                 cmdline = self.cmdline
             self.cmdline = cmdline
-            self.iommu_active = iommu_rule(self.profile.cpu_vendor, cmdline)
+            if self.profile.boot_flavour == "bls" and self._bls_entries():
+                self.running_kernel = self._bls_entries()[0][0]
+            self.iommu_active = iommu_rule(self.profile.cpu_vendor, cmdline, self._firmware_iommu())
+            self.pending_writes = {}
             for nic in self.nics:
                 nic.numvfs = 0
                 nic.vfs = []
-            for pci, count, source in self._boot_writes():
+                nic.loaded = True
+            for guest in self.guests:
+                guest.allocated = {}
+            for pci, count, source, how in self._boot_writes():
+                if how.startswith("module_failed:"):
+                    driver = how.split(":", 1)[1]
+                    for nic in self.nics:
+                        if nic.spec.driver == driver:
+                            nic.loaded = False
+                    self.events.append(f"boot: {source}; {driver} did not load")
+                    continue
                 nic = self._nic_by_pci(pci)
+                if not nic.loaded:
+                    continue
                 try:
-                    self._set_numvfs(nic, count, at_boot=True)
+                    self._apply_boot_write(nic, count, how)
                 except OSError as exc:
                     self.events.append(f"boot: {source} writing {count} for {pci}: {exc.strerror}")
-            present = {vf.pci for nic in self.nics for vf in nic.vfs}
             for guest in self.guests:
                 if guest.autostart:
-                    missing = [d for d in guest.hostdevs if d not in present]
-                    guest.running = not missing and (self.iommu_active or not guest.hostdevs)
-                    guest.note = (
-                        ""
-                        if guest.running
-                        else ("hostdev {} missing".format(", ".join(missing)) if missing else "IOMMU is off")
-                    )
+                    guest.running, guest.note = self._can_start(guest)
                 else:
                     guest.running = False
             self.state = "up"
             self.events.append(f"booted {self.boot_id} cmdline={cmdline!r}")
             self._touch()
+
+    def _firmware_iommu(self) -> bool:
+        tables = self.profile.firmware_tables()
+        return ("DMAR" in tables) if self.profile.cpu_vendor == "GenuineIntel" else ("IVRS" in tables)
+
+    def _can_start(self, guest: Guest) -> tuple[bool, str]:
+        """Whether a guest starts now (its devices exist, the IOMMU is on for passthrough); allocates
+        the VFs its network interfaces get from libvirt network pools."""
+        present = {vf.pci for nic in self.nics for vf in nic.vfs}
+        missing = [d for d in guest.hostdevs if d not in present]
+        netdevs = {vf.netdev for nic in self.nics if nic.has_netdev for vf in nic.vfs}
+        missing += [i["dev"] for i in guest.interfaces if i.get("type") == "direct" and i.get("dev") not in netdevs]
+        if missing:
+            return False, "missing " + ", ".join(missing)
+        passthrough = bool(guest.hostdevs)
+        guest.allocated = {}
+        for index, iface in enumerate(guest.interfaces):
+            if iface.get("type") != "network":
+                continue
+            network = self.networks.get(iface.get("network"))
+            if network is None:
+                return False, f"network {iface.get('network')} is not defined"
+            free = [d for d in self._pool(network) if d not in self._allocated_devices()]
+            if not free:
+                return False, f"no free VF in network {iface.get('network')}"
+            guest.allocated[index] = free[0]
+            passthrough = passthrough or network["mode"] == "hostdev"
+        if passthrough and not self.iommu_active:
+            guest.allocated = {}
+            return False, "IOMMU is off"
+        return True, ""
+
+    def _pool(self, network: dict) -> list[str]:
+        """The devices a libvirt network hands out: VF PCI addresses (hostdev) or VF netdevs (macvtap)."""
+        nic = next((n for n in self.nics if n.name == network.get("pf")), None)
+        if nic is None or network["mode"] not in ("hostdev", "passthrough", "private", "vepa", "bridge"):
+            return []
+        if network["mode"] == "hostdev":
+            return [vf.pci for vf in nic.vfs]
+        return [vf.netdev for vf in nic.vfs]
+
+    def _allocated_devices(self) -> set[str]:
+        return {d for g in self.guests if g.running for d in g.allocated.values()}
 
     def shutdown(self) -> None:
         with self.lock:
@@ -542,6 +799,8 @@ class SimHost:
         raise KeyError(pci)
 
     def _totalvfs(self, nic: Nic) -> int:
+        if "sriov_off_in_firmware" in self.faults:
+            return 0
         return nic.spec.effective_totalvfs if nic.spec.sriov else 0
 
     def _set_numvfs(self, nic: Nic, count: int, *, at_boot: bool = False) -> None:
@@ -552,14 +811,20 @@ class SimHost:
             return
         if count == 0:
             held = self._held_vfs()
-            if not at_boot and any(vf.pci in held for vf in nic.vfs):
+            # Drivers that check pci_vfs_assigned() refuse; with vfio-pci the write blocks instead
+            # (fault vfio_release_blocks, handled before the write reaches here).
+            if not at_boot and any(vf.pci in held for vf in nic.vfs) and "vfio_release_blocks" not in self.faults:
                 raise _err(VFS_ASSIGNED_ERRNO.get(nic.spec.driver, errno.EBUSY), nic.pci)
+            self._vfs_removed(nic)
             nic.numvfs = 0
             nic.vfs = []
             self._touch()
             return
         if nic.numvfs != 0:
             raise _err(errno.EBUSY, nic.pci)
+        partial = self.faults.get("partial_enable")
+        if partial is not None and not at_boot:
+            count = min(count, int(partial.get("max", 1)))
         spec = nic.spec
         domain, rid = pci_rid(spec.pci)
         ready_at = 0.0 if at_boot else time.monotonic() + self.vf_delay
@@ -574,7 +839,36 @@ class SimHost:
         self._touch()
 
     def _held_vfs(self) -> dict[str, str]:
-        return {pci: g.name for g in self.guests if g.running for pci in g.hostdevs}
+        """VFs running guests hold through vfio-pci: hostdevs, and VFs from hostdev network pools."""
+        held = {pci: g.name for g in self.guests if g.running for pci in g.hostdevs}
+        for guest in self.guests:
+            for index, device in guest.allocated.items():
+                network = self.networks.get(guest.interfaces[index].get("network"), {})
+                if guest.running and network.get("mode") == "hostdev":
+                    held[device] = guest.name
+        return held
+
+    def _macvtap_users(self) -> dict[str, str]:
+        """VF netdevs running guests use through macvtap."""
+        users = {}
+        for guest in self.guests:
+            if not guest.running:
+                continue
+            for index, iface in enumerate(guest.interfaces):
+                if iface.get("type") == "direct":
+                    users[iface.get("dev")] = guest.name
+                elif index in guest.allocated and self.networks.get(iface.get("network"), {}).get("mode") != "hostdev":
+                    users[guest.allocated[index]] = guest.name
+        return users
+
+    def _vfs_removed(self, nic: Nic) -> None:
+        """Guests whose macvtap sat on a removed VF lose that interface (the kernel does not ask)."""
+        users = self._macvtap_users()
+        for vf in nic.vfs:
+            if vf.netdev in users:
+                guest = next(g for g in self.guests if g.name == users[vf.netdev])
+                guest.note = f"lost its interface on {vf.netdev}: the VF was removed"
+                self.events.append(f"guest {guest.name} lost {vf.netdev} (macvtap lower device removed)")
 
     # -- the generated /sys and /proc -----------------------------------------------------------
 
@@ -627,7 +921,11 @@ class SimHost:
         for n, guest in enumerate(self.guests):
             if guest.running:  # one qemu process per running guest (comm is cut at 15 characters)
                 f(f"/proc/{4000 + n}/comm", "qemu-system-x86\n")
-        f("/proc/sys/kernel/osrelease", p.kernel + "\n")
+        f("/proc/sys/kernel/osrelease", self.running_kernel + "\n")
+        f("/proc/net/route", self._proc_net_route())
+        for table in p.firmware_tables():
+            f(f"/sys/firmware/acpi/tables/{table}", "")
+        add("/sys/firmware/acpi/tables", DIR)
         f("/proc/sys/kernel/ostype", "Linux\n")
         f("/proc/sys/kernel/hostname", self.name + "\n")
         f("/proc/sys/kernel/random/boot_id", self.boot_id + "\n")
@@ -718,11 +1016,28 @@ class SimHost:
             f(vd + "/mtu", f"{mtu}\n")
             link("/sys/class/net/" + nd_name, vd)
 
+        uppers: dict[str, str] = {}
+        for master in sorted(set(p.masters.values())):
+            vd = "/sys/devices/virtual/net/" + master
+            add(vd, DIR)
+            f(vd + "/address", self._mac("52:54:01", len(master)) + "\n")
+            f(vd + "/operstate", "up\n")
+            f(vd + "/mtu", "1500\n")
+            f(vd + "/uevent", f"DEVTYPE={p.master_kinds.get(master, 'bond')}\nINTERFACE={master}\n")
+            add(vd + ("/bonding" if p.master_kinds.get(master, "bond") == "bond" else "/bridge"), DIR)
+            link("/sys/class/net/" + master, vd)
+            uppers[master] = vd
         next_if = 100
         for nic in self.nics:
             s = nic.spec
-            d = pci_dev(s.bridge, s.pci, s.vendor, s.device, s.driver, s.subsystem)
-            netdev(d, s.name, nic.mac, s.link_up, s.speed, 1500, nic.ifindex)
+            d = pci_dev(s.bridge, s.pci, s.vendor, s.device, nic.driver, s.subsystem)
+            if nic.has_netdev:
+                netdev(d, s.name, nic.mac, s.link_up, s.speed, 1500, nic.ifindex)
+                master = p.masters.get(s.name)
+                if master in uppers:
+                    link(f"{d}/net/{s.name}/master", uppers[master])
+                    link(f"{d}/net/{s.name}/upper_{master}", uppers[master])
+                    link(f"{uppers[master]}/lower_{s.name}", f"{d}/net/{s.name}")
             if s.sriov:
                 if not self.legacy:
                     f(d + "/sriov_totalvfs", f"{self._totalvfs(nic)}\n")
@@ -748,8 +1063,58 @@ class SimHost:
                         netdev(vd, vf.netdev, vf.mac, False, s.speed, 1500, next_if)
                     else:
                         valid_until = min(valid_until, vf.ready_at)
+        for port, master in p.masters.items():
+            if port in uppers and master in uppers:  # a bond under a bridge
+                link(uppers[port] + "/master", uppers[master])
+                link(uppers[port] + "/upper_" + master, uppers[master])
+                link(uppers[master] + "/lower_" + port, uppers[port])
         self._dyn_valid_until = valid_until
         return entries, children
+
+    # -- host networking (addresses, routes, the simulated SSH connection) ------------------------
+
+    def _top(self, dev: str) -> str:
+        while dev in self.profile.masters:
+            dev = self.profile.masters[dev]
+        return dev
+
+    def management_address(self) -> str:
+        return f"10.{10 + self.index // 250}.{self.index % 250}.5"
+
+    def _addresses(self) -> dict[str, list[str]]:
+        out = {self._top(self.profile.management): [self.management_address() + "/16"]}
+        for dev, addrs in self.profile.addresses.items():
+            out.setdefault(dev, []).extend(addrs)
+        return out
+
+    def _proc_net_route(self) -> str:
+        head = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        dev = self._top(self.profile.management)
+        net = self.management_address().rsplit(".", 2)[0]
+        a, b = (int(x) for x in net.split("."))
+        return (
+            head
+            + f"{dev}\t00000000\t0100{b:02X}{a:02X}\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
+            + f"{dev}\t0000{b:02X}{a:02X}\t00000000\t0001\t0\t0\t100\t0000FFFF\t0\t0\t0\n"
+        )
+
+    def ssh_connection(self) -> str:
+        """SSH_CONNECTION of a session from the console: client, port, this host's management address."""
+        return f"{CONTROLLER_ADDRESS} 51234 {self.management_address()} 22"
+
+    def _prog_ip(self, args: list[str]):
+        if args[:3] == ["-o", "addr", "show"]:
+            lines = [" 1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever"]
+            for n, (dev, addrs) in enumerate(sorted(self._addresses().items()), 2):
+                for addr in addrs:
+                    lines.append(f"{n}: {dev}    inet {addr} scope global {dev}\\       valid_lft forever")
+            return 0, "".join(line.strip() + "\n" for line in lines), ""
+        if args[:3] == ["-o", "route", "get"] and len(args) == 4:
+            dev = self._top(self.profile.management)
+            if args[3].startswith("127."):
+                return 0, f"local {args[3]} dev lo src 127.0.0.1 uid 0 \\    cache <local>\n", ""
+            return 0, f"{args[3]} via 10.0.0.1 dev {dev} src {self.management_address()} uid 0 \\    cache\n", ""
+        return 1, "", "simfleet: ip {} is not simulated\n".format(" ".join(args))
 
     # -- path resolution over both parts --------------------------------------------------------
 
@@ -936,11 +1301,23 @@ class SimHost:
             "grub-mkconfig": self._prog_mkconfig,
             "grub2-mkconfig": self._prog_mkconfig,
             "grubby": self._prog_grubby,
+            "grub2-editenv": self._prog_editenv,
+            "ip": self._prog_ip,
+            "modinfo": self._prog_modinfo,
+            "dracut": self._prog_initramfs,
+            "update-initramfs": self._prog_initramfs,
+            "lsinitrd": self._prog_lsinitramfs,
+            "lsinitramfs": self._prog_lsinitramfs,
+            "nmcli": lambda a: (0, "", "") if a[:2] == ["connection", "reload"] else (2, "", "Error: not simulated\n"),
             "true": lambda a: (0, "", ""),
             "sync": lambda a: (0, "", ""),
             "udevadm": lambda a: (0, "", ""),
         }.get(name)
-        if name in ("grubby", "update-grub", "grub-mkconfig", "grub2-mkconfig") and not privileged:
+        if name == "systemctl" and args[:1] in (["enable"], ["disable"]) and len(args) == 2:
+            handler = self._prog_systemctl_unit
+        mutating = ("grubby", "update-grub", "grub-mkconfig", "grub2-mkconfig", "dracut", "update-initramfs")
+        if (name in mutating or handler == self._prog_systemctl_unit
+                or (name == "grub2-editenv" and "set" in args)) and not privileged:
             return 1, "", f"{name}: Permission denied\n"
         if handler is not None:
             if name in ("update-grub", "grub-mkconfig", "grub2-mkconfig"):
@@ -1045,11 +1422,20 @@ class SimHost:
         if not rest:
             return 1, "", "error: no command given\n"
         cmd, opts = rest[0], rest[1:]
+        if cmd == "net-dumpxml":
+            names = [o for o in opts if not o.startswith("--")]
+            network = self.networks.get(names[0]) if names else None
+            if network is None:
+                wanted = names[0] if names else ""
+                return 1, "", f"error: failed to get network '{wanted}'\nerror: Network not found\n"
+            return 0, self._network_xml(names[0], network), ""
         if cmd == "list":
             show_all = "--all" in opts or "--inactive" in opts
             guests = [g for g in self.guests if g.running or show_all]
             if "--inactive" in opts:
                 guests = [g for g in guests if not g.running]
+            if "--autostart" in opts:
+                guests = [g for g in guests if g.autostart]
             if "--name" in opts:
                 return 0, "".join(g.name + "\n" for g in guests) + "\n", ""
             if "--uuid" in opts:
@@ -1072,22 +1458,38 @@ class SimHost:
                 return 1, "", (f"error: failed to get domain '{names[0]}'\n")
             if cmd == "domstate":
                 return 0, ("running" if guest.running else "shut off") + "\n\n", ""
-            return 0, self._domain_xml(guest), ""
+            return 0, self._domain_xml(guest, live=guest.running and "--inactive" not in opts), ""
         return 1, "", f"error: unknown command: '{cmd}'\n"
 
-    def _domain_xml(self, guest: Guest) -> str:
-        devs = []
-        for pci in guest.hostdevs:
-            dom, bus, devfn = pci.split(":")
-            dev, fn = devfn.split(".")
-            devs.append(
-                "    <hostdev mode='subsystem' type='pci' managed='yes'>\n"
-                "      <driver name='vfio'/>\n"
-                "      <source>\n"
-                f"        <address domain='0x{dom}' bus='0x{bus}' slot='0x{dev}' function='0x{fn}'/>\n"
-                "      </source>\n"
-                "    </hostdev>\n"
-            )
+    def _domain_xml(self, guest: Guest, live: bool = True) -> str:
+        devs = [
+            "    <hostdev mode='subsystem' type='pci' managed='yes'>\n      <driver name='vfio'/>\n"
+            f"      <source>\n        {_address_xml(pci)}\n      </source>\n    </hostdev>\n"
+            for pci in guest.hostdevs
+        ]
+        for index, iface in enumerate(guest.interfaces):
+            if iface.get("type") == "direct":
+                devs.append(
+                    "    <interface type='direct'>\n"
+                    f"      <source dev='{escape(iface['dev'])}' mode='{escape(iface.get('mode', 'passthrough'))}'/>\n"
+                    "      <model type='virtio'/>\n    </interface>\n"
+                )
+                continue
+            net = escape(iface.get("network", ""))
+            device = guest.allocated.get(index) if live else None
+            mode = self.networks.get(iface.get("network"), {}).get("mode")
+            if device and mode == "hostdev":  # the live XML shows the device the network handed out
+                devs.append(
+                    f"    <interface type='hostdev' managed='yes'>\n      <source network='{net}'>\n"
+                    f"        {_address_xml(device)}\n      </source>\n    </interface>\n"
+                )
+            elif device:
+                devs.append(
+                    f"    <interface type='direct'>\n      <source network='{net}' dev='{escape(device)}' "
+                    f"mode='{escape(mode or 'passthrough')}'/>\n    </interface>\n"
+                )
+            else:
+                devs.append(f"    <interface type='network'>\n      <source network='{net}'/>\n    </interface>\n")
         return (
             "<domain type='kvm'{}>\n  <name>{}</name>\n  <uuid>{}</uuid>\n"
             "  <memory unit='KiB'>4194304</memory>\n  <vcpu placement='static'>2</vcpu>\n"
@@ -1101,6 +1503,86 @@ class SimHost:
                 "".join(devs),
             )
         )
+
+    def _network_xml(self, name: str, network: dict) -> str:
+        """A libvirt network whose pool is the VFs of a PF; active, so the pool is expanded and each
+        macvtap member says how many guest interfaces use it."""
+        if network["mode"] == "nat":
+            return (
+                f"<network>\n  <name>{escape(name)}</name>\n  <forward mode='nat'/>\n"
+                f"  <bridge name='{network.get('bridge', 'virbr0')}' stp='on' delay='0'/>\n"
+                "  <ip address='192.168.122.1' netmask='255.255.255.0'/>\n</network>\n"
+            )
+        used = self._allocated_devices()
+        members = []
+        for device in self._pool(network):
+            if network["mode"] == "hostdev":
+                members.append(f"    {_address_xml(device)}\n")
+            else:
+                members.append(f"    <interface dev='{device}' connections='{1 if device in used else 0}'/>\n")
+        connections = sum(1 for d in self._pool(network) if d in used)
+        managed = " managed='yes'" if network["mode"] == "hostdev" else ""
+        return (
+            f"<network connections='{connections}'>\n  <name>{escape(name)}</name>\n"
+            f"  <uuid>{uuid.uuid5(uuid.NAMESPACE_URL, self.name + '/' + name)}</uuid>\n"
+            f"  <forward mode='{network['mode']}'{managed}>\n    <pf dev='{escape(network['pf'])}'/>\n"
+            + "".join(members)
+            + "  </forward>\n</network>\n"
+        )
+
+    def _prog_modinfo(self, args: list[str]):
+        if len(args) != 3 or args[:2] != ["-F", "parm"]:
+            return 1, "", "modinfo: simfleet simulates only -F parm <module>\n"
+        driver = args[2]
+        if driver not in MAX_VFS_DRIVERS:
+            return 0, "debug:Debug level (0=none,...,16=all) (int)\n", ""
+        line = PARM_LINES[self.profile.max_vfs_type(driver)].format(max=MAX_VFS_DRIVERS[driver])
+        return 0, line + "\ndebug:Debug level (0=none,...,16=all) (int)\n", ""
+
+    def _initramfs_image(self) -> str:
+        if "dracut" in self.profile.programs:
+            return f"/boot/initramfs-{self.running_kernel}.img"
+        return f"/boot/initrd.img-{self.running_kernel}"
+
+    def _prog_initramfs(self, args: list[str]):
+        """dracut -f <image> <kernel> / update-initramfs -u -k <kernel>: copies /etc/modprobe.d again."""
+        if not ("-f" in args or "-u" in args):
+            return 1, "", "initramfs: simfleet simulates only -f / -u\n"
+        self._snapshot_initramfs()
+        self.events.append("initramfs rebuilt: " + " ".join(args))
+        return 0, "", ""
+
+    def _prog_lsinitramfs(self, args: list[str]):
+        if not args or args[0] != self._initramfs_image():
+            return 1, "", f"{args[0] if args else ''}: No such file or directory\n"
+        lines = [f"usr/lib/modules/{self.running_kernel}/kernel/drivers/net/ethernet/intel/{d}/{d}.ko.xz"
+                 for d in sorted(self.initramfs["modules"])]
+        lines += [path.lstrip("/") for path in sorted(self.initramfs["modprobe"])]
+        return 0, "".join("/" + line + "\n" for line in lines), ""
+
+    def _prog_editenv(self, args: list[str]):
+        if args[:1] != ["-"] or len(args) < 2:
+            return 1, "", "grub2-editenv: simfleet simulates only the default environment block (-)\n"
+        values = self.grubenv()
+        if args[1] == "list":
+            return 0, "".join(f"{k}={v}\n" for k, v in values.items()), ""
+        if args[1] == "set":
+            for assignment in args[2:]:
+                key, _, value = assignment.partition("=")
+                values[key] = value
+            self._write_grubenv(values)
+            return 0, "", ""
+        return 1, "", f"grub2-editenv: unknown command {args[1]}\n"
+
+    def _prog_systemctl_unit(self, args: list[str]):
+        verb, unit = args
+        wants = f"/etc/systemd/system/multi-user.target.wants/{unit}"
+        if verb == "disable":
+            for path in [p for p in self.files if p.endswith("/" + unit) and p.rsplit("/", 2)[-2].endswith(".wants")]:
+                self._delete(path)
+            return 0, "", f"Removed {wants}.\n"
+        self._put(wants, "")
+        return 0, "", f"Created symlink {wants}.\n"
 
     def _prog_mkconfig(self, args: list[str], name: str = "grub-mkconfig"):
         if "update_grub_fails" in self.faults:
@@ -1156,8 +1638,15 @@ class SimHost:
         for a in args:
             key, _, value = a.partition("=")
             opts[key] = value
+        if "--help" in opts:
+            flag = "  --no-etc-grub-update      don't update the GRUB_CMDLINE_LINUX variable\n"
+            return 0, "Usage: grubby [OPTION...]\n  --update-kernel=kernel-path\n" + (
+                flag if self.profile.grubby_etc_update_flag else ""), ""
+        if "--no-etc-grub-update" in opts and not self.profile.grubby_etc_update_flag:
+            return 1, "", "grubby: bad argument --no-etc-grub-update: unknown option\n"
         if "--default-kernel" in opts:
-            return 0, f"/boot/vmlinuz-{self.profile.kernel}\n", ""
+            entries = self._bls_entries() if self.profile.boot_flavour == "bls" else []
+            return 0, f"/boot/vmlinuz-{entries[0][0] if entries else self.profile.kernel}\n", ""
         if "--default-index" in opts:
             return 0, "0\n", ""
         if "--info" in opts:
@@ -1182,7 +1671,8 @@ class SimHost:
             )
         if "--update-kernel" in opts:
             target = opts["--update-kernel"]
-            if target not in ("ALL", "DEFAULT", "/boot/vmlinuz-" + self.profile.kernel, "0"):
+            known = ["/boot/vmlinuz-" + e[0] for e in self._bls_entries()] if self.profile.boot_flavour == "bls" else []
+            if target not in ["ALL", "DEFAULT", "/boot/vmlinuz-" + self.profile.kernel, "0"] + known:
                 return 1, "", f"grubby: kernel not found: {target}\n"
             add = bootcfg.split_args(opts.get("--args", ""))
             remove = bootcfg.split_args(opts.get("--remove-args", ""))
@@ -1193,14 +1683,107 @@ class SimHost:
     # -- control helpers (tests, CLI) -----------------------------------------------------------
 
     def add_guest(
-        self, name: str, hostdevs: list[str] | None = None, running: bool = True, autostart: bool = True
+        self,
+        name: str,
+        hostdevs: list[str] | None = None,
+        running: bool = True,
+        autostart: bool = True,
+        interfaces: list[dict] | None = None,
     ) -> None:
+        """A libvirt domain. interfaces: {"type": "direct", "dev": "eno49v3", "mode": "passthrough"}
+        (macvtap on a VF) or {"type": "network", "network": name} (a VF from a libvirt network)."""
         with self.lock:
             self.guests = [g for g in self.guests if g.name != name]
-            self.guests.append(
-                Guest(name=name, hostdevs=list(hostdevs or []), running=running, autostart=autostart)
-            )
+            guest = Guest(name=name, hostdevs=list(hostdevs or []), running=False, autostart=autostart,
+                          interfaces=[dict(i) for i in interfaces or []])
+            self.guests.append(guest)
+            if running:
+                guest.running = True
+                for index, iface in enumerate(guest.interfaces):
+                    network = self.networks.get(iface.get("network")) if iface.get("type") == "network" else None
+                    if network is not None:
+                        free = [d for d in self._pool(network) if d not in self._allocated_devices()]
+                        if free:
+                            guest.allocated[index] = free[0]
             self._touch()
+
+    def add_network(self, name: str, mode: str, pf: str) -> None:
+        """A libvirt network whose pool is the VFs of pf: mode hostdev (PCI passthrough) or passthrough
+        (macvtap)."""
+        with self.lock:
+            self.networks[name] = {"mode": mode, "pf": pf}
+            self._touch()
+
+    def write_file(self, path: str, text: str, mode: int | None = None) -> None:
+        """Put a file on the host as an administrator would (tests, scenarios)."""
+        with self.lock:
+            self._put(path, text)
+            if mode is not None:
+                self.modes[path] = mode
+            self._touch()
+
+    def numvfs_lock(self, path: str) -> threading.Lock | None:
+        """The device lock of the PF whose sriov_numvfs path names, else None."""
+        if not path.endswith("/sriov_numvfs"):
+            return None
+        with self.lock:
+            try:
+                entry = self._entry(self._resolve(path))
+            except OSError:
+                return None
+            if not entry or entry[0] != "f" or not isinstance(entry[2], tuple) or entry[2][0] != "numvfs":
+                return None
+            return self.device_locks.setdefault(entry[2][1], threading.Lock())
+
+    def wait_until_write_may_proceed(self, path: str, data: str, stop_event) -> None:
+        """The kernel side of a sriov_numvfs write that waits (holding the device lock): the
+        sysfs_write_hangs fault (a driver that takes its time), or vfio_release_blocks when the
+        write removes a VF a running guest holds through vfio-pci. Clearing the fault is QEMU
+        letting go: the VF is unplugged from the guest."""
+        started = time.monotonic()
+        self.pending_writes[path] = data.strip()
+        waited_for_vfio = False
+        while True:
+            with self.lock:
+                hang = self.faults.get("sysfs_write_hangs")
+                if hang is not None and time.monotonic() - started < float(hang.get("seconds", 1e9)):
+                    pass
+                elif "vfio_release_blocks" in self.faults and self._write_removes_held(path, data):
+                    waited_for_vfio = True
+                else:
+                    if waited_for_vfio:
+                        self._release_vfs_for(path, data)
+                    return
+            if stop_event is not None and stop_event.is_set():
+                raise OSError(errno.EINTR, "simfleet is stopping", path)
+            time.sleep(0.02)
+
+    def _removed_by(self, path: str, data: str) -> tuple[Nic | None, list[Vf]]:
+        entry = self._entry(self._resolve(path))
+        nic = self._nic_by_pci(entry[2][1])
+        try:
+            value = int(data.strip(), 0)
+        except ValueError:
+            return nic, []
+        # only a write of 0 removes VFs (non-zero to another non-zero count is EBUSY)
+        return nic, (list(nic.vfs) if value == 0 else [])
+
+    def _write_removes_held(self, path: str, data: str) -> bool:
+        _nic, removed = self._removed_by(path, data)
+        held = self._held_vfs()
+        return any(vf.pci in held for vf in removed)
+
+    def _release_vfs_for(self, path: str, data: str) -> None:
+        """vfio-pci got the devices back: they were hot-unplugged from the guests that held them."""
+        _nic, removed = self._removed_by(path, data)
+        gone = {vf.pci for vf in removed}
+        for guest in self.guests:
+            guest.allocated = {i: d for i, d in guest.allocated.items() if d not in gone}
+            lost = [pci for pci in guest.hostdevs if pci in gone]
+            if lost and guest.running:
+                guest.hostdevs = [pci for pci in guest.hostdevs if pci not in gone]
+                guest.note = "VF {} unplugged: QEMU released it to the host".format(", ".join(lost))
+                self.events.append(f"guest {guest.name}: {guest.note}")
 
     def remove_guest(self, name: str) -> None:
         with self.lock:
@@ -1221,6 +1804,29 @@ class SimHost:
                 self._active = 0
                 self._dyn = None  # keep idle hosts small
 
+    def _next_boot_counts(self) -> tuple[dict[str, int], list[str]]:
+        """The VF count each PF would get at the next boot (the boot writes replayed: a second
+        non-zero write of another count gets EBUSY), and the drivers that would not load."""
+        counts: dict[str, int] = {}
+        unloaded = []
+        for pci, count, _source, how in self._boot_writes():
+            if how.startswith("module_failed:"):
+                unloaded.append(how.split(":", 1)[1])
+                continue
+            current = counts.get(pci, 0)
+            if how in ("module", "reset") or current in (0, count):
+                counts[pci] = count
+        return counts, unloaded
+
+    def wait_until(self, predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
+        """Poll predicate(true_state) (from a thread other than a fleet's loop)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.true_state()):
+                return True
+            time.sleep(interval)
+        return False
+
     def true_state(self) -> dict:
         with self.lock:
             now = time.monotonic()
@@ -1229,9 +1835,7 @@ class SimHost:
                 grub_error = None
             except bootcfg.ShellError as exc:
                 effective, grub_error = {}, str(exc)
-            persisted: dict[str, int] = {}
-            for pci, count, _source in self._boot_writes():
-                persisted.setdefault(pci, count)  # the first write wins (a second one gets EBUSY)
+            persisted, unloaded = self._next_boot_counts()
             held = self._held_vfs()
             return {
                 "name": self.name,
@@ -1240,7 +1844,8 @@ class SimHost:
                 "reachable": self.state == "up" and self.listening,
                 "boot_id": self.boot_id,
                 "boot_count": self.boot_count,
-                "kernel": self.profile.kernel,
+                "kernel": self.running_kernel,
+                "kernels": [e[0] for e in self._bls_entries()] if self.profile.boot_flavour == "bls" else [],
                 "cpu_vendor": self.profile.cpu_vendor,
                 "cmdline": self.cmdline,
                 "generated_cmdline": self.generated_cmdline(),
@@ -1266,15 +1871,34 @@ class SimHost:
                     if n.spec.sriov
                 },
                 "persisted": persisted,
-                "nics": {n.name: n.pci for n in self.nics},
+                "drivers_failing_at_boot": unloaded,
+                "nics": {n.name: n.pci for n in self.nics if n.has_netdev},  # the interfaces the host has now
+                "nics_without_driver": sorted(n.pci for n in self.nics if n.driver is None),
                 "guests": [
-                    {"name": g.name, "running": g.running, "hostdevs": list(g.hostdevs), "note": g.note}
+                    {
+                        "name": g.name,
+                        "running": g.running,
+                        "autostart": g.autostart,
+                        "hostdevs": list(g.hostdevs),
+                        "interfaces": [dict(i) for i in g.interfaces],
+                        "allocated": dict(g.allocated),
+                        "note": g.note,
+                    }
                     for g in self.guests
                 ],
+                "pending_writes": dict(self.pending_writes),
+                "grubenv": self.grubenv(),
+                "kernel_cmdline_file": self.files.get("/etc/kernel/cmdline"),
                 "faults": {k: dict(v) for k, v in self.faults.items()},
                 "reboots_requested": self.reboots_requested,
                 "files": sorted(p for p in self.files if p.startswith("/etc/")),
             }
+
+
+def _address_xml(pci: str) -> str:
+    dom, bus, devfn = pci.split(":")
+    dev, fn = devfn.split(".")
+    return f"<address type='pci' domain='0x{dom}' bus='0x{bus}' slot='0x{dev}' function='0x{fn}'/>"
 
 
 def reboot_intent(argv: list[str]) -> bool:
@@ -1315,31 +1939,90 @@ class SimSystem:
     """The agent's System seam over a SimHost (docs/architecture.md). One per agent run.
 
     privileged=False plays a non-root login without sudo: reads work, writes fail with EACCES.
-    """
 
-    write_timeout = 45.0  # the agent's SYSFS_WRITE_TIMEOUT
+    sriov_numvfs behaves as on Linux >= 5.15: a write holds the PF's device lock while the driver
+    works, and a read waits for that lock (PCI/IOV "Serialize sysfs sriov_numvfs reads vs writes").
+    write_sysfs/read_sysfs give up after their timeout like the real System's child process does;
+    the write itself carries on in a thread (the simulated kernel) until what it waits for is gone.
+    """
 
     def __init__(self, host: SimHost, privileged: bool = True, stop_event: threading.Event | None = None):
         self.host = host
         self.privileged = privileged
         self.stop_event = stop_event
 
+    @property
+    def write_timeout(self) -> float:
+        hang = self.host.faults.get("sysfs_write_hangs") or {}
+        return float(hang.get("write_timeout") or self.host.sysfs_write_timeout or 40.0)
+
+    @property
+    def read_timeout(self) -> float:
+        return float(self.host.sysfs_read_timeout or 5.0)
+
     def read_text(self, path):
+        lock = self.host.numvfs_lock(path)
+        if lock is not None:  # an unbounded read waits for the device lock, as the kernel does
+            while not lock.acquire(timeout=0.05):
+                if self.stop_event is not None and self.stop_event.is_set():
+                    raise OSError(errno.EINTR, "simfleet is stopping", path)
+            lock.release()
+        with self.host.lock:
+            return self.host.fs_read(path)
+
+    def read_sysfs(self, path, timeout):
+        lock = self.host.numvfs_lock(path)
+        if lock is not None:
+            if not lock.acquire(timeout=max(0.0, timeout)):
+                raise OSError(errno.ETIMEDOUT, f"the kernel did not answer in {timeout:.1f} s", path)
+            lock.release()
         with self.host.lock:
             return self.host.fs_read(path)
 
     def write_text(self, path, data):
-        hang = self.host.faults.get("sysfs_write_hangs")
-        if hang is not None and path.endswith("/sriov_numvfs"):
-            # Like a driver with "another operation pending": the write blocks; the real System gives
-            # up after write_timeout with ETIMEDOUT (and the write never happens here).
-            timeout = float(hang.get("write_timeout", self.write_timeout))
-            seconds = float(hang.get("seconds", timeout + 1))
-            self.sleep(min(seconds, timeout))
-            if seconds >= timeout:
-                raise OSError(errno.ETIMEDOUT, f"write did not complete in {timeout:g} s", path)
+        self.write_sysfs(path, data, self.write_timeout)
+
+    def write_sysfs(self, path, data, timeout):
+        lock = self.host.numvfs_lock(path)
+        if lock is None:
+            with self.host.lock:
+                return self.host.fs_write(path, data, self.privileged)
+        eagain = self.host.faults.get("sriov_eagain")
+        if eagain is not None and self.privileged:
+            with self.host.lock:
+                left = int(eagain.get("times", 3))
+                if left > 0:
+                    eagain["times"] = left - 1
+                    self.host.events.append(f"sriov_numvfs {path}: EAGAIN (other operation is pending)")
+                    raise OSError(errno.EAGAIN, "Resource temporarily unavailable", path)
+        done = threading.Event()
+        outcome: dict = {}
+
+        def kernel_write():
+            with lock:
+                try:
+                    self.host.wait_until_write_may_proceed(path, data, self.stop_event)
+                    with self.host.lock:
+                        self.host.fs_write(path, data, self.privileged)
+                except OSError as exc:
+                    outcome["error"] = exc
+                finally:
+                    self.host.pending_writes.pop(path, None)
+                    done.set()
+
+        worker = threading.Thread(target=kernel_write, name="simfleet-sysfs-write", daemon=True)
+        worker.start()
+        if not done.wait(max(0.0, timeout)):
+            raise OSError(errno.ETIMEDOUT, f"the kernel did not answer in {timeout:.1f} s", path)
+        if "error" in outcome:
+            raise outcome["error"]
+
+    def ssh_connection(self):
+        return self.host.ssh_connection()
+
+    def is_executable(self, path):
         with self.host.lock:
-            self.host.fs_write(path, data, self.privileged)
+            return bool(self.host.file_mode(path) and self.host.file_mode(path) & 0o111)
 
     def atomic_write(self, path, data, mode=None):
         with self.host.lock:

@@ -7,7 +7,7 @@ host. Texts are module constants so that 1,000 hosts share them until one of the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # ---------------------------------------------------------------------------------------------
 # Boot loader flavours
@@ -183,19 +183,35 @@ _COMMON = {
     "systemd-run": "/usr/bin/systemd-run",
     "udevadm": "/usr/bin/udevadm",
     "modprobe": "/usr/sbin/modprobe",
+    "modinfo": "/usr/sbin/modinfo",
     "ip": "/usr/sbin/ip",
     "sudo": "/usr/bin/sudo",
     "true": "/usr/bin/true",
     "sync": "/usr/bin/sync",
 }
 DEBIAN_PROGRAMS = dict(
-    _COMMON, **{"update-grub": "/usr/sbin/update-grub", "grub-mkconfig": "/usr/sbin/grub-mkconfig"}
+    _COMMON,
+    **{
+        "update-grub": "/usr/sbin/update-grub",
+        "grub-mkconfig": "/usr/sbin/grub-mkconfig",
+        "update-initramfs": "/usr/sbin/update-initramfs",
+        "lsinitramfs": "/usr/bin/lsinitramfs",
+    },
 )
-RHEL_GRUBBY_PROGRAMS = dict(_COMMON, grubby="/usr/sbin/grubby")
-# RHEL 9 has both: grub2-mkconfig regenerates grub.cfg but does not change the BLS entries' options,
-# so choosing it over grubby on a BLS host would silently not apply kernel arguments.
-RHEL9_BLS_PROGRAMS = dict(RHEL_GRUBBY_PROGRAMS, **{"grub2-mkconfig": "/usr/sbin/grub2-mkconfig"})
-RHEL_MKCONFIG_PROGRAMS = dict(_COMMON, **{"grub2-mkconfig": "/usr/sbin/grub2-mkconfig"})
+_RHEL = dict(_COMMON, dracut="/usr/bin/dracut", lsinitrd="/usr/bin/lsinitrd", nmcli="/usr/bin/nmcli")
+RHEL_GRUBBY_PROGRAMS = dict(_RHEL, grubby="/usr/sbin/grubby")
+# RHEL 8/9 BLS hosts have both: grub2-mkconfig regenerates grub.cfg but does not change the BLS
+# entries' options, so choosing it over grubby would silently not apply kernel arguments.
+RHEL_BLS_PROGRAMS = dict(
+    RHEL_GRUBBY_PROGRAMS,
+    **{
+        "grub2-mkconfig": "/usr/sbin/grub2-mkconfig",
+        "grub2-editenv": "/usr/bin/grub2-editenv",
+        "kernel-install": "/usr/bin/kernel-install",
+    },
+)
+RHEL9_BLS_PROGRAMS = RHEL_BLS_PROGRAMS
+RHEL_MKCONFIG_PROGRAMS = dict(_RHEL, **{"grub2-mkconfig": "/usr/sbin/grub2-mkconfig"})
 CENTOS6_PROGRAMS = {
     "python3": "/usr/bin/python3",
     "sh": "/bin/sh",
@@ -204,12 +220,38 @@ CENTOS6_PROGRAMS = {
     "reboot": "/sbin/reboot",
     "shutdown": "/sbin/shutdown",
     "modprobe": "/sbin/modprobe",
+    "modinfo": "/sbin/modinfo",
     "ip": "/sbin/ip",
     "sudo": "/usr/bin/sudo",
     "grubby": "/sbin/grubby",
+    "dracut": "/sbin/dracut",
+    "lsinitrd": "/sbin/lsinitrd",
     "true": "/bin/true",
     "sync": "/bin/sync",
 }
+
+# `modinfo -F parm <driver>` lines for max_vfs: the in-tree igb/ixgbe take one unsigned integer
+# for every port (a list is rejected and the module does not load); Intel's out-of-tree drivers
+# take one value per port.
+MAX_VFS_PARM = {
+    "uint": "max_vfs:Maximum number of virtual functions to allocate per physical function - default is "
+    "zero and maximum value is {max}. (Deprecated) (uint)",
+    "array of int": "max_vfs:Number of Virtual Functions: 0 = disable (default), 1-{max} = enable this many VFs "
+    "(array of int)",
+}
+
+# RHEL 9's kernel-install plugin: a new kernel's BLS entry takes its options from /etc/kernel/cmdline,
+# else from the running kernel's /proc/cmdline (simfleet models this, the 9.0-9.2 behaviour; 9.3
+# also re-syncs /etc/kernel/cmdline from /etc/default/grub when that file is newer).
+GRUB_INSTALL_HOOK = """\
+#!/usr/bin/bash
+# 20-grub.install (excerpt): where the options of a newly installed kernel's entry come from
+if [[ -f /etc/kernel/cmdline ]]; then
+    read -r -d '' -a BOOT_OPTIONS < /etc/kernel/cmdline
+else
+    read -r -d '' -a line < /proc/cmdline
+fi
+"""
 
 
 @dataclass(frozen=True)
@@ -236,6 +278,7 @@ class NicSpec:
     vf_name_base: str | None = None  # VF netdevs: <base>v<N>; default: the PF name
     subsystem: tuple[int, int] = (0x103C, 0x22BE)
     mac_oui: str = "00:1b:21"
+    binding: str = "driver"  # "driver" | "vfio-pci" (handed to a guest/DPDK: no netdev) | "none" (unbound)
 
     @property
     def effective_totalvfs(self) -> int:
@@ -267,6 +310,33 @@ class Profile:
     # How VFs are bound once created: "driver" (the VF driver probes, netdevs appear), "vfio-pci"
     # (passthrough host: every VF handed to vfio-pci, no netdevs), "none" (VF driver blacklisted).
     vf_binding: str = "driver"
+    # Host networking: the management interface (the SSH connection arrives there; the default
+    # route leaves there), other addresses, and stacked devices {port: master} / {master: kind}.
+    management: str = "eno1"
+    addresses: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    masters: dict[str, str] = field(default_factory=dict)
+    master_kinds: dict[str, str] = field(default_factory=dict)
+    # Firmware: the ACPI tables the BIOS publishes (DMAR: VT-d on, IVRS: AMD-Vi on); None: by vendor.
+    acpi_tables: tuple[str, ...] | None = None
+    # `modinfo -F parm` type of max_vfs per driver (default: the in-tree "uint").
+    max_vfs_param: dict[str, str] = field(default_factory=dict)
+    initramfs_modules: tuple[str, ...] = ()  # drivers that load from the initramfs (with its modprobe.d copy)
+    # BLS hosts: where kernel-install takes a new kernel's options: "cmdline" (RHEL 9: /etc/kernel/cmdline,
+    # else /proc/cmdline) or "kernelopts" (RHEL 8 entries say "options $kernelopts"; grubenv has the value).
+    kernel_install: str | None = None
+    grubby_etc_update_flag: bool = True  # grubby --help lists --no-etc-grub-update (grubby >= 8.40-41)
+    # Pre-existing state: VF counts in the console's udev file, libvirt networks, guests.
+    managed_vfs: dict[str, int] = field(default_factory=dict)
+    networks: dict[str, dict] = field(default_factory=dict)
+    guests: tuple[dict, ...] = ()
+
+    def max_vfs_type(self, driver: str) -> str:
+        return self.max_vfs_param.get(driver, "uint")
+
+    def firmware_tables(self) -> tuple[str, ...]:
+        if self.acpi_tables is not None:
+            return self.acpi_tables
+        return ("DMAR",) if self.cpu_vendor == "GenuineIntel" else ("IVRS",)
 
 
 def _i350_ports(
@@ -430,7 +500,11 @@ CX5 = Profile(
     boot_flavour="bls",
     programs=RHEL9_BLS_PROGRAMS,
     grub_default=RHEL9_GRUB,
-    extra_etc={"/etc/redhat-release": "Red Hat Enterprise Linux release 9.3 (Plow)\n"},
+    extra_etc={
+        "/etc/redhat-release": "Red Hat Enterprise Linux release 9.3 (Plow)\n",
+        "/usr/lib/kernel/install.d/20-grub.install": GRUB_INSTALL_HOOK,
+    },
+    kernel_install="cmdline",
     nics=(
         NicSpec(
             name="eno1",
@@ -560,13 +634,119 @@ LEGACY = Profile(
         0x03,
         "0000:00:07.0",
         link_up=("eth0",),
-        version="5.3.0-k",
+        version="5.3.5.42",
         firmware="1.52, 0x80000783, 1.949.0",
     ),
     root_arg="root=/dev/mapper/vg_root-lv_root",
+    management="eth0",
+    max_vfs_param={"igb": "array of int"},
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (DL360G9, X710, CX5, EPYC, RHEL8, LEGACY)}
+RHEL8_BLS_GRUB = RHEL8_GRUB.replace("GRUB_ENABLE_BLSCFG=false", "GRUB_ENABLE_BLSCFG=true")
+_RHEL8_BLS_KERNEL = "4.18.0-147.el8.x86_64"
+
+# -- scenario profiles: one hardware profile plus the host state a case needs --------------------
+
+# The reference author's own rule (config_sr-iov_network.rst): every igb PF gets 7 VFs at boot.
+REFERENCE_IGB_RULE = 'ACTION=="add", SUBSYSTEM=="net", ENV{ID_NET_DRIVER}=="igb", ATTR{device/sriov_numvfs}="7"\n'
+NM_SRIOV_KEYFILE = """\
+[connection]
+id=enp94s0f0np0
+uuid=5fb06bd0-0bb0-7ffb-45f1-d6edd65f3e03
+type=ethernet
+interface-name=enp94s0f0np0
+
+[ethernet]
+
+[sriov]
+total-vfs=4
+
+[ipv4]
+method=disabled
+
+[ipv6]
+method=ignore
+"""
+
+SCENARIOS = (
+    replace(
+        DL360G9,
+        name="dl360g9-mgmt-on-pf",
+        description="DL360 Gen9 whose management address (and SSH) is on the SR-IOV PF eno49",
+        management="eno49",
+    ),
+    replace(
+        DL360G9,
+        name="dl360g9-bond",
+        description="DL360 Gen9: eno49+eno50 bonded (bond0) under the guest bridge br0, which has an address",
+        masters={"eno49": "bond0", "eno50": "bond0", "bond0": "br0"},
+        master_kinds={"bond0": "bond", "br0": "bridge"},
+        addresses={"br0": ("192.168.50.10/24",)},
+    ),
+    replace(
+        DL360G9,
+        name="dl360g9-guests",
+        description="DL360 Gen9, eno49 with 4 VFs: a running macvtap guest on eno49v3, a stopped guest that "
+        "starts at boot with VF 2 as a hostdev, and a guest on a libvirt macvtap network over eno50's VFs",
+        managed_vfs={"0000:04:00.0": 4, "0000:04:00.1": 2},
+        networks={"sriov-eno50": {"mode": "passthrough", "pf": "eno50"}},
+        guests=(
+            {"name": "vm-macvtap", "interfaces": [{"type": "direct", "dev": "eno49v3", "mode": "passthrough"}]},
+            {"name": "vm-autostart", "hostdevs": ["0000:04:11.0"], "running": False, "autostart": True},
+            {"name": "vm-pool", "interfaces": [{"type": "network", "network": "sriov-eno50"}]},
+        ),
+    ),
+    replace(
+        DL360G9,
+        name="dl360g9-novtd",
+        description="DL360 Gen9 with VT-d disabled in the BIOS: no ACPI DMAR table",
+        acpi_tables=(),
+    ),
+    replace(
+        DL360G9,
+        name="dl360g9-foreign-udev",
+        description="DL360 Gen9 with the reference procedure's own /etc/udev/rules.d/igb.rules (7 VFs per igb PF)",
+        extra_etc={"/etc/udev/rules.d/igb.rules": REFERENCE_IGB_RULE},
+    ),
+    replace(
+        X710,
+        name="x710-vfio-pf",
+        description="R740, X710 with enp59s0f1 bound to vfio-pci (no network interface) for a DPDK guest",
+        nics=X710.nics[:3] + (replace(X710.nics[3], binding="vfio-pci"),),
+    ),
+    replace(
+        CX5,
+        name="cx5-nm",
+        description="RHEL 9.3 with a NetworkManager connection that sets sriov.total-vfs=4 on enp94s0f0np0",
+        extra_etc=dict(
+            CX5.extra_etc, **{"/etc/NetworkManager/system-connections/enp94s0f0np0.nmconnection": NM_SRIOV_KEYFILE}
+        ),
+    ),
+    replace(
+        LEGACY,
+        name="legacy-intree",
+        description="CentOS 6.10, kernel 2.6.32, the in-tree igb 5.3.0-k (max_vfs is one uint for all ports), "
+        "igb in the initramfs",
+        nics=tuple(replace(n, driver_version="5.3.0-k") for n in LEGACY.nics),
+        max_vfs_param={"igb": "uint"},
+        initramfs_modules=("igb",),
+    ),
+    replace(
+        RHEL8,
+        name="rhel8bls",
+        description="RHEL 8.1 with BLS entries that say 'options $kernelopts' (grubenv) and grubby 8.40-34, "
+        "which edits the entries only",
+        kernel=_RHEL8_BLS_KERNEL,
+        os_release=RHEL_8_OS_RELEASE.replace("8.9", "8.1"),
+        boot_flavour="bls",
+        programs=RHEL_BLS_PROGRAMS,
+        grub_default=RHEL8_BLS_GRUB,
+        kernel_install="kernelopts",
+        grubby_etc_update_flag=False,
+    ),
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (DL360G9, X710, CX5, EPYC, RHEL8, LEGACY) + SCENARIOS}
 
 # --count N cycles through this list (weighted: the common hardware appears more often).
 MIX = ("dl360g9", "x710", "dl360g9", "cx5", "epyc", "dl360g9", "x710", "rhel8", "dl360g9", "legacy")

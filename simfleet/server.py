@@ -150,15 +150,6 @@ class FleetHost(SimHost):
         """Reboot as if `systemctl reboot` ran on the host."""
         self.request_reboot("simfleet control")
 
-    def wait_until(self, predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
-        """Poll predicate(true_state) from a thread other than the fleet's loop."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self.true_state()):
-                return True
-            time.sleep(interval)
-        return False
-
     # -- listener and reboot (fleet loop only) --------------------------------------------------
 
     async def _sync_listener(self) -> None:

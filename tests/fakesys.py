@@ -20,7 +20,9 @@ import shutil
 from pathlib import Path
 
 SH = shutil.which("sh") or "/bin/sh"
-AGENT_PATH = Path(__file__).resolve().parent.parent / "agent" / "sriov_agent.py"
+# SRIOV_AGENT_UNDER_TEST=<path>: run the agent tests against another agent (e.g. an older one)
+AGENT_PATH = Path(os.environ.get("SRIOV_AGENT_UNDER_TEST") or
+                  Path(__file__).resolve().parent.parent / "agent" / "sriov_agent.py")
 
 
 def _vf_pci(pf_pci, index):
@@ -37,6 +39,9 @@ class FakeHost:
         self.bin = self.root / "bin"
         self.fake = self.root / "fake"
         self.nics = {}
+        # SSH_CONNECTION set (empty: "not over SSH") so that the agent never reads the test
+        # runner's own session from its parents' environments.
+        self.extra_env = {"SSH_CONNECTION": ""}
         for d in ("sys/class/net", "sys/devices", "sys/bus/pci/drivers", "sys/class/iommu",
                   "sys/kernel/iommu_groups", "proc/sys/kernel/random", "etc/default", "boot/grub",
                   "bin", "fake/ethtool", "fake/virsh"):
@@ -114,22 +119,106 @@ class FakeHost:
         (self.root / "sys/bus/pci/drivers" / driver).mkdir(parents=True, exist_ok=True)
         self.link(dev_rel + "/driver", "sys/bus/pci/drivers/" + driver)
 
-    def add_nic(self, name, pci, bridge, vendor, device, driver, mac, operstate="down", speed=None,
-                mtu=1500, totalvfs=None, numvfs_file=True, ethtool=None, vf_device=None, vf_driver=None):
+    def _pci_function(self, bridge, pci, vendor, device, driver, subsystem=("103c", "22bd")):
+        """The PCI device directory and its /sys/bus/pci/devices link, as the PCI core shows them."""
         dev_rel = self._dev_dir(bridge, pci)
         self.write(dev_rel + "/vendor", "0x%s\n" % vendor)
         self.write(dev_rel + "/device", "0x%s\n" % device)
+        self.write(dev_rel + "/class", "0x020000\n")
+        self.write(dev_rel + "/subsystem_vendor", "0x%s\n" % subsystem[0])
+        self.write(dev_rel + "/subsystem_device", "0x%s\n" % subsystem[1])
+        self.link("sys/bus/pci/devices/" + pci, dev_rel)
         if driver:
             self._driver(dev_rel, driver)
+        return dev_rel
+
+    def add_nic(self, name, pci, bridge, vendor, device, driver, mac, operstate="down", speed=None,
+                mtu=1500, totalvfs=None, numvfs_file=True, ethtool=None, vf_device=None, vf_driver=None):
+        dev_rel = self._pci_function(bridge, pci, vendor, device, driver)
         if totalvfs is not None:
             self.write(dev_rel + "/sriov_totalvfs", "%d\n" % totalvfs)
             if numvfs_file:
                 self.write(dev_rel + "/sriov_numvfs", "0\n")
+                if vf_device:
+                    self.write(dev_rel + "/sriov_vf_device", "%s\n" % vf_device)
         self._netdev(dev_rel, name, mac, operstate, speed, mtu)
         self.nics[name] = {"pci": pci, "bridge": bridge, "vendor": vendor, "dev_rel": dev_rel,
                            "vf_device": vf_device, "vf_driver": vf_driver, "mac": mac, "vfs": 0}
         if ethtool is not None:
             self.write("fake/ethtool/" + name, ethtool)
+
+    def add_pf_without_netdev(self, pci, bridge, vendor, device, driver=None, totalvfs=8):
+        """A PF whose driver is unbound (driver=None) or bound to vfio-pci: no network interface."""
+        dev_rel = self._pci_function(bridge, pci, vendor, device, driver)
+        self.write(dev_rel + "/sriov_totalvfs", "%d\n" % totalvfs)
+        self.write(dev_rel + "/sriov_numvfs", "0\n")
+        return dev_rel
+
+    def unbind(self, name):
+        """The PF's driver let go of it: the network interface disappears, the PCI function stays."""
+        nic = self.nics[name]
+        os.unlink(self.root / nic["dev_rel"] / "driver")
+        (self.root / "sys/class/net" / name).unlink()
+        shutil.rmtree(self.root / nic["dev_rel"] / "net")
+
+    def enslave(self, name, master, kind="bond"):
+        """name becomes a port of master (a bond or a bridge), as the kernel links them."""
+        master_rel = "sys/devices/virtual/net/" + master
+        if not self.exists(master_rel):
+            self.write(master_rel + "/address", "52:54:00:00:00:%02x\n" % len(master))
+            self.write(master_rel + "/uevent", "DEVTYPE=%s\nINTERFACE=%s\n" % (kind, master))
+            (self.root / master_rel / ("bonding" if kind == "bond" else "bridge")).mkdir(parents=True, exist_ok=True)
+            self.link("sys/class/net/" + master, master_rel)
+        net_rel = "%s/net/%s" % (self.nics[name]["dev_rel"], name) if name in self.nics else \
+            "sys/devices/virtual/net/" + name
+        self.link(net_rel + "/master", master_rel)
+        self.link(net_rel + "/upper_" + master, master_rel)
+        self.link(master_rel + "/lower_" + name, net_rel)
+
+    def set_acpi_tables(self, tables=("DMAR",)):
+        for name in tables:
+            self.write("sys/firmware/acpi/tables/" + name, "")
+
+    def set_network(self, addresses, routes, ssh_connection=None):
+        """addresses: {dev: ["10.0.0.5/24"]}; routes: {"default": dev, "<client ip>": dev}. The
+        fake `ip -o addr show` / `ip -o route get` and /proc/net/route answer from them."""
+        lines = []
+        for index, (dev, addrs) in enumerate(sorted(addresses.items()), 2):
+            for addr in addrs:
+                family = "inet6" if ":" in addr else "inet"
+                lines.append("%d: %s    %s %s scope global %s\\       valid_lft forever preferred_lft forever"
+                             % (index, dev, family, addr, dev))
+        self.write("fake/ip/addr", "".join(line + "\n" for line in lines))
+        for target, dev in routes.items():
+            if target != "default":
+                self.write("fake/ip/route-" + target, "%s via 10.0.0.1 dev %s src 10.0.0.5 uid 0 \\    cache\n" % (
+                    target, dev))
+        table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        if "default" in routes:
+            table += "%s\t00000000\t0100000A\t0003\t0\t0\t100\t00000000\t0\t0\t0\n" % routes["default"]
+        self.write("proc/net/route", table)
+        self.program("ip", """#!%s
+R="$FAKE_ROOT/fake/ip"
+if [ "$1 $2 $3" = "-o addr show" ]; then exec /bin/cat "$R/addr"; fi
+if [ "$1 $2 $3" = "-o route get" ]; then
+  if [ -f "$R/route-$4" ]; then exec /bin/cat "$R/route-$4"; fi
+  echo "RTNETLINK answers: Network is unreachable" >&2; exit 2
+fi
+exit 64
+""" % SH)
+        if ssh_connection is not None:
+            self.extra_env["SSH_CONNECTION"] = ssh_connection
+
+    def program_modinfo(self, params):
+        """params: {driver: `modinfo -F parm` output}."""
+        for driver, text in params.items():
+            self.write("fake/modinfo/" + driver, text)
+        self.program("modinfo", """#!%s
+[ "$1" = "-F" ] && [ "$2" = "parm" ] || exit 64
+f="$FAKE_ROOT/fake/modinfo/$3"
+[ -f "$f" ] || { echo "modinfo: ERROR: Module $3 not found." >&2; exit 1; }
+exec /bin/cat "$f"
+""" % SH)
 
     def vf_pci(self, pf, index):
         return _vf_pci(self.nics[pf]["pci"], index)
@@ -142,6 +231,8 @@ class FakeHost:
             vf_rel = self._dev_dir(nic["bridge"], vf_pci)
             self.write(vf_rel + "/vendor", "0x%s\n" % nic["vendor"])
             self.write(vf_rel + "/device", "0x%s\n" % nic["vf_device"])
+            self.write(vf_rel + "/class", "0x020000\n")
+            self.link("sys/bus/pci/devices/" + vf_pci, vf_rel)
             self.link(vf_rel + "/physfn", nic["dev_rel"])
             self.link(nic["dev_rel"] + "/virtfn%d" % index, vf_rel)
             if nic["vf_driver"]:
@@ -159,6 +250,7 @@ class FakeHost:
             if os.path.lexists(self.root / "sys/class/net" / name):
                 (self.root / "sys/class/net" / name).unlink()
             os.unlink(self.root / nic["dev_rel"] / ("virtfn%d" % index))
+            os.unlink(self.root / "sys/bus/pci/devices" / vf_pci)
             shutil.rmtree(self.root / self._dev_dir(nic["bridge"], vf_pci))
         nic["vfs"] = 0
         if numvfs and self.exists(nic["dev_rel"] + "/sriov_numvfs"):
@@ -236,32 +328,35 @@ exit %d
             return []
         return [json.loads(line) for line in path.read_text().splitlines()]
 
-    def program_virsh(self, guests=None):
-        """guests: {name: [pci addresses of hostdevs]}."""
-        guests = guests or {}
+    def program_virsh(self, guests=None, devices=None, stopped=None, networks=None):
+        """guests: {name: [pci addresses of hostdevs]} running; devices: {name: extra <devices> XML}
+        of running guests; stopped: {name: <devices> XML} of stopped guests that start at boot;
+        networks: {name: network XML} for `virsh net-dumpxml`."""
+        guests = dict(guests or {})
+        for name in devices or {}:
+            guests.setdefault(name, [])
         self.write("fake/virsh/list", "".join(name + "\n" for name in guests) + "\n")
+        self.write("fake/virsh/inactive", "".join(name + "\n" for name in stopped or {}) + "\n")
         for name, pcis in guests.items():
-            hostdevs = ""
-            for pci in pcis:
-                dom, bus, rest = pci.split(":")
-                slot, func = rest.split(".")
-                hostdevs += ("    <hostdev mode='subsystem' type='pci' managed='yes'>\n"
-                             "      <source><address domain='0x%s' bus='0x%s' slot='0x%s' function='0x%s'/>"
-                             "</source>\n    </hostdev>\n" % (dom, bus, slot, func))
-            self.write("fake/virsh/%s.xml" % name,
-                       "<domain type='kvm'>\n  <name>%s</name>\n  <devices>\n%s"
-                       "    <interface type='bridge'><source bridge='br0'/></interface>\n"
-                       "  </devices>\n</domain>\n" % (name, hostdevs))
+            self.write("fake/virsh/%s.xml" % name, domain_xml(name, hostdev_xml(pcis) + (devices or {}).get(name, "")))
+        for name, xml in (stopped or {}).items():
+            self.write("fake/virsh/%s.xml" % name, domain_xml(name, xml))
+        for name, xml in (networks or {}).items():
+            self.write("fake/virsh/net-%s.xml" % name, xml)
         self.program("virsh", """#!%s
+V="$FAKE_ROOT/fake/virsh"
 case "$1" in
-  list) exec /bin/cat "$FAKE_ROOT/fake/virsh/list" ;;
-  dumpxml) [ "$2" = "--domain" ] || exit 64; exec /bin/cat "$FAKE_ROOT/fake/virsh/$3.xml" ;;
+  list) if [ "$2" = "--inactive" ]; then exec /bin/cat "$V/inactive"; fi; exec /bin/cat "$V/list" ;;
+  dumpxml) shift; if [ "$1" = "--inactive" ]; then shift; fi
+           [ "$1" = "--domain" ] || exit 64; exec /bin/cat "$V/$2.xml" ;;
+  net-dumpxml) [ -f "$V/net-$2.xml" ] || { echo "error: Network not found: '$2'" >&2; exit 1; }
+               exec /bin/cat "$V/net-$2.xml" ;;
 esac
 exit 64
 """ % SH)
 
     def env(self):
-        return {"PATH": str(self.bin), "FAKE_ROOT": str(self.root), "LC_ALL": "C"}
+        return dict({"PATH": str(self.bin), "FAKE_ROOT": str(self.root), "LC_ALL": "C"}, **self.extra_env)
 
     def snapshot(self):
         """{relative path: content or link target} of every file under the root (bin/ excluded)."""
@@ -277,6 +372,41 @@ exit 64
                 elif path.is_file():
                     out[rel] = path.read_bytes()
         return out
+
+
+def hostdev_xml(pcis):
+    out = ""
+    for pci in pcis:
+        dom, bus, rest = pci.split(":")
+        slot, func = rest.split(".")
+        out += ("    <hostdev mode='subsystem' type='pci' managed='yes'>\n"
+                "      <source><address domain='0x%s' bus='0x%s' slot='0x%s' function='0x%s'/>"
+                "</source>\n    </hostdev>\n" % (dom, bus, slot, func))
+    return out
+
+
+def domain_xml(name, devices):
+    return ("<domain type='kvm'>\n  <name>%s</name>\n  <devices>\n%s"
+            "    <interface type='bridge'><source bridge='br0'/></interface>\n"
+            "  </devices>\n</domain>\n" % (name, devices))
+
+
+def macvtap_xml(dev, mode="passthrough"):
+    return "    <interface type='direct'><source dev='%s' mode='%s'/><model type='virtio'/></interface>\n" % (dev, mode)
+
+
+def network_interface_xml(network):
+    return "    <interface type='network'><source network='%s'/><model type='virtio'/></interface>\n" % network
+
+
+IN_TREE_IGB_PARM = (
+    "max_vfs:Maximum number of virtual functions to allocate per physical function - default is zero and "
+    "maximum value is 7. (Deprecated) (uint)\n"
+    "debug:Debug level (0=none,...,16=all) (int)\n")
+OUT_OF_TREE_IGB_PARM = (
+    "InterruptThrottleRate:Maximum interrupts per second, per vector, (max 100000), default 3=adaptive "
+    "(array of int)\n"
+    "max_vfs:Number of Virtual Functions: 0 = disable (default), 1-7 = enable this many VFs (array of int)\n")
 
 
 # ------------------------------------------------------------------------- profiles
@@ -339,8 +469,9 @@ def dl360_gen9(root, kernel="5.4.0-42-generic", iommu=False, programs=True):
     return host
 
 
-def legacy_el6(root):
-    """An old RHEL 6 host (kernel 2.6.32): no sriov_numvfs; igb takes max_vfs at module load."""
+def legacy_el6(root, igb_parm=OUT_OF_TREE_IGB_PARM):
+    """An old RHEL 6 host (kernel 2.6.32): no sriov_numvfs; igb takes max_vfs at module load, per port
+    (Intel's out-of-tree driver, the default here) or one value for all ports (IN_TREE_IGB_PARM)."""
     host = FakeHost(root)
     host.set_basics(hostname="el6", kernel="2.6.32-754.el6.x86_64",
                     os_release={"NAME": "CentOS", "ID": "centos", "VERSION_ID": "6",
@@ -350,4 +481,5 @@ def legacy_el6(root):
                      vf_device="1520", vf_driver="igbvf")
     host.set_grub('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
     host.program_recorder("grubby")
+    host.program_modinfo({"igb": igb_parm})
     return host

@@ -86,9 +86,9 @@ def test_dl360_inventory(cli, dl360):
     assert nics["eno50"]["managed"] is False and nics["eno50"]["persisted_count"] is None
     assert eno49["vfs"] == [
         {"index": 0, "pci_address": "0000:04:10.0", "netdev": "eno49v0", "driver": "igbvf",
-         "mac": "00:00:00:00:00:00", "used_by": []},
+         "mac": "00:00:00:00:00:00", "used_by": [], "used_via": [], "reserved_by": []},
         {"index": 1, "pci_address": "0000:04:10.4", "netdev": "eno49v1", "driver": "igbvf",
-         "mac": "00:00:00:00:00:00", "used_by": []},
+         "mac": "00:00:00:00:00:00", "used_by": [], "used_via": [], "reserved_by": []},
     ]
     vf = nics["eno49v1"]
     assert vf["is_vf"] is True and vf["physfn"] == "0000:04:00.0" and vf["driver"] == "igbvf"
@@ -152,7 +152,11 @@ def test_pf_mismatch(cli, dl360):
 
 def test_not_capable_and_missing(cli, dl360):
     cli("set_vfs", set_args(1, pf="eno1", pci="0000:02:00.0"), expect="not_sriov_capable")
-    cli("set_vfs", set_args(1, pf="eno9", pci="0000:02:00.0"), expect="no_such_pf")
+    cli("set_vfs", set_args(1, pf="eno9", pci="0000:09:00.0"), expect="no_such_pf")
+    cli("set_vfs", set_args(1, pf=None, pci="0000:09:00.0"), expect="no_such_pf")
+    # the PCI function exists under another name: renamed, not missing
+    doc = cli("set_vfs", set_args(1, pf="eno9", pci="0000:02:00.0"), expect="pf_mismatch")
+    assert doc["error"]["details"]["actual_pf"] == "eno1"
     cli("set_vfs", set_args(1, pf="lo", pci="0000:02:00.0"), expect="not_sriov_capable")
     dl360.add_vfs("eno49", 1)
     cli("set_vfs", set_args(1, pf="eno49v0", pci="0000:04:10.0"), expect="not_sriov_capable")
@@ -221,7 +225,8 @@ def test_vfs_in_use_by_guests(cli, dl360, count):
     doc = cli("set_vfs", set_args(count), expect="vfs_in_use")
     assert doc["error"]["details"]["guests"] == ["vm-web"]
     assert doc["error"]["details"]["vfs"] == [
-        {"index": 1, "pci_address": "0000:04:10.4", "used_by": ["vm-web"]}]
+        {"index": 1, "pci_address": "0000:04:10.4", "used_by": ["vm-web"],
+         "used_via": [{"guest": "vm-web", "via": "hostdev"}]}]
     assert "vm-web" in doc["error"]["message"]
     assert dl360.snapshot() == before
 

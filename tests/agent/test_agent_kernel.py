@@ -47,6 +47,9 @@ def make_kernel_system(agent, host, fail_errno=None, materialise=True, guests=No
             else:
                 agent.System.write_text(self, path, data)
 
+        def write_sysfs(self, path, data, timeout):
+            return self.write_text(path, data)
+
         def atomic_write(self, path, data, mode=0o644):
             if etc_errno is not None and path.startswith("/etc/"):
                 raise OSError(etc_errno, os.strerror(etc_errno))
@@ -59,12 +62,13 @@ def make_kernel_system(agent, host, fail_errno=None, materialise=True, guests=No
 
         def run(self, argv, timeout):
             if argv[:2] == ["virsh", "list"]:
-                return 0, "".join(g + "\n" for g in guests) + "\n", ""
+                running = "--inactive" not in argv  # no stopped guests here
+                return 0, "".join(g + "\n" for g in guests if running) + "\n", ""
             if argv[:2] == ["virsh", "dumpxml"]:
                 hostdevs = "".join(
                     "<hostdev type='pci'><source><address domain='0x0000' bus='0x%s' slot='0x%s' "
                     "function='0x%s'/></source></hostdev>" % (p[5:7], p[8:10], p[11])
-                    for p in guests[argv[3]])
+                    for p in guests[argv[-1]])
                 return 0, "<domain><devices>%s</devices></domain>" % hostdevs, ""
             return 127, "", "not found"
 
@@ -148,6 +152,8 @@ def test_nonzero_to_nonzero_writes_zero_first(agent, host):
     (errno.EBUSY, "ebusy", "busy"),
     (errno.ENOMEM, "enomem", "SR-IOV is disabled in the BIOS or the kernel needs pci=realloc"),
     (errno.ENOSPC, "enospc", "MSI-X"),
+    (errno.ENOENT, "no_sriov_driver", "Bind the PF to its network driver"),
+    (errno.ERANGE, "exceeds_total", "sriov_totalvfs"),
     (errno.EROFS, "readonly_fs", "read-only"),
     (errno.EINVAL, "einval", "rejected"),
     (errno.EIO, "write_failed", "failed"),

@@ -80,6 +80,16 @@ def test_non_root_user_goes_through_sudo_n(sshd_host, sudo_installed):
     assert len(res.result["nics"]) == 8
 
 
+def test_the_ssh_connection_is_found_as_root_and_through_sudo(sshd_host, sudo_installed):
+    # sudo resets the environment: the agent reads SSH_CONNECTION from its parents' instead
+    for target in (sshd_host.target(), sshd_host.target(username=sshd_host.USER_SUDO)):
+        res = run_agent_sync(target, "inventory")
+        assert res.kind == "ok", (res.message, res.stderr)
+        ssh = res.result["ssh_connection"]
+        assert ssh["known"] is True and ssh["client"] == "127.0.0.1" and ssh["devices"] == ["lo"], ssh
+        assert all(n["link"]["management"] is False for n in res.result["nics"])
+
+
 def test_sudo_without_nopasswd_is_sudo_failed(sshd_host, sudo_installed):
     res = run_agent_sync(sshd_host.target(username=sshd_host.USER_NOPW), "inventory")
     assert res.kind == "sudo_failed", (res.message, res.stderr)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
+from pathlib import Path
 
 import asyncssh
 import pytest
@@ -17,7 +19,9 @@ import pytest
 from remote.protocol import agent_source, command_for, encode_payload
 from simfleet import SimFleet
 
-AGENT = agent_source()
+# SRIOV_AGENT_UNDER_TEST=<path>: send another agent (e.g. an older one) over SSH
+AGENT = Path(os.environ["SRIOV_AGENT_UNDER_TEST"]).read_bytes() if os.environ.get("SRIOV_AGENT_UNDER_TEST") \
+    else agent_source()
 
 
 @pytest.fixture

@@ -156,14 +156,14 @@ def test_reset_then_failure_restores_the_previous_count():
     host = SimHost("h9", "dl360g9", vf_delay=0.0)
     assert set_vfs(host, 2)["ok"]
     system = host.system()
-    original = system.write_text
+    original = system.write_sysfs
 
-    def flaky(path, data):
+    def flaky(path, data, timeout):
         if data.strip() == "6":
             raise OSError(errno.ENOSPC, "No space left on device", path)
-        return original(path, data)
+        return original(path, data, timeout)
 
-    system.write_text = flaky
+    system.write_sysfs = flaky
     doc = run(host, "set_vfs", {"pf": "eno49", "pci_address": ENO49, "count": 6}, system=system)
     assert doc["error"]["code"] == "enospc"
     details = doc["error"]["details"]
@@ -174,11 +174,18 @@ def test_reset_then_failure_restores_the_previous_count():
 
 def test_sysfs_write_hang_times_out_without_restore_attempt():
     host = SimHost("h10", "dl360g9", vf_delay=0.0)
-    host.faults["sysfs_write_hangs"] = {"seconds": 5, "write_timeout": 0.2}
+    host.sysfs_write_timeout = host.sysfs_read_timeout = 0.2
+    host.faults["sysfs_write_hangs"] = {}  # until cleared
     doc = set_vfs(host, 2)
     assert doc["error"]["code"] == "write_timeout", doc
-    assert doc["error"]["details"]["sriov_numvfs_now"] == 0
+    details = doc["error"]["details"]
+    # the read-back waits for the same device lock: the count is unknown, and said so
+    assert details["write_pending"] is True and details["pending_value"] == 2
+    assert details["sriov_numvfs_now"] is None and "unknown number" in doc["error"]["message"]
+    assert not any(a.startswith("restored") for a in details["actions"])
     assert host.true_state()["persisted"] == {}  # rolled back
+    host.faults.pop("sysfs_write_hangs")  # the driver finishes: the pending write lands
+    assert host.wait_until(lambda s: s["numvfs"][ENO49] == 2 and not s["pending_writes"], 5)
 
 
 # -- finding 13: equal count on someone else's PF is not adopted silently -----------------------
