@@ -202,12 +202,39 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
-else:
-    # Unacked messages come back after this long; stuck host runs are resumed sooner by beat.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900)}
-    if TEST_RUN_ID:
-        CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"sriov-test-{TEST_RUN_ID}:"
+# Redis transport options (also used by tests that point a process at a Redis they started).
+# Unacked messages come back after visibility_timeout; stuck host runs are resumed sooner by beat.
+# The socket bounds make a frozen or vanished Redis an error the worker retries, never a hang:
+# commands time out, idle connections are pinged, a timed-out command is retried once.
+REDIS_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900),
+    "socket_timeout": float(os.environ.get("REDIS_SOCKET_TIMEOUT", 15)),
+    "socket_connect_timeout": float(os.environ.get("REDIS_CONNECT_TIMEOUT", 5)),
+    "socket_keepalive": True,
+    "health_check_interval": env_int("REDIS_HEALTH_CHECK_INTERVAL", 10),
+    "retry_on_timeout": True,
+}
+if TEST_RUN_ID:
+    REDIS_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"sriov-test-{TEST_RUN_ID}:"
+if not CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = dict(REDIS_BROKER_TRANSPORT_OPTIONS)
 CELERY_TASK_DEFAULT_QUEUE = f"sriov-test-{TEST_RUN_ID}" if TEST_RUN_ID else "celery"
+# A broker outage is ridden out: the worker reconnects for ever (at start-up too), and a task
+# published while Redis is away is retried for about a minute before the caller sees the error.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("CELERY_BROKER_CONNECTION_TIMEOUT", 5))
+CELERY_TASK_PUBLISH_RETRY = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": env_int("CELERY_PUBLISH_MAX_RETRIES", 30),
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 2,
+}
+# A task running when the connection drops finishes (our tasks are idempotent and own their
+# host runs by token); cancelling it would cut an agent call in half.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
