@@ -320,6 +320,9 @@ SPECTACULAR_SETTINGS = {
 }
 API_TOKEN_LAST_USED_RESOLUTION = env_int("API_TOKEN_LAST_USED_RESOLUTION", 60)  # seconds between writes
 API_TOKEN_MAX_PER_USER = env_int("API_TOKEN_MAX_PER_USER", 20)  # active tokens per user
+# Refused bearer tokens from one client address within LOGIN_FAILURE_WINDOW before it gets 429
+# (api/authentication.py); valid tokens are never refused by it.
+API_TOKEN_IP_FAILURE_LIMIT = env_int("API_TOKEN_IP_FAILURE_LIMIT", 20)
 
 LOGGING = {
     "version": 1,
