@@ -260,6 +260,19 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Audit witnesses (audit/witness.py, docs/audit.md "Witnesses") ------------------------------
+# The chain's head is written outside the database after every commit that appends events.
+AUDIT_WITNESS_FILE_ENABLED = env_bool("AUDIT_WITNESS_FILE_ENABLED", True)
+AUDIT_WITNESS_FILE = os.environ.get("AUDIT_WITNESS_FILE", "")  # "" → var/audit-witness/<database>.jsonl
+AUDIT_WITNESS_FSYNC = env_bool("AUDIT_WITNESS_FSYNC")  # survive a machine crash, at ~1 fsync per append
+AUDIT_WITNESS_SYSLOG = os.environ.get("AUDIT_WITNESS_SYSLOG", "")  # udp://host:514, tcp://host:514, /dev/log
+# HMAC keys of the signed witness lines: the first signs, all verify (rotation as CREDENTIAL_KEYS).
+AUDIT_WITNESS_KEYS = env_list("AUDIT_WITNESS_KEYS") or [
+    _local_secret("audit_witness_key", lambda: secrets.token_urlsafe(32))
+]
+# Events newer than the newest witness are reported by verify_audit once older than this.
+AUDIT_WITNESS_GRACE_SECONDS = env_int("AUDIT_WITNESS_GRACE_SECONDS", 300)
+
 # --- Console behaviour ------------------------------------------------------------------------
 SSH_CONNECT_TIMEOUT = float(os.environ.get("SSH_CONNECT_TIMEOUT", 10))
 SSH_OPERATION_TIMEOUT = float(os.environ.get("SSH_OPERATION_TIMEOUT", 120))
