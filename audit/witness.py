@@ -100,6 +100,9 @@ def _append_to_file(path: Path, line: str) -> None:
     key = (os.getpid(), str(path))  # a forked worker opens its own descriptor
     with _lock:
         fd = _fds.get(key)
+        if fd is not None and os.fstat(fd).st_nlink == 0:  # the file was removed (erased): start anew
+            os.close(_fds.pop(key))
+            fd = None
         if fd is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

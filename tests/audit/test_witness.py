@@ -248,3 +248,18 @@ def test_a_remote_syslog_witness_catches_a_cut_even_when_the_local_witness_is_go
     witness.erase()
     code, output = verify("--witness", str(collected))
     assert code == 1 and "missing from the database (deleted): 5, 6" in output, output
+
+
+def test_history_from_before_the_witness_is_vouched_for_once_with_a_checkpoint():
+    from audit.services import bulk_record
+
+    old = timezone.now() - timedelta(days=30)
+    with override_settings(AUDIT_WITNESS_FILE_ENABLED=False):  # recorded before witnesses existed
+        bulk_record({"action": "host.discovered", "created_at": old, "data": {"n": n}} for n in range(5))
+    code, output = verify()
+    assert code == 1 and "events 1..5 are in the database but no witness line covers them" in output, output
+    code, output = verify("--checkpoint")
+    assert code == 0 and "witnessed the head, event 5" in output, output
+    record("auth.login")
+    code, output = verify()
+    assert code == 0 and "newest witnessed event 6" in output, output

@@ -39,8 +39,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-witness", action="store_true", help="Check the chain only (no witness comparison)."
         )
+        parser.add_argument(
+            "--checkpoint",
+            action="store_true",
+            help="When the chain is intact and no witnessed event is missing or rewritten, witness the "
+            "current head (you vouch for events no witness covers yet, e.g. those recorded before the "
+            "witness was enabled).",
+        )
 
-    def handle(self, *args, chunk_size, database, no_save, witness, no_witness, **options):
+    def handle(self, *args, chunk_size, database, no_save, witness, no_witness, checkpoint, **options):
         started_at, clock = timezone.now(), time.monotonic()
         result = verify_chain(chunk_size=chunk_size, using=database)
         problems = []
@@ -53,7 +60,7 @@ class Command(BaseCommand):
             broken_id = anchor[1]
         report = None
         if not no_witness:
-            report = self._witness_problems(witness, database)
+            report = self._witness_problems(witness, database, checkpoint=checkpoint and not problems)
             problems.extend(report.problems)
         if not no_save:
             with transaction.atomic(using=database):
@@ -97,7 +104,7 @@ class Command(BaseCommand):
             previous.last_id,
         )
 
-    def _witness_problems(self, paths, database):
+    def _witness_problems(self, paths, database, *, checkpoint=False):
         files = [Path(p) for p in paths]
         if not files and settings.AUDIT_WITNESS_FILE_ENABLED:
             own = witness.default_path(database)
@@ -108,6 +115,12 @@ class Command(BaseCommand):
                 report.problems.append(f"witness file {path} does not exist")
                 return report
         report = witness.check(files, using=database)
+        if checkpoint and report.ok:
+            head = AuditEvent.objects.using(database).order_by("-id").values_list("id", "hash", "created_at").first()
+            if head is not None and head[0] > report.newest_id:
+                witness.note(*head, using=database)
+                self.stdout.write(f"checkpoint: witnessed the head, event {head[0]}, on your word")
+                report.newest_id = head[0]
         tail = witness.unwitnessed_tail(
             report, using=database, grace_seconds=settings.AUDIT_WITNESS_GRACE_SECONDS
         )
