@@ -189,3 +189,19 @@ def test_import_command_fuzz_refuses_cleanly_or_imports_everything(credential, t
     assert Hypervisor.objects.count() == before[0] + len(parsed)
     Hypervisor.objects.all().delete()
     Label.objects.all().delete()
+
+
+@pytest.mark.parametrize(("filename", "text", "says", "line"), HOSTILE[:5], ids=[h[0] for h in HOSTILE[:5]])
+def test_hostile_text_is_refused_by_the_api_import(operator, credential, filename, text, says, line):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(operator)
+    before = counts()
+    fmt = filename.rsplit(".", 1)[1]
+    response = api.post("/api/v1/hypervisors/import/", {"text": text, "format": fmt,
+                                                       "default_credential": "fleet-key"}, format="json")
+    assert response.status_code == 400, response.content
+    body = response.content.decode()
+    assert says in body or "Null characters are not allowed" in body
+    assert counts() == before
