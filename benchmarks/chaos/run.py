@@ -32,6 +32,7 @@ trail, and counts:
   steps_open           steps without finished_at once the rollout is over
   rollouts_stuck       rollouts not finished within --deadline seconds
   worker_exits         workers that exited by themselves (not the SIGKILL of the fault)
+  console_disagrees    reachable hosts whose VF count in the console differs from the host's
 
 The goal is 0 of each; results are appended to --write (benchmarks/results/chaos.md).
 """
@@ -63,6 +64,7 @@ METRICS = (
     "steps_open",
     "rollouts_stuck",
     "worker_exits",
+    "console_disagrees",
 )
 FAULTS = ("sigkill", "redis_restart", "redis_freeze", "pg_kill", "host_gone")
 ENGINE_ENV = {
@@ -355,6 +357,7 @@ class Trial:
         disagree = [s.name for s in self.sims if s.true_state()["reachable"]
                     and nics.get(s.name) != s.true_state()["numvfs"][ENO49]]
         if disagree:
+            self.counts["console_disagrees"] += len(disagree)
             self.notes.append(f"console's VF count differs from the host for {', '.join(disagree)}")
 
     def _compare_host(self, sim, run, steps, audited):
@@ -368,7 +371,7 @@ class Trial:
             self.notes.append(f"{name}: open steps {', '.join(f'{s.kind}/{s.operation}#{s.pk}' for s in open_steps)}")
         if run is not None and run.state == "failed" and name not in self.expected_failures:
             self.counts["wrongly_failed"] += 1
-            self.notes.append(f"{name}: failed: {run.message[:160]}")
+            self.notes.append(f"{name}: failed: {run.message.splitlines()[0][:160] if run.message else ''}")
         if len([w for w in writes if w == TARGET]) > 1 or len(writes) > 1:
             self.counts["driven_twice"] += 1
             self.notes.append(f"{name}: sriov_numvfs written {writes}")
