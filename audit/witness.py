@@ -153,11 +153,26 @@ def note(event_id: int, event_hash: str, created_at, using: str = "default") -> 
             logger.exception("audit witness: cannot send event %s to syslog", event_id)
 
 
+class WitnessNote:
+    """The on-commit callback that writes one witness line (a class, so tests that count the
+    callbacks a service registers can tell these apart: `is_witness_callback`)."""
+
+    def __init__(self, event_id: int, event_hash: str, created_at, using: str):
+        self.args = (event_id, event_hash, created_at, using)
+
+    def __call__(self):
+        note(*self.args)
+
+
+def is_witness_callback(callback) -> bool:
+    return isinstance(callback, WitnessNote)
+
+
 def witness_after_commit(event_id: int, event_hash: str, created_at, using: str = "default") -> None:
     """Called by record()/bulk_record() inside the appending transaction: the line is written when
     (and only if) it commits. A savepoint that rolls back drops its callbacks with it, so a line is
     never written for an event that does not exist."""
-    transaction.on_commit(lambda: note(event_id, event_hash, created_at, using), using=using)
+    transaction.on_commit(WitnessNote(event_id, event_hash, created_at, using), using=using)
 
 
 # ---------------------------------------------------------------------------------------------

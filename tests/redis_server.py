@@ -106,9 +106,9 @@ class publishing_to:  # noqa: N801 - used as a context manager, like contextlib'
         self.url = url
 
     def _reset_pools(self, app):
-        # Celery caches the connection and producer pools of the first broker it used.
-        if app._pool is not None:
-            app._pool.force_close_all()
+        # Celery caches the pools of the broker it used first. They are kombu's global pools, keyed
+        # by the connection parameters, so dropping the references (never closing the pools) makes
+        # the app pick the pools of whichever broker is configured now.
         app._pool = None
         app.amqp._producer_pool = None
 
