@@ -44,6 +44,7 @@ import datetime
 import os
 import random
 import re
+import shutil
 import socket
 import sys
 import time
@@ -121,7 +122,9 @@ class Suite:
         self.db_name = db_name
         self.var = Path(os.environ["CONSOLE_VAR_DIR"])
         self.logs = self.var / "logs"
-        self.logs.mkdir(exist_ok=True)
+        for old in (self.logs, self.var / "fleets"):  # a previous run's logs would be counted again
+            shutil.rmtree(old, ignore_errors=True)
+        self.logs.mkdir()
         self.redis = RedisServer(self.logs / "redis.log", port=redis_port)
         self.worker = None
         self.beat = None
