@@ -17,8 +17,8 @@ RUN pip install .
 COPY . .
 
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin console \
-    && mkdir -p "$CONSOLE_VAR_DIR" \
-    && chown console "$CONSOLE_VAR_DIR"
+    && mkdir -p "$CONSOLE_VAR_DIR/witness" \
+    && chown console "$CONSOLE_VAR_DIR" "$CONSOLE_VAR_DIR/witness"
 USER console
 
 EXPOSE 8000

@@ -18,6 +18,7 @@ from django.utils import timezone
 from console.middleware import client_ip as request_client_ip
 from console.middleware import current_client_ip, current_request_id
 
+from . import witness
 from .chain import GENESIS, compute_hash
 from .models import AuditEvent
 
@@ -140,6 +141,7 @@ def record(action, *, actor=None, actor_name=None, obj=None, host=None, change=N
         lock_chain(using)
         (event,) = _append([fields], using)
         event.save(using=using)
+        witness.witness_after_commit(event.id, event.hash, event.created_at, using)
     return event
 
 
@@ -164,16 +166,18 @@ def bulk_record(rows, *, using="default", batch_size=2000):
     }
     with transaction.atomic(using=using):
         lock_chain(using)
-        batch = []
+        batch, newest = [], None
         for row in rows:
             fields = dict(defaults, **row)
             fields["data"] = normalise_data(fields["data"])
             batch.append(fields)
             if len(batch) >= batch_size:
-                AuditEvent.objects.using(using).bulk_create(_append(batch, using))
+                newest = AuditEvent.objects.using(using).bulk_create(_append(batch, using))[-1]
                 batch = []
         if batch:
-            AuditEvent.objects.using(using).bulk_create(_append(batch, using))
+            newest = AuditEvent.objects.using(using).bulk_create(_append(batch, using))[-1]
+        if newest is not None:  # the newest pins the whole batch
+            witness.witness_after_commit(newest.id, newest.hash, newest.created_at, using)
 
 
 def iter_chain_rows(*, after_id=0, chunk_size=5000, using="default"):

@@ -5,6 +5,9 @@
         .venv/bin/python benchmarks/audit_bench.py --events 1000000 [--export] \
         [--write benchmarks/results/audit.md]
 
+    # the cost of one append (record() in its own transaction) with and without the witnesses
+    ... audit_bench.py --appends 3000 [--write benchmarks/results/audit.md]
+
 Events are generated in Python with a valid hash chain and loaded with COPY (the same canonical
 serialisation as audit.services.record), so verify_audit has real work to do. Re-running tops the
 table up to --events. Timings are wall-clock medians of --repeat runs through Django's test client
@@ -148,9 +151,77 @@ def timed_get(client, url, params, repeat):
     return statistics.median(times), queries, status, len(response.context["events"])
 
 
+def append_cost(count, repeat_label=""):
+    """Median and mean wall time of record() in its own transaction, per witness configuration."""
+    import socket
+
+    from django.test import override_settings
+
+    from audit.services import record
+    from audit.witness import default_path
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a loopback "collector" that drops
+    sink.bind(("127.0.0.1", 0))
+    syslog = f"udp://127.0.0.1:{sink.getsockname()[1]}"
+    configs = [
+        ("no witness", {"AUDIT_WITNESS_FILE_ENABLED": False, "AUDIT_WITNESS_SYSLOG": ""}),
+        ("file witness", {"AUDIT_WITNESS_FILE_ENABLED": True, "AUDIT_WITNESS_SYSLOG": ""}),
+        ("file + syslog (UDP)", {"AUDIT_WITNESS_FILE_ENABLED": True, "AUDIT_WITNESS_SYSLOG": syslog}),
+        ("file with fsync", {"AUDIT_WITNESS_FILE_ENABLED": True, "AUDIT_WITNESS_FSYNC": True,
+                             "AUDIT_WITNESS_SYSLOG": ""}),
+    ]
+    lines = [
+        f"### {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC — cost of one append ({count:,} each)",
+        "",
+        f"PostgreSQL {connection.cursor().connection.info.server_version}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, witness file {default_path()}. `record()` in its own transaction "
+        "(advisory lock, tail read, insert, commit, then the witness).",
+        "",
+        "| witness | median | mean | p99 |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, overrides in configs * 2:  # twice, interleaved: the second pass is the one kept
+        times = []
+        with override_settings(**overrides):
+            for n in range(count):
+                started = time.perf_counter()
+                record("host.discovered", actor_name="bench", data={"n": n})
+                times.append(time.perf_counter() - started)
+        times.sort()
+        row = (f"| {name} | {statistics.median(times) * 1e6:.0f} µs | {statistics.mean(times) * 1e6:.0f} µs "
+               f"| {times[int(len(times) * 0.99)] * 1e6:.0f} µs |")
+        if row.split("|")[1] not in "".join(lines[6:]):
+            lines.append(row)
+        else:
+            lines[[i for i, line in enumerate(lines) if line.split("|")[1:2] == row.split("|")[1:2]][0]] = row
+        print(row, flush=True)
+    from audit.witness import note
+
+    lines += ["", "The witness step alone (`audit.witness.note()`: sign, append, send), without the database:", "",
+              "| witness | median | mean |", "| --- | ---: | ---: |"]
+    now = datetime.datetime.now(datetime.UTC)
+    for name, overrides in configs[1:]:
+        times = []
+        with override_settings(**overrides):
+            for n in range(count):
+                started = time.perf_counter()
+                note(10**9 + n, "a" * 64, now)
+                times.append(time.perf_counter() - started)
+        lines.append(f"| {name} | {statistics.median(times) * 1e6:.1f} µs | {statistics.mean(times) * 1e6:.1f} µs |")
+        print(lines[-1], flush=True)
+    default_path().unlink()  # the fake heads above are not this database's history
+    sink.close()
+    started = time.monotonic()
+    call_command("verify_audit", "--no-save", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    total = AuditEvent.objects.count()
+    lines += ["", f"`verify_audit` (chain + witness) over those {total:,} events: {time.monotonic() - started:.2f}s."]
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--appends", type=int, default=0, help="only measure the cost of N appends per config")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--export", action="store_true", help="also stream a full CSV export")
     parser.add_argument("--write", help="append the results as markdown to this file")
@@ -158,6 +229,12 @@ def main():
     if connection.vendor != "postgresql":
         sys.exit("run against PostgreSQL (DATABASE_URL)")
     call_command("migrate", verbosity=0)
+    if args.appends:
+        lines = append_cost(args.appends)
+        if args.write:
+            with open(args.write, "a") as out:
+                out.write("\n".join(lines) + "\n\n")
+        return
     setup_test_environment()  # so the test client exposes response.context (rows shown)
     total, load_s = load(args.events)
 

@@ -202,20 +202,43 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
-else:
-    # Unacked messages come back after this long; stuck host runs are resumed sooner by beat.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900),
-        # A frozen or vanished Redis answers nothing: without these a publish would wait for ever
-        # (console/dispatch.py bounds publishing with them). Above the consumer's 1 s BRPOP.
-        "socket_timeout": float(os.environ.get("BROKER_SOCKET_TIMEOUT", 5)),
-        "socket_connect_timeout": float(os.environ.get("BROKER_CONNECT_TIMEOUT", 3)),
-    }
-    if TEST_RUN_ID:
-        CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"sriov-test-{TEST_RUN_ID}:"
+# Redis transport options (also used by tests that point a process at a Redis they started).
+# Unacked messages come back after visibility_timeout; stuck host runs are resumed sooner by beat.
+# The socket bounds make a frozen or vanished Redis an error the worker retries, never a hang:
+# commands time out, idle connections are pinged, a timed-out command is retried once.
+REDIS_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900),
+    # Short: a web request that publishes (console/dispatch.py) waits at most about this long (twice,
+    # with retry_on_timeout) on a frozen Redis before the message goes to the outbox.
+    "socket_timeout": float(os.environ.get("REDIS_SOCKET_TIMEOUT", 5)),
+    "socket_connect_timeout": float(os.environ.get("REDIS_CONNECT_TIMEOUT", 3)),
+    "socket_keepalive": True,
+    "health_check_interval": env_int("REDIS_HEALTH_CHECK_INTERVAL", 10),
+    "retry_on_timeout": True,
+}
+if TEST_RUN_ID:
+    REDIS_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"sriov-test-{TEST_RUN_ID}:"
+if not CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = dict(REDIS_BROKER_TRANSPORT_OPTIONS)
 CELERY_TASK_DEFAULT_QUEUE = f"sriov-test-{TEST_RUN_ID}" if TEST_RUN_ID else "celery"
-CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("BROKER_CONNECT_TIMEOUT", 3))
-# Publishing (console/dispatch.py): retries after the first try before the message goes to the outbox.
+# A broker outage is ridden out: the worker reconnects for ever (at start-up too). Publishing is
+# bounded (a retry, then the outbox: console/dispatch.py), so no caller hangs for the outage.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("CELERY_BROKER_CONNECTION_TIMEOUT", 5))
+CELERY_TASK_PUBLISH_RETRY = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": env_int("CELERY_PUBLISH_MAX_RETRIES", 1),
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 2,
+}
+# A task running when the connection drops finishes (our tasks are idempotent and own their
+# host runs by token); cancelling it would cut an agent call in half.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# Publishing through console/dispatch.py: retries after the first try before the message goes to
+# the outbox (beat's flush_outbox sends it once the broker is back).
 DISPATCH_PUBLISH_RETRIES = env_int("DISPATCH_PUBLISH_RETRIES", 1)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
@@ -246,6 +269,19 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute="*/5"),
     },
 }
+
+# --- Audit witnesses (audit/witness.py, docs/audit.md "Witnesses") ------------------------------
+# The chain's head is written outside the database after every commit that appends events.
+AUDIT_WITNESS_FILE_ENABLED = env_bool("AUDIT_WITNESS_FILE_ENABLED", True)
+AUDIT_WITNESS_FILE = os.environ.get("AUDIT_WITNESS_FILE", "")  # "" → var/audit-witness/<database>.jsonl
+AUDIT_WITNESS_FSYNC = env_bool("AUDIT_WITNESS_FSYNC")  # survive a machine crash, at ~1 fsync per append
+AUDIT_WITNESS_SYSLOG = os.environ.get("AUDIT_WITNESS_SYSLOG", "")  # udp://host:514, tcp://host:514, /dev/log
+# HMAC keys of the signed witness lines: the first signs, all verify (rotation as CREDENTIAL_KEYS).
+AUDIT_WITNESS_KEYS = env_list("AUDIT_WITNESS_KEYS") or [
+    _local_secret("audit_witness_key", lambda: secrets.token_urlsafe(32))
+]
+# Events newer than the newest witness are reported by verify_audit once older than this.
+AUDIT_WITNESS_GRACE_SECONDS = env_int("AUDIT_WITNESS_GRACE_SECONDS", 300)
 
 # --- Console behaviour ------------------------------------------------------------------------
 SSH_CONNECT_TIMEOUT = float(os.environ.get("SSH_CONNECT_TIMEOUT", 10))
@@ -316,6 +352,9 @@ SPECTACULAR_SETTINGS = {
 }
 API_TOKEN_LAST_USED_RESOLUTION = env_int("API_TOKEN_LAST_USED_RESOLUTION", 60)  # seconds between writes
 API_TOKEN_MAX_PER_USER = env_int("API_TOKEN_MAX_PER_USER", 20)  # active tokens per user
+# Refused bearer tokens from one client address within LOGIN_FAILURE_WINDOW before it gets 429
+# (api/authentication.py); valid tokens are never refused by it.
+API_TOKEN_IP_FAILURE_LIMIT = env_int("API_TOKEN_IP_FAILURE_LIMIT", 20)
 
 LOGGING = {
     "version": 1,

@@ -67,9 +67,43 @@ def guess_format(filename: str = "", text: str = "") -> str:
 
 
 def parse(text: str, fmt: str) -> list[dict]:
+    """Rows of the file; a file that cannot be read as `fmt`, or a value no host field can hold
+    (NUL and other control characters), raises ParseError naming the line."""
     if fmt not in FORMATS:
         raise ParseError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    return {"csv": parse_csv, "ini": parse_ini, "yaml": parse_yaml}[fmt](text)
+    _refuse_control_characters(text)
+    try:
+        rows = {"csv": parse_csv, "ini": parse_ini, "yaml": parse_yaml}[fmt](text)
+    except RecursionError:
+        raise ParseError("the file is nested too deeply to be an inventory") from None
+    for row in rows:
+        _refuse_control_values(row)
+    return rows
+
+
+# Tab, LF and CR are line structure; every other C0 control character (NUL above all, which
+# PostgreSQL cannot store in text) and DEL are refused wherever they appear.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _describe_control(char: str) -> str:
+    return "a NUL byte" if char == "\x00" else f"the control character U+{ord(char):04X}"
+
+
+def _refuse_control_characters(text: str) -> None:
+    match = _CONTROL.search(text)
+    if match:
+        line = text.count("\n", 0, match.start()) + 1
+        raise ParseError(f"contains {_describe_control(match.group())}; host files are plain text", line)
+
+
+def _refuse_control_values(row: dict) -> None:
+    """Values built from escapes (YAML "\\0", "\\x01") that the raw text check cannot see."""
+    for key, value in row.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and (match := _CONTROL.search(item) or re.search(r"[\r\n]", item)):
+                what = "a line break" if match.group() in "\r\n" else _describe_control(match.group())
+                raise ParseError(f"{key} of host {row.get('name', '')!r} contains {what}", row.get("line"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,10 +113,16 @@ def parse(text: str, fmt: str) -> list[dict]:
 
 def parse_csv(text: str) -> list[dict]:
     text = text.lstrip("\ufeff")
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text), strict=True)
     header = None
     rows = []
-    for record in reader:
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise ParseError(_csv_problem(exc), reader.line_num) from None
         line = reader.line_num
         if not record or all(not cell.strip() for cell in record) or record[0].lstrip().startswith("#"):
             continue
@@ -114,6 +154,12 @@ def parse_csv(text: str) -> list[dict]:
             "the file is empty (expected a header: name,address,port,username,credential,labels)"
         )
     return rows
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    if "new-line character" in str(exc):
+        return "a line break (a bare CR) inside an unquoted field; quote the field or remove the CR"
+    return f"not valid CSV: {exc}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,6 +460,8 @@ def preview(
     for number, row in enumerate(rows, start=1):
         preview_rows.append(PreviewRow(row, by_line.pop(row.get("line") or number, [])))
     general.extend(msg for msgs in by_line.values() for msg in msgs)
+    if not rows and not general:
+        general.append("The file lists no hosts.")
     return Preview(chosen, preview_rows, general, report)
 
 
@@ -437,6 +485,8 @@ def commit(
         chosen, rows = load(text, fmt, filename)
     except ParseError as exc:
         raise ValidationError(str(exc)) from None
+    if not rows:
+        raise ValidationError("The file lists no hosts.")
     report = import_hosts(
         rows,
         user,

@@ -178,14 +178,21 @@ def _purge_broker():
 class WorkerProcess:
     """A real `celery worker` subprocess on the test database and the configured broker."""
 
-    def __init__(self, db_name: str, log_path: Path, env: dict | None = None):
+    def __init__(self, db_name: str, log_path: Path, broker_url: str | None = None, env: dict | None = None):
         self.db_name = db_name
         self.log_path = log_path
+        self.broker_url = broker_url  # another broker than the run's (a Redis the test owns)
         self.extra_env = env or {}
         self.proc = None
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
     def start(self):
         env = dict(os.environ, DATABASE_NAME_OVERRIDE=str(self.db_name), PYTHONUNBUFFERED="1", **self.extra_env)
+        if self.broker_url:
+            env["CELERY_BROKER_URL"] = self.broker_url
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the worker's life
         # The test run's own queue (settings.CELERY_TASK_DEFAULT_QUEUE): a stray worker of another
         # run on the same Redis never takes this run's tasks, nor this worker theirs.
@@ -221,6 +228,38 @@ class WorkerProcess:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if getattr(self, "log", None):
+            self.log.close()
+
+
+class BeatProcess:
+    """A real `celery beat` subprocess (resumes stale host runs, kicks stalled rollouts)."""
+
+    def __init__(self, log_path: Path, broker_url: str | None = None, env: dict | None = None):
+        self.log_path = log_path
+        self.env = dict(env or {})
+        if broker_url:
+            self.env["CELERY_BROKER_URL"] = broker_url
+        self.proc = None
+
+    def start(self):
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for beat's life
+        schedule = self.log_path.with_name(self.log_path.stem + "-schedule")
+        self.proc = spawn(
+            [sys.executable, "-m", "celery", "-A", "console", "beat", "--loglevel=INFO", "-s", str(schedule)],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
         if getattr(self, "log", None):
             self.log.close()
 

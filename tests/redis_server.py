@@ -1,17 +1,25 @@
-"""A Redis server of the test's own (to stop, freeze and restart without touching the shared
-one), and pointing this process's Celery producer at it."""
+"""A throw-away redis-server the test owns, so it can kill, restart and freeze it.
+
+Started on a free loopback port with no persistence (`--save '' --appendonly no`): a restart
+loses every key, exactly what a broker restart without persistence does to queued messages.
+Used by the broker-restart test and by the chaos suite (benchmarks/chaos/).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 from tests.procs import spawn, unregister
+
+
+def redis_server_binary() -> str | None:
+    return shutil.which("redis-server")
 
 
 def free_port() -> int:
@@ -21,64 +29,101 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, directory, port: int | None = None):
-        self.dir = directory
+    def __init__(self, log_path: Path, port: int | None = None):
         self.port = port or free_port()
-        self.proc = None
+        self.log_path = Path(log_path)
+        self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
+    def start(self, timeout: float = 20) -> RedisServer:
+        binary = redis_server_binary()
         if binary is None:
             raise RuntimeError("redis-server is not installed")
-        self.proc = spawn(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self.proc = spawn(
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited early; see {self.log_path}")
+            if self.ping():
+                return self
             time.sleep(0.05)
-        raise RuntimeError(f"redis-server on port {self.port} did not start")
+        raise RuntimeError(f"redis-server not answering on port {self.port}; see {self.log_path}")
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes with every queued message (no persistence)."""
+        if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
             unregister(self.proc.pid)
-        self.proc = None
+
+    def restart(self, down_seconds: float = 2.0) -> None:
+        self.kill()
+        time.sleep(down_seconds)
+        self.start()
 
     def freeze(self) -> None:
+        """SIGSTOP: the port stays open but nothing answers (a hung broker)."""
         os.killpg(self.proc.pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
         os.killpg(self.proc.pid, signal.SIGCONT)
 
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.thaw()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                return
+            unregister(self.proc.pid)
 
-@contextlib.contextmanager
-def producer_broker(url: str):
-    """Publish from this process to `url` for the duration (Celery caches its producer pool)."""
-    from console.celery import app
 
-    def reset():
-        if app._pool is not None:
-            app._pool.force_close_all()
+class publishing_to:  # noqa: N801 - used as a context manager, like contextlib's
+    """Make this process's Celery app publish to another broker (the Redis a test owns), with the
+    same transport options as a worker started on it; restore the run's broker at exit."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def _reset_pools(self, app):
+        # Celery caches the pools of the broker it used first. They are kombu's global pools, keyed
+        # by the connection parameters, so dropping the references (never closing the pools) makes
+        # the app pick the pools of whichever broker is configured now.
         app._pool = None
         app.amqp._producer_pool = None
 
-    old = app.conf.broker_url, app.conf.broker_transport_options
-    reset()
-    app.conf.broker_url = url
-    app.conf.broker_transport_options = {"socket_timeout": 2, "socket_connect_timeout": 2}
-    try:
-        yield app
-    finally:
-        reset()
-        app.conf.broker_url, app.conf.broker_transport_options = old
+    def __enter__(self):
+        from django.conf import settings
+
+        from console.celery import app
+
+        self.app = app
+        self.saved = (app.conf.broker_url, app.conf.broker_transport_options)
+        self._reset_pools(app)
+        app.conf.broker_url = self.url
+        app.conf.broker_transport_options = dict(settings.REDIS_BROKER_TRANSPORT_OPTIONS)
+        return self
+
+    def __exit__(self, *exc):
+        self._reset_pools(self.app)
+        self.app.conf.broker_url, self.app.conf.broker_transport_options = self.saved

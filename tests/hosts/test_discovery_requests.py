@@ -13,7 +13,7 @@ from hosts import services
 from hosts.models import Credential, Hypervisor
 from hosts.tasks import discover_fleet
 from tests.conftest import require_or_skip
-from tests.redis_server import RedisServer, producer_broker
+from tests.redis_server import RedisServer, publishing_to
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
@@ -34,10 +34,10 @@ def own_redis(tmp_path):
     import shutil
 
     require_or_skip(shutil.which("redis-server") is not None, "redis-server is not installed")
-    server = RedisServer(tmp_path).start()
-    with producer_broker(server.url):
+    server = RedisServer(tmp_path / "redis.log").start()
+    with publishing_to(server.url):
         yield server
-    server.stop()
+    server.kill()
 
 
 def test_refresh_with_the_broker_down_is_kept_and_sent_later(transactional_db, client_for, operator, own_redis):
@@ -47,7 +47,7 @@ def test_refresh_with_the_broker_down_is_kept_and_sent_later(transactional_db, c
     assert ok.status_code == 200
     assert OutboxMessage.objects.count() == 0 and _queued(own_redis)
 
-    own_redis.stop()
+    own_redis.kill()
     down = client.post(reverse("hosts:refresh", args=[other.pk]), **HTMX)
     assert down.status_code == 503
     assert BROKER_DOWN in down.content.decode()
@@ -62,13 +62,13 @@ def test_refresh_with_the_broker_down_is_kept_and_sent_later(transactional_db, c
     assert BROKER_DOWN in page.content.decode()
     assert flush_outbox()["sent"] == 0  # still down: nothing lost, nothing sent
 
-    restarted = RedisServer(own_redis.dir, port=own_redis.port).start()
+    restarted = RedisServer(own_redis.log_path, port=own_redis.port).start()
     try:
         result = flush_outbox()
         assert result["sent"] == 2 and result["waiting"] == 0
         assert OutboxMessage.objects.count() == 0
     finally:
-        restarted.stop()
+        restarted.kill()
 
 
 def test_refresh_with_the_broker_frozen_answers_within_the_bound(transactional_db, client_for, operator, own_redis):
@@ -109,7 +109,7 @@ def test_api_discover_with_the_broker_down_is_503_and_kept(transactional_db, ope
     (host,) = _hosts(1)
     api = APIClient()
     api.force_authenticate(operator)
-    own_redis.stop()
+    own_redis.kill()
     response = api.post(f"/api/v1/hypervisors/{host.pk}/discover/")
     assert response.status_code == 503 and response.json()["detail"] == BROKER_DOWN
     assert OutboxMessage.objects.filter(task="hosts.tasks.discover_host", args=[host.pk, operator.pk]).exists()

@@ -6,13 +6,14 @@ flushes its *test* database after each test, so for a database whose name marks 
 database this command lifts the audit triggers inside the flush's own transaction and puts them back
 before it commits: the triggers are never absent for any other session. Outside a test database,
 `--erase-audit-history` is required, and it is itself a table-owner operation (ALTER/DROP TRIGGER).
+The witness file of the erased history goes with it (audit/witness.py).
 """
 
 from django.core.management.commands.flush import Command as FlushCommand
 from django.db import connections, transaction
 from django.db.backends.base.creation import TEST_DATABASE_PREFIX
 
-from audit import guard
+from audit import guard, witness
 
 
 def is_test_database(connection) -> bool:
@@ -43,3 +44,5 @@ class Command(FlushCommand):
             guard.uninstall(connection)
             super().handle(**options)
             guard.install(connection)
+        # The history was erased on purpose: its witness would report every event as deleted.
+        witness.erase(connection.alias)

@@ -35,15 +35,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
 
     def handle(self, *args, file, format, credential, as_user, update, dry_run, **options):
-        if file == "-":
-            import sys
-
-            text, filename = sys.stdin.read(), ""
-        else:
-            path = Path(file)
-            if not path.is_file():
-                raise CommandError(f"{file}: no such file")
-            text, filename = path.read_text(encoding="utf-8-sig"), path.name
+        text, filename = self._read(file)
         user = None
         if as_user:
             user = get_user_model().objects.filter(username=as_user).first()
@@ -68,3 +60,20 @@ class Command(BaseCommand):
             f"{len(rows)} host(s) read from {file} ({fmt}): {len(report.created)} {verb} created, "
             f"{len(report.updated)} {verb} updated, {len(report.unchanged)} unchanged."
         )
+
+    def _read(self, file: str) -> tuple[str, str]:
+        """The file's text exactly as the upload page sees it: bytes decoded, line ends untouched
+        (universal newlines would turn a bare CR inside a field into an extra host)."""
+        if file == "-":
+            import sys
+
+            data, filename = sys.stdin.buffer.read(), ""
+        else:
+            path = Path(file)
+            if not path.is_file():
+                raise CommandError(f"{file}: no such file")
+            data, filename = path.read_bytes(), path.name
+        try:
+            return data.decode("utf-8-sig"), filename
+        except UnicodeDecodeError:
+            raise CommandError(f"{file}: not UTF-8 text") from None
