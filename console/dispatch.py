@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from kombu import pools
 from django.db import transaction
 from django.utils import timezone
 
@@ -61,23 +62,37 @@ def publish(task: str, args: list, *, countdown: float | None = None) -> str | N
     """Send one message within the bound; None when sent, else why not (never raises)."""
     from console.celery import app
 
+    retries = settings.DISPATCH_PUBLISH_RETRIES
     try:
-        app.send_task(
-            task,
-            args=args,
-            countdown=countdown or None,
-            retry=True,
-            retry_policy={
-                "max_retries": settings.DISPATCH_PUBLISH_RETRIES,
-                "interval_start": 0,
-                "interval_step": 0.5,
-                "interval_max": 1,
-            },
-        )
+        with publish_pool(app).acquire(block=True, timeout=5) as conn:
+            conn.ensure_connection(max_retries=retries, interval_start=0, interval_step=0.5, interval_max=1)
+            app.send_task(
+                task,
+                args=args,
+                countdown=countdown or None,
+                connection=conn,
+                retry=True,
+                retry_policy={"max_retries": retries, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+            )
     except Exception as exc:  # any broker failure: the message goes to the outbox instead
         logger.warning("publishing %s failed: %s: %s", task, type(exc).__name__, exc)
         return f"{type(exc).__name__}: {exc}"[:500]
     return None
+
+
+def publish_pool(app):
+    """Connections for publishing only, with tighter bounds than the worker's consumer (which
+    retries for ever, pings idle connections and retries a timed-out command): a caller waits at
+    most about DISPATCH_SOCKET_TIMEOUT per try on a frozen broker. kombu keeps one pool per set of
+    connection parameters, so this is created once per process."""
+    options = {
+        **(app.conf.broker_transport_options or {}),
+        "socket_timeout": settings.DISPATCH_SOCKET_TIMEOUT,
+        "socket_connect_timeout": settings.DISPATCH_SOCKET_TIMEOUT,
+        "retry_on_timeout": False,
+        "health_check_interval": 0,
+    }
+    return pools.connections[app.connection_for_write(transport_options=options)]
 
 
 def keep(task: str, args: list, countdown: float | None, error: str) -> None:

@@ -240,6 +240,7 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # Publishing through console/dispatch.py: retries after the first try before the message goes to
 # the outbox (beat's flush_outbox sends it once the broker is back).
 DISPATCH_PUBLISH_RETRIES = env_int("DISPATCH_PUBLISH_RETRIES", 1)
+DISPATCH_SOCKET_TIMEOUT = float(os.environ.get("DISPATCH_SOCKET_TIMEOUT", 2))  # seconds per publish try
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True

@@ -118,12 +118,15 @@ class publishing_to:  # noqa: N801 - used as a context manager, like contextlib'
         from console.celery import app
 
         self.app = app
-        self.saved = (app.conf.broker_url, app.conf.broker_transport_options)
+        self.saved = (app.conf.broker_url, app.conf.broker_write_url, app.conf.broker_read_url,
+                      app.conf.broker_transport_options)
         self._reset_pools(app)
-        app.conf.broker_url = self.url
+        # Celery resolves the read and write URLs from broker_url once: set all three.
+        app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = self.url
         app.conf.broker_transport_options = dict(settings.REDIS_BROKER_TRANSPORT_OPTIONS)
         return self
 
     def __exit__(self, *exc):
         self._reset_pools(self.app)
-        self.app.conf.broker_url, self.app.conf.broker_transport_options = self.saved
+        (self.app.conf.broker_url, self.app.conf.broker_write_url, self.app.conf.broker_read_url,
+         self.app.conf.broker_transport_options) = self.saved
