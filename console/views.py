@@ -75,7 +75,8 @@ def _missing_object(request) -> str:
     model = url_object_model(match)
     if model is None:
         return ""
-    return f"There is no {model._meta.verbose_name} #{match.kwargs['pk']}: it may have been deleted, or the link is wrong."
+    what = f"{model._meta.verbose_name} #{match.kwargs['pk']}"
+    return f"There is no {what}: it may have been deleted, or the link is wrong."
 
 
 def page_not_found(request, exception=None):

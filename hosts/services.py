@@ -6,7 +6,10 @@ Signatures (views and commands call these; they check permissions, validate, aud
     update_host(host, data, user) -> Hypervisor
     import_hosts(rows, user, default_credential=None, *, update_existing=False, source="") -> ImportReport
     request_discovery(host, user) -> None
+    request_discovery_many(host_ids, user) -> None
     request_fleet_discovery(user) -> None
+
+A host added by a person (create_host, import_hosts with a user) is discovered right after commit.
 
 `data` is a dict with any of: name, address, port, username, credential, labels, description.
   credential: a Credential, its name, its pk, or None.
@@ -169,7 +172,8 @@ def _snapshot(host: Hypervisor) -> dict:
 
 
 def create_host(data: dict, user, *, request=None) -> Hypervisor:
-    """Register one hypervisor (status "unknown" until discovered). Audits `host.created`."""
+    """Register one hypervisor and discover it after commit (status "unknown" until then).
+    Audits `host.created`."""
     _check(user)
     host = Hypervisor()
     with transaction.atomic():
@@ -185,6 +189,8 @@ def create_host(data: dict, user, *, request=None) -> Hypervisor:
             request=request,
             **_audit_actor(user),
         )
+        if user is not None:
+            request_discovery(host, user)
     return host
 
 
@@ -379,6 +385,8 @@ def import_hosts(
                         report.unchanged.append(host)
             if report.errors or dry_run:
                 raise _Rollback
+            if user is not None and report.created:
+                request_discovery_many([h.pk for h in report.created], user)
     except _Rollback:
         if report.errors:
             report.created, report.updated, report.unchanged = [], [], []
@@ -403,6 +411,23 @@ def request_discovery(host: Hypervisor, user) -> None:
     host.discovery_requested_at = now
     host_id, user_id = host.pk, user.pk
     transaction.on_commit(lambda: discover_host.delay(host_id, user_id))
+
+
+def request_discovery_many(host_ids, user) -> None:
+    """Mark many hosts (e.g. just imported) and discover them after commit, in chunks of
+    hosts.tasks.DISCOVERY_CHUNK_SIZE, as the periodic discovery does."""
+    if user is None:
+        raise PermissionDenied("a discovery request needs a user")
+    check_permission(user, "operate")
+    from .tasks import DISCOVERY_CHUNK_SIZE, discover_chunk
+
+    ids = sorted(set(host_ids))
+    chunks = [ids[i : i + DISCOVERY_CHUNK_SIZE] for i in range(0, len(ids), DISCOVERY_CHUNK_SIZE)]
+    now = timezone.now()
+    for chunk in chunks:
+        Hypervisor.objects.filter(pk__in=chunk).update(discovery_requested_at=now)
+    user_id = user.pk
+    transaction.on_commit(lambda: [discover_chunk.delay(chunk, user_id) for chunk in chunks])
 
 
 def request_fleet_discovery(user) -> None:

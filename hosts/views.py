@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Prefetch
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseBadRequest, HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404, redirect
 from django.template import TemplateDoesNotExist
 from django.template.loader import get_template
@@ -21,9 +21,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from console.htmx import render_page, wants_partial
-from console.roles import require_permission
+from console.roles import has_permission, require_permission
 
-from . import importers, services
+from . import importers, selection, services
 from .filters import DEFAULT_PER_PAGE, PER_PAGE_CHOICES, HostFilterSet, annotated_hosts
 from .forms import HostForm, ImportConfirmForm, ImportUploadForm
 from .models import Hypervisor, Nic, VirtualFunction
@@ -33,6 +33,8 @@ TIMELINE_LENGTH = 50
 # A discovery requested longer ago than this and still without a result stops being polled:
 # the page then says the result is overdue instead of polling forever (e.g. no worker running).
 DISCOVERY_POLL_LIMIT = timedelta(minutes=10)
+# One host's inventory takes seconds; longer means the workers are busy (or none is running).
+DISCOVERY_SLOW = timedelta(minutes=1)
 # Tokens GRUB itself puts on the kernel command line (not from GRUB_CMDLINE_LINUX*).
 BOOTLOADER_TOKENS = {"BOOT_IMAGE", "root", "ro", "rw", "initrd", "quiet", "splash"}
 
@@ -49,28 +51,84 @@ def _per_page(request) -> int:
     return value if value in PER_PAGE_CHOICES else DEFAULT_PER_PAGE
 
 
+def _filtered_hosts(params):
+    """(filterset, queryset, status) of the host list for these GET parameters."""
+    filterset = HostFilterSet(params or None, queryset=annotated_hosts())
+    if filterset.is_bound and not filterset.is_valid():
+        return filterset, Hypervisor.objects.none(), 400
+    return filterset, filterset.qs, 200
+
+
+def _selection_context(request, queryset, hosts) -> dict:
+    """What the operator's selection looks like from this page (two queries, only when not empty)."""
+    ids = selection.selected_ids(request.session)
+    shown = [host.pk for host in hosts]
+    chosen = set(ids)
+    context = {"selection": chosen, "page_ids": shown, "selected_count": 0, "selected_matching": 0,
+               "page_all_selected": bool(shown) and chosen.issuperset(shown), "selection_limit": selection.LIMIT}
+    if ids:
+        context["selected_count"] = Hypervisor.objects.filter(pk__in=ids).count()
+        context["selected_matching"] = queryset.filter(pk__in=ids).count()
+        context["selected_elsewhere"] = sorted(chosen - set(shown))
+    return context
+
+
 @require_GET
 @require_permission("view_fleet")
 def host_list(request):
-    filterset = HostFilterSet(request.GET or None, queryset=annotated_hosts(), request=request)
-    status = 200
-    if filterset.is_bound and not filterset.is_valid():
-        status = 400
-        queryset = Hypervisor.objects.none()
-    else:
-        queryset = filterset.qs
+    filterset, queryset, status = _filtered_hosts(request.GET)
     per_page = _per_page(request)
     page = Paginator(queryset, per_page).get_page(request.GET.get("page"))
+    hosts = list(page.object_list)
+    for host in hosts:
+        host.discovering = _discovery_context(host)["discovery_pending"]
+    query = request.GET.urlencode()
     context = {
         "filter": filterset,
         "form": filterset.form,
         "page": page,
-        "hosts": page.object_list,
+        "hosts": hosts,
         "per_page": per_page,
         "per_page_choices": PER_PAGE_CHOICES,
         "sort": request.GET.get("sort", ""),
+        "list_query": query,
+        "list_url": reverse("hosts:list") + (f"?{query}" if query else ""),
+        "polling": any(host.discovering for host in hosts),
+        "is_partial": wants_partial(request),
     }
+    if has_permission(request.user, "operate"):
+        context.update(_selection_context(request, queryset, hosts))
     return render_page(request, "hosts/list.html", context, partial="hosts/_table.html", status=status)
+
+
+def _ids(values) -> list[int]:
+    return [int(v) for v in values if v.isascii() and v.isdigit() and len(v) <= 18]
+
+
+@require_POST
+@require_permission("operate")
+def host_selection(request):
+    """Change the selection, then show the list again as it was (303 to it: filter, sort, page).
+
+    POST: op (selection.OPS), shown (the ids of the rows on the page), hosts (the checked ones),
+    query (the list's query string, for "matching" and to come back to)."""
+    op = request.POST.get("op", "sync")
+    if op not in selection.OPS:
+        return HttpResponseBadRequest(f"op must be one of {', '.join(selection.OPS)}")
+    query = QueryDict(request.POST.get("query", ""))
+    matching = ()
+    if op == "matching":
+        _filterset, queryset, status = _filtered_hosts(query)
+        if status != 200:
+            return HttpResponseBadRequest("the filter is not valid")
+        # One id past the limit is enough to know the selection would be too big.
+        matching = list(queryset.values_list("pk", flat=True)[: selection.LIMIT + 1])
+    refused = selection.update(request.session, op, shown=_ids(request.POST.getlist("shown")),
+                               checked=_ids(request.POST.getlist("hosts")), matching=matching)
+    if refused:
+        messages.warning(request, refused)
+    target = reverse("hosts:list") + (f"?{query.urlencode()}" if query else "")
+    return HttpResponseRedirect(target, status=303)
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,8 +174,10 @@ def discovery_pending(host) -> bool:
 
 def _discovery_context(host) -> dict:
     pending = discovery_pending(host)
-    overdue = pending and timezone.now() - host.discovery_requested_at > DISCOVERY_POLL_LIMIT
-    return {"host": host, "discovery_pending": pending and not overdue, "discovery_overdue": overdue}
+    waited = timezone.now() - host.discovery_requested_at if pending else timedelta(0)
+    overdue = waited > DISCOVERY_POLL_LIMIT
+    return {"host": host, "discovery_pending": pending and not overdue, "discovery_overdue": overdue,
+            "discovery_slow": pending and DISCOVERY_SLOW < waited <= DISCOVERY_POLL_LIMIT}
 
 
 def _timeline_available() -> bool:
@@ -128,9 +188,7 @@ def _timeline_available() -> bool:
     return True
 
 
-@require_GET
-@require_permission("view_fleet")
-def host_detail(request, pk):
+def _detail_context(pk) -> dict:
     nics = Nic.objects.order_by("-present", "name", "pci_address").prefetch_related(
         Prefetch("vfs", queryset=VirtualFunction.objects.order_by("index"))
     )
@@ -150,18 +208,15 @@ def host_detail(request, pk):
         from audit.models import AuditEvent
 
         context["events"] = list(AuditEvent.objects.filter(host_id=host.pk)[:TIMELINE_LENGTH])
-    return render_page(request, "hosts/detail.html", context)
+    return context
 
 
 @require_GET
 @require_permission("view_fleet")
-def discovery_status(request, pk):
-    host = get_object_or_404(Hypervisor, pk=pk)
-    if not wants_partial(request):
-        return redirect(host)
-    context = _discovery_context(host)
-    context["refreshed"] = not context["discovery_pending"] and not context["discovery_overdue"]
-    return render_page(request, "hosts/_discovery.html", context)
+def host_detail(request, pk):
+    """The host page. While a discovery runs, the whole page (header, facts, NICs, VFs, command line,
+    timeline) polls itself as the `hosts/_detail.html` partial, so it shows the result when it lands."""
+    return render_page(request, "hosts/detail.html", _detail_context(pk), partial="hosts/_detail.html")
 
 
 @require_POST
@@ -170,10 +225,9 @@ def host_refresh(request, pk):
     host = get_object_or_404(Hypervisor, pk=pk)
     with transaction.atomic():
         services.request_discovery(host, request.user)
-    host.refresh_from_db()
     if not wants_partial(request):
         return HttpResponseRedirect(host.get_absolute_url(), status=303)
-    return render_page(request, "hosts/_discovery.html", _discovery_context(host))
+    return render_page(request, "hosts/_detail.html", _detail_context(pk))
 
 
 @require_GET
@@ -276,7 +330,9 @@ def host_import(request):
             except ValidationError:
                 pass  # changed since the preview (e.g. a host added meanwhile): show the new preview
             else:
-                messages.success(request, f"Imported {len(report.created)} host(s).")
+                created = len(report.created)
+                messages.success(request, f"Imported {created} host{'s' if created != 1 else ''}; "
+                                          "discovering them over SSH now.")
                 return HttpResponseRedirect(reverse("hosts:list"), status=303)
             preview = importers.preview(
                 data["text"], data["format"], request.user, data["default_credential"],
