@@ -63,7 +63,7 @@ class AuditEventFilter(django_filters.FilterSet):
             "list": "audit-host-names", "autocomplete": "off", "placeholder": "host name",
             "hx-get": reverse_lazy("audit:host_names"), "hx-trigger": "input changed delay:200ms",
             "hx-target": "#audit-host-names", "hx-swap": "innerHTML", "hx-push-url": "false",
-            "hx-sync": "this:replace",
+            "hx-sync": "this:queue last",  # never abort one: htmx logs an aborted request as an error
         }),
     )
     change = IdFilter(field_name="change_id", label="Change", min_value=1, max_value=MAX_ID)

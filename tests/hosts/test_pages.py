@@ -108,7 +108,9 @@ def test_filter_form_is_wired_for_htmx_and_plain_get(client_for, viewer, fleet):
     form = body[start:body.index("</form>", start)]
     assert 'method="get"' in form and 'action="/hosts/"' in form
     assert 'hx-get="/hosts/"' in form and 'hx-target="#host-table"' in form and 'hx-push-url="true"' in form
-    assert 'hx-trigger="change, keyup changed delay:300ms from:input[name=q]"' in form
+    # Selects on change, the search box while typing (not on blur: a click elsewhere must not reload it).
+    assert ('hx-trigger="submit, change from:(#host-filters select), input changed delay:300ms '
+            'from:(#host-filters input[name=q])"') in form
     for field in ("q", "label", "status", "driver", "sriov", "iommu", "drifted", "key", "per_page"):
         assert f'name="{field}"' in form, field
 
@@ -609,3 +611,18 @@ def test_imported_hosts_are_discovered_after_commit(client_for, operator, db, dj
     hosts = Hypervisor.objects.filter(name__startswith="hv-d")
     assert all(h.discovery_requested_at is not None for h in hosts)
     assert len(callbacks) == 1  # one discover_chunk task for both, sent after the commit
+
+
+def test_the_nic_table_explains_its_managed_and_persisted_columns(client_for, viewer, fleet):
+    body = client_for(viewer).get(reverse("hosts:detail", args=[fleet[0].pk])).content.decode()
+    table = body[body.index('<table class="nics">'):]
+    head = table[:table.index("</thead>")]
+    managed = re.search(r'<th scope="col" title="([^"]+)" aria-describedby="nic-legend-managed">Managed</th>', head)
+    persisted = re.search(r'<th scope="col" title="([^"]+)" aria-describedby="nic-legend-persisted">Persisted</th>',
+                          head)
+    assert managed and "the console last applied" in managed.group(1)
+    assert persisted and "survives a reboot" in persisted.group(1)
+    # The same words in a legend under the table, for keyboard and screen-reader users.
+    legend = table[table.index('<dl class="legend'):]
+    assert f'<dd id="nic-legend-managed">{managed.group(1)}</dd>' in legend
+    assert f'<dd id="nic-legend-persisted">{persisted.group(1)}</dd>' in legend
