@@ -43,9 +43,9 @@ BOOTLOADER_TOKENS = {"BOOT_IMAGE", "root", "ro", "rw", "initrd", "quiet", "splas
 # List
 # --------------------------------------------------------------------------------------------
 
-def _per_page(request) -> int:
+def _per_page(params) -> int:
     try:
-        value = int(request.GET.get("per_page", DEFAULT_PER_PAGE))
+        value = int(params.get("per_page", DEFAULT_PER_PAGE))
     except ValueError:
         return DEFAULT_PER_PAGE
     return value if value in PER_PAGE_CHOICES else DEFAULT_PER_PAGE
@@ -73,16 +73,15 @@ def _selection_context(request, queryset, hosts) -> dict:
     return context
 
 
-@require_GET
-@require_permission("view_fleet")
-def host_list(request):
-    filterset, queryset, status = _filtered_hosts(request.GET)
-    per_page = _per_page(request)
-    page = Paginator(queryset, per_page).get_page(request.GET.get("page"))
+def _list_context(request, params) -> tuple[dict, int]:
+    """The hosts table for these GET parameters (filters, sort, page), as the operator sees it."""
+    filterset, queryset, status = _filtered_hosts(params)
+    per_page = _per_page(params)
+    page = Paginator(queryset, per_page).get_page(params.get("page"))
     hosts = list(page.object_list)
     for host in hosts:
         host.discovering = _discovery_context(host)["discovery_pending"]
-    query = request.GET.urlencode()
+    query = params.urlencode()
     context = {
         "filter": filterset,
         "form": filterset.form,
@@ -90,7 +89,7 @@ def host_list(request):
         "hosts": hosts,
         "per_page": per_page,
         "per_page_choices": PER_PAGE_CHOICES,
-        "sort": request.GET.get("sort", ""),
+        "sort": params.get("sort", ""),
         "list_query": query,
         "list_url": reverse("hosts:list") + (f"?{query}" if query else ""),
         "polling": any(host.discovering for host in hosts),
@@ -98,6 +97,13 @@ def host_list(request):
     }
     if has_permission(request.user, "operate"):
         context.update(_selection_context(request, queryset, hosts))
+    return context, status
+
+
+@require_GET
+@require_permission("view_fleet")
+def host_list(request):
+    context, status = _list_context(request, request.GET)
     return render_page(request, "hosts/list.html", context, partial="hosts/_table.html", status=status)
 
 
@@ -108,10 +114,13 @@ def _ids(values) -> list[int]:
 @require_POST
 @require_permission("operate")
 def host_selection(request):
-    """Change the selection, then show the list again as it was (303 to it: filter, sort, page).
+    """Change the selection.
 
     POST: op (selection.OPS), shown (the ids of the rows on the page), hosts (the checked ones),
-    query (the list's query string, for "matching" and to come back to)."""
+    query (the list's query string: for "matching", and to come back to).
+    A ticked or unticked row (op "sync", htmx) answers with the selection bar only, so the rows,
+    whose boxes the browser already shows, are not redrawn under the next click. Everything else
+    answers 303 to the list as it was (filter, sort, page), which redraws the table."""
     op = request.POST.get("op", "sync")
     if op not in selection.OPS:
         return HttpResponseBadRequest(f"op must be one of {', '.join(selection.OPS)}")
@@ -127,6 +136,10 @@ def host_selection(request):
                                checked=_ids(request.POST.getlist("hosts")), matching=matching)
     if refused:
         messages.warning(request, refused)
+    if op == "sync" and wants_partial(request):
+        context, status = _list_context(request, query)
+        context["oob"] = True  # the page checkbox follows too
+        return render_page(request, "hosts/_selection_bar.html", context, status=status)
     target = reverse("hosts:list") + (f"?{query.urlencode()}" if query else "")
     return HttpResponseRedirect(target, status=303)
 

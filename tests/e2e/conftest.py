@@ -164,11 +164,11 @@ def fleet(tmp_path_factory):
 
 @pytest.fixture
 def discovered_hosts(transactional_db, fleet):
-    """The fleet registered with pinned keys and discovered (eno49 at 0 of 7 VFs on both)."""
+    """The module's fleet registered with pinned keys and discovered (eno49 at 0 of 7 VFs on each)."""
     ensure_role_groups()
     for sim in fleet.hosts:
         sim.clear_faults()
-    return register_sim_hosts(fleet, [fleet.host(name) for name in FLEET], "simfleet-e2e")
+    return register_sim_hosts(fleet, sorted(fleet.hosts, key=lambda s: s.name), "simfleet-e2e")
 
 
 @pytest.fixture

@@ -139,3 +139,20 @@ def test_the_list_with_a_selection_costs_a_constant_number_of_queries(client_for
         with django_assert_max_num_queries(LIST_QUERIES + 2):  # the selection's count and matching count
             response = client.get(reverse("hosts:list"))
         assert response.status_code == 200
+
+
+def test_ticking_a_row_redraws_only_the_selection_bar(client_for, operator, fleet):
+    """The rows stay as the browser shows them, so a second quick click is never redrawn away."""
+    client = client_for(operator)
+    page = ids([f"hv{i:03d}" for i in range(30)])
+    response = select(client, "sync", shown=page, hosts=page[:2], query="", **HTMX)
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert body.lstrip().startswith("<div class=\"selection-bar\" id=\"selection-bar\"")
+    assert "<tbody" not in body and "<strong>2 hosts selected</strong>" in body
+    # The page checkbox follows out of band (not all 30 are ticked: it offers to select them all).
+    assert re.search(r'<input type="checkbox" id="select-page" aria-label="Select all 30 hosts on this page" '
+                     r'hx-swap-oob="true"', body)
+    response = select(client, "sync", shown=page, hosts=page, query="", **HTMX)
+    assert re.search(r'id="select-page" aria-label="Select all 30 hosts on this page" checked hx-swap-oob="true"',
+                     response.content.decode())
