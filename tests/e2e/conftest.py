@@ -52,6 +52,8 @@ class Browser:
         self.console = []  # (type, text)
         self.page_errors = []
         self.bad_responses = []
+        self.error_statuses = 0  # 4xx/5xx responses the page saw (each also logs a console error)
+        self.downloads = []  # Chromium reports a navigation that became a download as aborted
         self.context.on("page", self._watch)
         for page in self.context.pages:
             self._watch(page)
@@ -62,9 +64,14 @@ class Browser:
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
         page.on(
             "response",
-            lambda r: self.bad_responses.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None,
+            lambda r: self._bad_status(f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None,
         )
         page.on("requestfailed", lambda r: self.bad_responses.append(f"{r.failure} {r.method} {r.url}"))
+        page.on("download", lambda d: self.downloads.append(d.url))
+
+    def _bad_status(self, line):
+        self.bad_responses.append(line)
+        self.error_statuses += 1
 
     def login(self, user):
         page = self.page
@@ -83,16 +90,23 @@ class Browser:
         Chromium logs each 4xx/5xx response as "Failed to load resource" without its URL: those are
         judged by their response instead, where `expected` lists allowed "STATUS METHOD /path"
         prefixes (and `expected_console` substrings of console messages they cause)."""
+        failed_load = "Failed to load resource: the server responded with a status of"
         found = [
             f"console {kind}: {text}"
             for kind, text in self.console
             if (kind in ("error", "warning") or "Content Security Policy" in text)
-            and not text.startswith("Failed to load resource: the server responded with a status of")
+            and not text.startswith(failed_load)
             and not any(e in text for e in expected_console)
         ]
+        # The browser's own requests (/favicon.ico) are not shown to the page, only their console
+        # error: more such errors than error responses the page saw means one of those failed.
+        unseen = sum(1 for _kind, text in self.console if text.startswith(failed_load)) - self.error_statuses
+        if unseen > 0:
+            found.append(f"{unseen} failed load(s) the page did not make (the browser's own /favicon.ico?)")
         responses = [
             r for r in self.bad_responses
             if not any(r.replace(self.base_url, "", 1).startswith(e) for e in expected)
+            and r not in {f"net::ERR_ABORTED GET {url}" for url in self.downloads}
         ]
         return found + [f"page error: {e}" for e in self.page_errors] + responses
 
