@@ -31,7 +31,7 @@ def no_inline_style(page):
     assert page.evaluate("() => htmx.config.includeIndicatorStyles") is False
 
 
-def test_every_main_page_is_clean(browser, discovered_hosts, admin_user, operator):
+def test_every_main_page_is_clean(browser, discovered_hosts, admin_user, operator, screenshots):
     host = discovered_hosts[0]
     change = draft_change(operator, discovered_hosts, 2)
     bearer_client(operator).post(f"/api/v1/changes/{change['id']}/submit/", format="json")
@@ -51,6 +51,8 @@ def test_every_main_page_is_clean(browser, discovered_hosts, admin_user, operato
             expect(heading(page)).to_be_visible()
             no_inline_style(page)
         assert not b.problems(), (url, b.problems())
+        if url == "/api/docs/":
+            screenshots.shot(page, "api_docs")
 
     # The list's "Loading…" indicator is hidden by the stylesheet until a request runs.
     page.goto("/hosts/")
@@ -64,9 +66,10 @@ def test_every_main_page_is_clean(browser, discovered_hosts, admin_user, operato
     expect(page.get_by_text("Discovery running")).to_be_visible()
     no_inline_style(page)
     b.assert_clean()
+    screenshots.publish()
 
 
-@pytest.mark.xfail(strict=True, reason="the change wizard's live preview answers 422 while the form is incomplete "
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known defect: the change wizard's live preview answers 422 while the form is incomplete "
                    "and a newer preview aborts the one in flight; Chromium and htmx log both as console errors "
                    "(changes/views.py change_preview, templates/changes/form.html: the change pages' owner)")
 def test_the_change_wizard_logs_no_console_error(browser, discovered_hosts, operator):
