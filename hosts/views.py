@@ -65,7 +65,7 @@ def _selection_context(request, queryset, hosts) -> dict:
     shown = [host.pk for host in hosts]
     chosen = set(ids)
     context = {"selection": chosen, "page_ids": shown, "selected_count": 0, "selected_matching": 0,
-               "page_all_selected": bool(shown) and chosen.issuperset(shown), "selection_limit": selection.LIMIT}
+               "page_all_selected": bool(shown) and chosen.issuperset(shown)}
     if ids:
         context["selected_count"] = Hypervisor.objects.filter(pk__in=ids).count()
         context["selected_matching"] = queryset.filter(pk__in=ids).count()
