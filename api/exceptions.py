@@ -18,6 +18,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from console.roles import record_denied
+
 logger = logging.getLogger("api")
 
 
@@ -123,7 +125,28 @@ def exception_handler(exc, context):
         message = " ".join(general)
     extra = getattr(exc, "extra", None) or {}
     response.data = error_body(_code(exc), message, fields, **extra)
+    if isinstance(exc, exceptions.PermissionDenied) and "request" in context:
+        _audit_denied(context["request"], context.get("view"), message)
+        response._has_been_logged = True  # record_denied logged it as one line, with the reason
     return response
+
+
+def _audit_denied(request, view, reason: str) -> None:
+    """The API's 403s are audited like the web's (`access.denied`), about the object in the URL."""
+    model, pk = None, None
+    kwargs = getattr(view, "kwargs", None) or {}
+    if "pk" in kwargs:
+        pk = kwargs["pk"]
+        queryset = getattr(view, "queryset", None)
+        model = queryset.model if queryset is not None else _model_of(view)
+    record_denied(request, reason, model=model, pk=pk, via="api")
+
+
+def _model_of(view):
+    try:
+        return view.get_queryset().model
+    except Exception:  # a view whose queryset needs more than the failed request gave it
+        return None
 
 
 def error_response(code: str, message: str, status_code: int, fields=None, **extra) -> Response:

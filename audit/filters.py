@@ -4,9 +4,11 @@ import datetime
 
 import django_filters
 from django import forms
+from django.apps import apps
 from django.db import connection
-from django.db.models import BooleanField
+from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
+from django.urls import reverse_lazy
 
 from .models import AuditEvent
 
@@ -42,7 +44,10 @@ class DateInput(forms.DateInput):
 
 class AuditEventFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(label="Search", method="search", max_length=200)
-    actor = django_filters.CharFilter(field_name="actor_name", label="Actor", max_length=150)
+    actor = django_filters.CharFilter(
+        field_name="actor_name", lookup_expr="startswith", label="Actor", max_length=150,
+        help_text="A user name or its beginning.",
+    )
     action = django_filters.CharFilter(
         field_name="action",
         lookup_expr="startswith",
@@ -50,7 +55,17 @@ class AuditEventFilter(django_filters.FilterSet):
         max_length=100,
         help_text="A name or a prefix such as change.",
     )
-    host = django_filters.CharFilter(label="Host", method="filter_host", max_length=63)
+    host = django_filters.CharFilter(
+        label="Host", method="filter_host", max_length=63,
+        help_text="A host name; suggestions as you type.",
+        # htmx fills the <datalist> with matching names while typing (audit.views.host_names).
+        widget=forms.TextInput(attrs={
+            "list": "audit-host-names", "autocomplete": "off", "placeholder": "host name",
+            "hx-get": reverse_lazy("audit:host_names"), "hx-trigger": "input changed delay:200ms",
+            "hx-target": "#audit-host-names", "hx-swap": "innerHTML", "hx-push-url": "false",
+            "hx-sync": "this:queue last",  # never abort one: htmx logs an aborted request as an error
+        }),
+    )
     change = IdFilter(field_name="change_id", label="Change", min_value=1, max_value=MAX_ID)
     since = django_filters.DateFilter(label="From", method="filter_since", widget=DateInput)
     until = django_filters.DateFilter(label="To (inclusive)", method="filter_until", widget=DateInput)
@@ -67,10 +82,16 @@ class AuditEventFilter(django_filters.FilterSet):
         return queryset.filter(RawSQL(sql, [_like_pattern(value)], output_field=BooleanField()))
 
     def filter_host(self, queryset, name, value):
+        """A host name: its events under that name, and those of the host that has it now (renamed
+        since). All digits is also read as a host id (links and bookmarks of earlier versions)."""
         value = value.strip()
+        if not value:
+            return queryset
+        hypervisors = apps.get_model("hosts", "Hypervisor").objects.filter(name=value).values("pk")
+        match = Q(host_name=value) | Q(host_id__in=hypervisors)
         if value.isdigit():
-            return queryset.filter(host_id=int(value)) if int(value) <= MAX_ID else queryset.none()
-        return queryset.filter(host_name=value) if value else queryset
+            match |= Q(host_id=int(value)) if int(value) <= MAX_ID else Q()
+        return queryset.filter(match)
 
     # Dates are whole UTC days (the console's time zone).
     def filter_since(self, queryset, name, value):

@@ -33,7 +33,7 @@ from django.utils import timezone  # noqa: E402
 
 from changes import services  # noqa: E402
 from changes.models import ChangeRequest  # noqa: E402
-from hosts.models import Credential, Hypervisor, Nic, VirtualFunction  # noqa: E402
+from hosts.models import Credential, Hypervisor, Intent, Nic, VirtualFunction  # noqa: E402
 
 PREFIX = "bench-"
 
@@ -61,8 +61,13 @@ def build(hosts: int) -> None:
                 nics.append(Nic(host=host, name=f"eno{port + 1}", pci_address=f"0000:02:00.{port}", driver="tg3"))
                 nics.append(Nic(host=host, name=f"eno{port + 49}", pci_address=f"0000:04:00.{port}", driver="igb",
                                 vendor_id="8086", device_id="1521", sriov_totalvfs=7, sriov_numvfs=2,
-                                managed_numvfs=2, persisted=True, persisted_numvfs=2))
+                                persisted=True, persisted_numvfs=2))
         Nic.objects.bulk_create(nics)
+        Intent.objects.bulk_create([
+            Intent(host_id=nic.host_id, operation="set_vfs", subject=nic.pci_address, value=2,
+                   summary=f"2 VFs on {nic.name}", applied_at=timezone.now())
+            for nic in nics if nic.driver == "igb"
+        ])
         VirtualFunction.objects.bulk_create([
             VirtualFunction(nic=nic, index=index, pci_address=f"0000:05:{index:02d}.0",
                             guest="vm-1" if index == 1 and nic.host_id % 10 == 0 else "")

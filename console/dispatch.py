@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from kombu import pools
 from django.db import transaction
 from django.utils import timezone
+from kombu import pools
 
 logger = logging.getLogger("console.dispatch")
 

@@ -290,6 +290,7 @@ SSH_OPERATION_TIMEOUT = float(os.environ.get("SSH_OPERATION_TIMEOUT", 120))
 DISCOVERY_CONCURRENCY = env_int("DISCOVERY_CONCURRENCY", 50)
 # A discovery queued or running this long without a result is presumed lost: a new one may be queued.
 DISCOVERY_PENDING_SECONDS = env_int("DISCOVERY_PENDING_SECONDS", 300)
+DISCOVERY_CHUNK_SIZE = env_int("DISCOVERY_CHUNK_SIZE", 50)  # hosts per discovery task (fan-out)
 # Trust-on-first-use for host keys: off by default, an admin accepts each new key.
 HOST_KEY_TOFU = env_bool("HOST_KEY_TOFU")
 

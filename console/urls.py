@@ -8,9 +8,14 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("login/", security.ThrottledLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("hosts/", include("hosts.urls")),
     path("audit/", include("audit.urls")),
     path("changes/", include("changes.urls")),
     path("api/", include("api.urls")),
     path("admin/", admin.site.urls),
 ]
+
+# In the site layout, with the reason; a 403 is audited (console.views.permission_denied).
+handler403 = "console.views.permission_denied"
+handler404 = "console.views.page_not_found"

@@ -1,10 +1,14 @@
 from django.db.models import Count, Q, Sum
+from django.http import HttpResponsePermanentRedirect
+from django.shortcuts import render
+from django.templatetags.static import static
+from django.views.decorators.http import require_GET
 
 from hosts.filters import KEY_PENDING, SRIOV_NIC
 from hosts.models import Hypervisor, Nic
 
 from .htmx import render_page
-from .roles import require_permission
+from .roles import record_denied, require_permission, url_object_model, user_roles
 
 STATUS = Hypervisor.Status
 
@@ -49,3 +53,37 @@ def fleet_summary() -> dict:
 @require_permission("view_fleet")
 def dashboard(request):
     return render_page(request, "console/dashboard.html", {"fleet": fleet_summary()})
+
+
+# --------------------------------------------------------------------------------------------
+# Error pages (console/urls.py handler403 / handler404): the site layout, the reason, one log line
+# --------------------------------------------------------------------------------------------
+
+def permission_denied(request, exception=None):
+    """403 from a role check or a service's rule (e.g. approving one's own change): audited as
+    `access.denied`, logged as one line with the reason (Django would log a traceback)."""
+    reason = str(exception) if exception is not None and str(exception) else ""
+    record_denied(request, reason)
+    response = render(request, "403.html", {"reason": reason, "user_roles": user_roles(request.user)}, status=403)
+    response._has_been_logged = True  # record_denied logged it; Django's log_response skips it
+    return response
+
+
+def _missing_object(request) -> str:
+    """'There is no change #12' when the URL names an object (from console.roles.URL_OBJECTS)."""
+    match = getattr(request, "resolver_match", None)
+    model = url_object_model(match)
+    if model is None:
+        return ""
+    what = f"{model._meta.verbose_name} #{match.kwargs['pk']}"
+    return f"There is no {what}: it may have been deleted, or the link is wrong."
+
+
+def page_not_found(request, exception=None):
+    return render(request, "404.html", {"reason": _missing_object(request)}, status=404)
+
+
+@require_GET
+def favicon(request):
+    """Browsers ask for /favicon.ico on every site (the admin pages do not link ours)."""
+    return HttpResponsePermanentRedirect(static("console/favicon.svg"))

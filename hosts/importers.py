@@ -395,18 +395,21 @@ def parse_yaml(text: str) -> list[dict]:
 
 
 class PreviewRow:
-    """One parsed row and the errors import_hosts would report for it."""
+    """One parsed row, the errors import_hosts would report for it, and warnings (imported anyway)."""
 
-    def __init__(self, row: dict, errors: list[str]):
+    def __init__(self, row: dict, errors: list[str], *, default_credential=None, warnings=None):
         self.line = row.get("line")
         self.name = row.get("name", "")
         self.address = row.get("address", "")
         self.port = row.get("port", "")
         self.username = row.get("username", "")
         self.credential = row.get("credential", "")
+        # The credential the host will get: its own, else the default chosen on the form.
+        self.default_credential = "" if self.credential or default_credential is None else str(default_credential)
         self.labels = list(row.get("labels") or [])
         self.description = row.get("description", "")
         self.errors = errors
+        self.warnings = warnings or []
         self.row = row
 
 
@@ -420,6 +423,10 @@ class Preview:
     @property
     def ok(self) -> bool:
         return bool(self.rows) and not self.errors and not any(row.errors for row in self.rows)
+
+    @property
+    def warning_count(self) -> int:
+        return sum(len(row.warnings) for row in self.rows)
 
 
 def load(text: str, fmt: str = "auto", filename: str = "") -> tuple[str, list[dict]]:
@@ -449,20 +456,81 @@ def preview(
     except ParseError as exc:
         return Preview(fmt, [], [str(exc)])
     report = import_hosts(rows, user, default_credential, update_existing=update_existing, dry_run=True)
-    by_line: dict = {}
+    # Keyed by line and host name: one INI line (west-kvm[01:03]) is several hosts.
+    by_row: dict = {}
     general = []
     for error in report.errors:
         if error.line is None:
             general.append(str(error))
         else:
-            by_line.setdefault(error.line, []).append(str(error))
+            by_row.setdefault((error.line, error.host), []).append(str(error))
+    credential = _credential_named(default_credential)
+    warnings = endpoint_warnings(rows)
     preview_rows = []
     for number, row in enumerate(rows, start=1):
-        preview_rows.append(PreviewRow(row, by_line.pop(row.get("line") or number, [])))
-    general.extend(msg for msgs in by_line.values() for msg in msgs)
+        key = (row.get("line") or number, str(row.get("name") or "").strip())
+        preview_rows.append(PreviewRow(row, by_row.pop(key, []), default_credential=credential,
+                                       warnings=warnings.get(number, [])))
+    general.extend(msg for msgs in by_row.values() for msg in msgs)
     if not rows and not general:
         general.append("The file lists no hosts.")
     return Preview(chosen, preview_rows, general, report)
+
+
+def _credential_named(value):
+    """The default credential as given to preview() (an instance, a name or a pk) for display."""
+    if value in (None, ""):
+        return None
+    from django.core.exceptions import ValidationError
+
+    from .services import resolve_credential
+
+    try:
+        return resolve_credential(value)
+    except ValidationError:
+        return None
+
+
+def _endpoint(row: dict) -> tuple[str, int | None]:
+    try:
+        port = int(row.get("port") or 22)
+    except (TypeError, ValueError):
+        port = None  # import_hosts reports the bad port
+    return str(row.get("address") or "").strip().lower(), port
+
+
+def endpoint_warnings(rows: list[dict]) -> dict[int, list[str]]:
+    """{row number: [warning]} for rows whose address:port is already registered under another
+    name, or used by an earlier row: the same SSH endpoint twice is almost always a copy-paste
+    mistake, but a jump host or port forwarding can make it right, so it is not an error."""
+    from .models import Hypervisor
+
+    endpoints = [_endpoint(row) for row in rows]
+    addresses = sorted({address for address, _port in endpoints if address})
+    registered: dict[tuple[str, int], list[str]] = {}
+    for start in range(0, len(addresses), 500):
+        for name, address, port in Hypervisor.objects.filter(address__in=addresses[start:start + 500]).values_list(
+            "name", "address", "port"
+        ):
+            registered.setdefault((address.lower(), port), []).append(name)
+    warnings: dict[int, list[str]] = {}
+    first_use: dict[tuple[str, int], tuple] = {}
+    for number, (row, endpoint) in enumerate(zip(rows, endpoints, strict=True), start=1):
+        if not endpoint[0] or endpoint[1] is None:
+            continue
+        name = str(row.get("name") or "").strip()
+        shown = f"{endpoint[0]}:{endpoint[1]}"
+        others = [n for n in registered.get(endpoint, []) if n != name]  # the same name is the row's own host
+        if others:
+            warnings.setdefault(number, []).append(
+                f"{shown} is already registered as {', '.join(sorted(others))}: the same SSH endpoint twice"
+            )
+        if endpoint in first_use:
+            line, other = first_use[endpoint]
+            warnings.setdefault(number, []).append(f"{shown} is also used by line {line} ({other})")
+        else:
+            first_use[endpoint] = (row.get("line") or number, name)
+    return warnings
 
 
 def commit(

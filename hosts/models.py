@@ -1,8 +1,8 @@
 """Inventory: hypervisors, their NICs (physical functions) and virtual functions, SSH credentials.
 
 Observed facts come from discovery (hosts/discovery.py) and are never the console's intent; the
-intent the console applied is kept separately (Nic.managed_numvfs, Hypervisor.managed_kernel_args)
-so drift is a comparison of the two.
+intent the console applied is kept separately (Intent rows, written by the change executor) so drift
+is a comparison of the two (hosts/intents.py).
 """
 
 from django.conf import settings

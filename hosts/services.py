@@ -6,7 +6,10 @@ Signatures (views and commands call these; they check permissions, validate, aud
     update_host(host, data, user) -> Hypervisor
     import_hosts(rows, user, default_credential=None, *, update_existing=False, source="") -> ImportReport
     request_discovery(host, user) -> Ticket | None   (None: a discovery is already pending)
+    request_discovery_many(host_ids, user) -> Ticket | None
     request_fleet_discovery(user) -> Ticket
+
+A host added by a person (create_host, import_hosts with a user) is discovered right after commit.
 
 `data` is a dict with any of: name, address, port, username, credential, labels, description.
   credential: a Credential, its name, its pk, or None.
@@ -174,7 +177,8 @@ def _snapshot(host: Hypervisor) -> dict:
 
 
 def create_host(data: dict, user, *, request=None) -> Hypervisor:
-    """Register one hypervisor (status "unknown" until discovered). Audits `host.created`."""
+    """Register one hypervisor and discover it after commit (status "unknown" until then).
+    Audits `host.created`."""
     _check(user)
     host = Hypervisor()
     with transaction.atomic():
@@ -190,6 +194,8 @@ def create_host(data: dict, user, *, request=None) -> Hypervisor:
             request=request,
             **_audit_actor(user),
         )
+        if user is not None:
+            request_discovery(host, user)
     return host
 
 
@@ -384,6 +390,8 @@ def import_hosts(
                         report.unchanged.append(host)
             if report.errors or dry_run:
                 raise _Rollback
+            if user is not None and report.created:
+                request_discovery_many([h.pk for h in report.created], user)
     except _Rollback:
         if report.errors:
             report.created, report.updated, report.unchanged = [], [], []
@@ -425,6 +433,18 @@ def claim_discovery(host_ids, now) -> list[int]:
         )
         Hypervisor.objects.filter(pk__in=ids).update(discovery_requested_at=now)
     return ids
+
+
+def request_discovery_many(host_ids, user) -> Ticket | None:
+    """Discover many hosts (e.g. just imported) after commit, in chunks of DISCOVERY_CHUNK_SIZE as
+    the periodic discovery does; hosts with a discovery already pending are left out."""
+    if user is None:
+        raise PermissionDenied("a discovery request needs a user")
+    check_permission(user, "operate")
+    ids = sorted(claim_discovery(set(host_ids), timezone.now()))
+    size = settings.DISCOVERY_CHUNK_SIZE
+    tickets = [dispatch.discover_chunk(ids[i : i + size], user.pk) for i in range(0, len(ids), size)]
+    return tickets[-1] if tickets else None
 
 
 def request_fleet_discovery(user) -> Ticket:

@@ -22,7 +22,7 @@ from .services import claim_discovery
 
 # How many hosts one task handles. Each task talks to its chunk concurrently (bounded by
 # DISCOVERY_CONCURRENCY); several workers share a big fleet by taking different chunks.
-DISCOVERY_CHUNK_SIZE = getattr(settings, "DISCOVERY_CHUNK_SIZE", 50)
+DISCOVERY_CHUNK_SIZE = settings.DISCOVERY_CHUNK_SIZE
 
 
 def _actor(actor_id):

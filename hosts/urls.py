@@ -8,11 +8,11 @@ urlpatterns = [
     path("", views.host_list, name="list"),
     path("add/", views.host_add, name="add"),
     path("import/", views.host_import, name="import"),
+    path("selection/", views.host_selection, name="selection"),
     path("<int:pk>/", views.host_detail, name="detail"),
     path("<int:pk>/edit/", views.host_edit, name="edit"),
     path("<int:pk>/delete/", views.host_delete, name="delete"),
     path("<int:pk>/refresh/", views.host_refresh, name="refresh"),
-    path("<int:pk>/discovery/", views.discovery_status, name="discovery_status"),
     path("nics/<int:pk>/", views.nic_detail, name="nic"),
     # Administrators: SSH credentials and host-key trust (hosts/views_credentials.py).
     path("credentials/", views_credentials.credential_list, name="credentials"),

@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Prefetch
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseBadRequest, HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
@@ -21,9 +21,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from audit.models import AuditEvent
 from console.dispatch import BROKER_DOWN
 from console.htmx import render_page, wants_partial
-from console.roles import require_permission
+from console.roles import has_permission, require_permission
 
-from . import importers, services
+from . import importers, selection, services
 from .filters import DEFAULT_PER_PAGE, PER_PAGE_CHOICES, HostFilterSet, annotated_hosts
 from .forms import HostForm, ImportConfirmForm, ImportUploadForm
 from .intents import annotate_nics
@@ -33,6 +33,8 @@ TIMELINE_LENGTH = 50
 # A discovery requested longer ago than this and still without a result stops being polled:
 # the page then says the result is overdue instead of polling forever (e.g. no worker running).
 DISCOVERY_POLL_LIMIT = timedelta(minutes=10)
+# One host's inventory takes seconds; longer means the workers are busy (or none is running).
+DISCOVERY_SLOW = timedelta(minutes=1)
 # Tokens GRUB itself puts on the kernel command line (not from GRUB_CMDLINE_LINUX*).
 BOOTLOADER_TOKENS = {"BOOT_IMAGE", "root", "ro", "rw", "initrd", "quiet", "splash"}
 
@@ -41,36 +43,105 @@ BOOTLOADER_TOKENS = {"BOOT_IMAGE", "root", "ro", "rw", "initrd", "quiet", "splas
 # List
 # --------------------------------------------------------------------------------------------
 
-def _per_page(request) -> int:
+def _per_page(params) -> int:
     try:
-        value = int(request.GET.get("per_page", DEFAULT_PER_PAGE))
+        value = int(params.get("per_page", DEFAULT_PER_PAGE))
     except ValueError:
         return DEFAULT_PER_PAGE
     return value if value in PER_PAGE_CHOICES else DEFAULT_PER_PAGE
 
 
-@require_GET
-@require_permission("view_fleet")
-def host_list(request):
-    filterset = HostFilterSet(request.GET or None, queryset=annotated_hosts(), request=request)
-    status = 200
+def _filtered_hosts(params):
+    """(filterset, queryset, status) of the host list for these GET parameters."""
+    filterset = HostFilterSet(params or None, queryset=annotated_hosts())
     if filterset.is_bound and not filterset.is_valid():
-        status = 400
-        queryset = Hypervisor.objects.none()
-    else:
-        queryset = filterset.qs
-    per_page = _per_page(request)
-    page = Paginator(queryset, per_page).get_page(request.GET.get("page"))
+        return filterset, Hypervisor.objects.none(), 400
+    return filterset, filterset.qs, 200
+
+
+def _selection_context(request, queryset, hosts) -> dict:
+    """What the operator's selection looks like from this page (two queries, only when not empty)."""
+    ids = selection.selected_ids(request.session)
+    shown = [host.pk for host in hosts]
+    chosen = set(ids)
+    context = {"selection": chosen, "page_ids": shown, "selected_count": 0, "selected_matching": 0,
+               "page_all_selected": bool(shown) and chosen.issuperset(shown)}
+    if ids:
+        context["selected_count"] = Hypervisor.objects.filter(pk__in=ids).count()
+        context["selected_matching"] = queryset.filter(pk__in=ids).count()
+        context["selected_elsewhere"] = sorted(chosen - set(shown))
+    return context
+
+
+def _list_context(request, params) -> tuple[dict, int]:
+    """The hosts table for these GET parameters (filters, sort, page), as the operator sees it."""
+    filterset, queryset, status = _filtered_hosts(params)
+    per_page = _per_page(params)
+    page = Paginator(queryset, per_page).get_page(params.get("page"))
+    hosts = list(page.object_list)
+    for host in hosts:
+        host.discovering = _discovery_context(host)["discovery_pending"]
+    query = params.urlencode()
     context = {
         "filter": filterset,
         "form": filterset.form,
         "page": page,
-        "hosts": page.object_list,
+        "hosts": hosts,
         "per_page": per_page,
         "per_page_choices": PER_PAGE_CHOICES,
-        "sort": request.GET.get("sort", ""),
+        "sort": params.get("sort", ""),
+        "list_query": query,
+        "list_url": reverse("hosts:list") + (f"?{query}" if query else ""),
+        "polling": any(host.discovering for host in hosts),
+        "is_partial": wants_partial(request),
     }
+    if has_permission(request.user, "operate"):
+        context.update(_selection_context(request, queryset, hosts))
+    return context, status
+
+
+@require_GET
+@require_permission("view_fleet")
+def host_list(request):
+    context, status = _list_context(request, request.GET)
     return render_page(request, "hosts/list.html", context, partial="hosts/_table.html", status=status)
+
+
+def _ids(values) -> list[int]:
+    return [int(v) for v in values if v.isascii() and v.isdigit() and len(v) <= 18]
+
+
+@require_POST
+@require_permission("operate")
+def host_selection(request):
+    """Change the selection.
+
+    POST: op (selection.OPS), shown (the ids of the rows on the page), hosts (the checked ones),
+    query (the list's query string: for "matching", and to come back to).
+    A ticked or unticked row (op "sync", htmx) answers with the selection bar only, so the rows,
+    whose boxes the browser already shows, are not redrawn under the next click. Everything else
+    answers 303 to the list as it was (filter, sort, page), which redraws the table."""
+    op = request.POST.get("op", "sync")
+    if op not in selection.OPS:
+        return HttpResponseBadRequest(f"op must be one of {', '.join(selection.OPS)}")
+    query = QueryDict(request.POST.get("query", ""))
+    matching = ()
+    if op == "matching":
+        _filterset, queryset, status = _filtered_hosts(query)
+        if status != 200:
+            return HttpResponseBadRequest("the filter is not valid")
+        # One id past the limit is enough to know the selection would be too big.
+        matching = list(queryset.values_list("pk", flat=True)[: selection.LIMIT + 1])
+    refused = selection.update(request.session, op, shown=_ids(request.POST.getlist("shown")),
+                               checked=_ids(request.POST.getlist("hosts")), matching=matching)
+    if refused:
+        messages.warning(request, refused)
+    if op == "sync" and wants_partial(request):
+        context, status = _list_context(request, query)
+        context["oob"] = True  # the page checkbox follows too
+        return render_page(request, "hosts/_selection_bar.html", context, status=status)
+    target = reverse("hosts:list") + (f"?{query.urlencode()}" if query else "")
+    return HttpResponseRedirect(target, status=303)
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,13 +187,13 @@ def discovery_pending(host) -> bool:
 
 def _discovery_context(host) -> dict:
     pending = discovery_pending(host)
-    overdue = pending and timezone.now() - host.discovery_requested_at > DISCOVERY_POLL_LIMIT
-    return {"host": host, "discovery_pending": pending and not overdue, "discovery_overdue": overdue}
+    waited = timezone.now() - host.discovery_requested_at if pending else timedelta(0)
+    overdue = waited > DISCOVERY_POLL_LIMIT
+    return {"host": host, "discovery_pending": pending and not overdue, "discovery_overdue": overdue,
+            "discovery_slow": pending and DISCOVERY_SLOW < waited <= DISCOVERY_POLL_LIMIT}
 
 
-@require_GET
-@require_permission("view_fleet")
-def host_detail(request, pk):
+def _detail_context(pk) -> dict:
     nics = Nic.objects.order_by("-present", "name", "pci_address").prefetch_related(
         Prefetch("vfs", queryset=VirtualFunction.objects.order_by("index"))
     )
@@ -140,18 +211,15 @@ def host_detail(request, pk):
         cmdline=cmdline_comparison(host),
         events=list(AuditEvent.objects.filter(host_id=host.pk)[:TIMELINE_LENGTH]),
     )
-    return render_page(request, "hosts/detail.html", context)
+    return context
 
 
 @require_GET
 @require_permission("view_fleet")
-def discovery_status(request, pk):
-    host = get_object_or_404(Hypervisor, pk=pk)
-    if not wants_partial(request):
-        return redirect(host)
-    context = _discovery_context(host)
-    context["refreshed"] = not context["discovery_pending"] and not context["discovery_overdue"]
-    return render_page(request, "hosts/_discovery.html", context)
+def host_detail(request, pk):
+    """The host page. While a discovery runs, the whole page (header, facts, NICs, VFs, command line,
+    timeline) polls itself as the `hosts/_detail.html` partial, so it shows the result when it lands."""
+    return render_page(request, "hosts/detail.html", _detail_context(pk), partial="hosts/_detail.html")
 
 
 @require_POST
@@ -160,14 +228,13 @@ def host_refresh(request, pk):
     host = get_object_or_404(Hypervisor, pk=pk)
     with transaction.atomic():
         ticket = services.request_discovery(host, request.user)
-    host.refresh_from_db()
     delayed = ticket is not None and ticket.delayed
     if not wants_partial(request):
         if delayed:
             messages.error(request, BROKER_DOWN)
         return HttpResponseRedirect(host.get_absolute_url(), status=303)
-    context = _discovery_context(host) | {"broker_down": BROKER_DOWN if delayed else ""}
-    return render_page(request, "hosts/_discovery.html", context, status=503 if delayed else 200)
+    context = _detail_context(pk) | {"broker_down": BROKER_DOWN if delayed else ""}
+    return render_page(request, "hosts/_detail.html", context, status=503 if delayed else 200)
 
 
 @require_GET
@@ -271,7 +338,9 @@ def host_import(request):
             except ValidationError:
                 pass  # changed since the preview (e.g. a host added meanwhile): show the new preview
             else:
-                messages.success(request, f"Imported {len(report.created)} host(s).")
+                created = len(report.created)
+                messages.success(request, f"Imported {created} host{'s' if created != 1 else ''}; "
+                                          "discovering them over SSH now.")
                 return HttpResponseRedirect(reverse("hosts:list"), status=303)
             preview = importers.preview(
                 data["text"], data["format"], request.user, data["default_credential"],

@@ -11,6 +11,12 @@ from django.urls import reverse
 
 from tests.conftest import PASSWORD, ensure_role_groups, register_sim_hosts, require_or_skip
 
+# The worker (a subprocess started per test) reads these: a rebooted host is looked for every
+# second, and a waiting host run retries quickly, so a journey with reboots takes seconds.
+os.environ.setdefault("BOOT_POLL_SECONDS", "1")
+os.environ.setdefault("BOOT_PROBE_TIMEOUT", "2")
+os.environ.setdefault("HOSTRUN_WAIT_RETRY_SECONDS", "0.5")
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -46,6 +52,8 @@ class Browser:
         self.console = []  # (type, text)
         self.page_errors = []
         self.bad_responses = []
+        self.error_statuses = 0  # 4xx/5xx responses the page saw (each also logs a console error)
+        self.downloads = []  # Chromium reports a navigation that became a download as aborted
         self.context.on("page", self._watch)
         for page in self.context.pages:
             self._watch(page)
@@ -56,9 +64,14 @@ class Browser:
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
         page.on(
             "response",
-            lambda r: self.bad_responses.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None,
+            lambda r: self._bad_status(f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None,
         )
         page.on("requestfailed", lambda r: self.bad_responses.append(f"{r.failure} {r.method} {r.url}"))
+        page.on("download", lambda d: self.downloads.append(d.url))
+
+    def _bad_status(self, line):
+        self.bad_responses.append(line)
+        self.error_statuses += 1
 
     def login(self, user):
         page = self.page
@@ -72,25 +85,34 @@ class Browser:
 
     def problems(self, expected=(), expected_console=()):
         """Console errors/warnings, CSP violations, uncaught exceptions, failed requests and 4xx/5xx
-        responses.
+        responses (the favicon too: every page must be clean, as a person's browser shows it).
 
         Chromium logs each 4xx/5xx response as "Failed to load resource" without its URL: those are
         judged by their response instead, where `expected` lists allowed "STATUS METHOD /path"
-        prefixes (and `expected_console` substrings of console messages they cause). The browser's
-        own /favicon.ico request (the console has no icon) is ignored."""
+        prefixes (and `expected_console` substrings of console messages they cause)."""
+        failed_load = "Failed to load resource: the server responded with a status of"
         found = [
             f"console {kind}: {text}"
             for kind, text in self.console
             if (kind in ("error", "warning") or "Content Security Policy" in text)
-            and not text.startswith("Failed to load resource: the server responded with a status of")
+            and not text.startswith(failed_load)
             and not any(e in text for e in expected_console)
         ]
+        # The browser's own requests (/favicon.ico) are not shown to the page, only their console
+        # error: more such errors than error responses the page saw means one of those failed.
+        unseen = sum(1 for _kind, text in self.console if text.startswith(failed_load)) - self.error_statuses
+        if unseen > 0:
+            found.append(f"{unseen} failed load(s) the page did not make (the browser's own /favicon.ico?)")
         responses = [
             r for r in self.bad_responses
-            if not r.endswith("/favicon.ico")
-            and not any(r.replace(self.base_url, "", 1).startswith(e) for e in expected)
+            if not any(r.replace(self.base_url, "", 1).startswith(e) for e in expected)
+            and r not in {f"net::ERR_ABORTED GET {url}" for url in self.downloads}
         ]
         return found + [f"page error: {e}" for e in self.page_errors] + responses
+
+    def assert_clean(self, expected=(), expected_console=()):
+        problems = self.problems(expected, expected_console)
+        assert not problems, "the browser reported:\n" + "\n".join(problems)
 
     def close(self):
         self.context.close()
@@ -133,28 +155,34 @@ def browser(transactional_db, live_server, tmp_path, monkeypatch):
         state["driver"].stop()
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
+def start_fleet(tmp_path_factory, names, **options):
+    """A simfleet of DL360 Gen9 hosts (I350 eno49-52, 7 VFs each) over real SSH. A VF count takes
+    a little while to appear (vf_delay), so a rollout is slow enough to be watched live."""
     from simfleet import SimFleet
 
-    # A VF count takes a little while to appear, so the rollout is slow enough to be watched live.
-    sim = SimFleet(
+    options.setdefault("vf_delay", 1.0)
+    return SimFleet(
         tmp_path_factory.mktemp("simfleet-e2e"),
-        hosts=[{"profile": "dl360g9", "name": name} for name in FLEET],
+        hosts=[{"profile": "dl360g9", "name": name} for name in names],
         base_port=0,
-        vf_delay=1.0,
+        **options,
     ).start()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    sim = start_fleet(tmp_path_factory, FLEET)
     yield sim
     sim.stop()
 
 
 @pytest.fixture
 def discovered_hosts(transactional_db, fleet):
-    """The fleet registered with pinned keys and discovered (eno49 at 0 of 7 VFs on both)."""
+    """The module's fleet registered with pinned keys and discovered (eno49 at 0 of 7 VFs on each)."""
     ensure_role_groups()
     for sim in fleet.hosts:
         sim.clear_faults()
-    return register_sim_hosts(fleet, [fleet.host(name) for name in FLEET], "simfleet-e2e")
+    return register_sim_hosts(fleet, sorted(fleet.hosts, key=lambda s: s.name), "simfleet-e2e")
 
 
 @pytest.fixture
@@ -178,3 +206,15 @@ def screenshots(tmp_path):
                     (target / png.name).write_bytes(png.read_bytes())
 
     return Shots()
+
+
+# The change wizard's known console noise (templates/changes/form.html, changes/views.py): its live
+# plan preview answers 422 while the form is incomplete, and a newer preview aborts the one in
+# flight (hx-sync "this:replace"); Chromium and htmx log both as console errors. Journeys through
+# the wizard tolerate exactly these, so everything else they do stays strict;
+# test_pages_clean.py::test_the_change_wizard_logs_no_console_error keeps the defect visible.
+WIZARD_NOISE = {
+    "expected": ["422 POST /changes/preview/", "net::ERR_ABORTED POST /changes/preview/"],
+    "expected_console": ["Response Status Error Code 422 from /changes/preview/", "htmx:sendAbort",
+                         "htmx:afterRequest"],
+}

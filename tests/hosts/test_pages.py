@@ -108,7 +108,9 @@ def test_filter_form_is_wired_for_htmx_and_plain_get(client_for, viewer, fleet):
     form = body[start:body.index("</form>", start)]
     assert 'method="get"' in form and 'action="/hosts/"' in form
     assert 'hx-get="/hosts/"' in form and 'hx-target="#host-table"' in form and 'hx-push-url="true"' in form
-    assert 'hx-trigger="change, keyup changed delay:300ms from:input[name=q]"' in form
+    # Selects on change, the search box while typing (not on blur: a click elsewhere must not reload it).
+    assert ('hx-trigger="submit, change from:(#host-filters select), input changed delay:300ms '
+            'from:(#host-filters input[name=q])"') in form
     for field in ("q", "label", "status", "driver", "sriov", "iommu", "drifted", "key", "per_page"):
         assert f'name="{field}"' in form, field
 
@@ -338,23 +340,28 @@ def test_query_counts_do_not_grow_with_the_fleet(client_for, viewer, db, django_
 # ---------------------------------------------------------------------------------------------
 
 
-def test_refresh_enqueues_and_the_status_polls_until_a_result(client_for, operator, fleet):
+def test_refresh_makes_the_whole_host_page_follow_the_discovery_live(client_for, operator, fleet):
     client = client_for(operator)
-    host = fleet[0]
+    host = Hypervisor.objects.get(name="hv003")
+    Hypervisor.objects.filter(pk=host.pk).update(status=Hypervisor.Status.UNREACHABLE, status_reason="was down")
     detail = client.get(reverse("hosts:detail", args=[host.pk])).content.decode()
     assert 'hx-trigger="every 2s"' not in detail  # nothing pending: no poller
-    assert f'hx-post="{reverse("hosts:refresh", args=[host.pk])}"' in detail
+    assert f'hx-post="{reverse("hosts:refresh", args=[host.pk])}"' in detail and 'hx-target="#host-page"' in detail
 
     response = client.post(reverse("hosts:refresh", args=[host.pk]), **HTMX)
     body = response.content.decode()
     assert response.status_code == 200 and "<html" not in body
     host.refresh_from_db()
     assert host.discovery_requested_at is not None and host.discovery_requested_at > host.last_discovery_at
-    assert 'hx-trigger="every 2s"' in body and 'aria-live="polite"' in body
-    assert reverse("hosts:discovery_status", args=[host.pk]) in body
+    # The whole page polls itself (not only the Discovery card), and says the discovery is running.
+    page = body[body.index('<div id="host-page"'):]
+    assert page.startswith(f'<div id="host-page" hx-get="{reverse("hosts:detail", args=[host.pk])}" '
+                           'hx-trigger="every 2s"')
+    assert "Discovery running: connecting over SSH" in body and "waiting for a worker" not in body
+    assert re.search(r"<button type=\"submit\" disabled[^>]*>Refresh</button>", body)
 
-    polled = client.get(reverse("hosts:discovery_status", args=[host.pk]), **HTMX).content.decode()
-    assert 'hx-trigger="every 2s"' in polled
+    polled = client.get(reverse("hosts:detail", args=[host.pk]), **HTMX).content.decode()
+    assert "<html" not in polled and 'hx-trigger="every 2s"' in polled
 
     # A worker records the result (the real discovery code path with the real agent inventory).
     from hosts import discovery
@@ -362,10 +369,18 @@ def test_refresh_enqueues_and_the_status_polls_until_a_result(client_for, operat
 
     from .pages_fleet import inventory_result
 
-    discovery.apply_result(host.pk, inventory_result(SimHost(host.name, "dl360g9", vf_delay=0), 0))
-    done = client.get(reverse("hosts:discovery_status", args=[host.pk]), **HTMX).content.decode()
-    assert 'hx-trigger="every 2s"' not in done
-    assert "Reload the page" in done and '<span class="badge ok">ok</span>' in done
+    sim = SimHost(host.name, "dl360g9", vf_delay=0)
+    sim.system().write_text("/sys/class/net/eno49/device/sriov_numvfs", "2")
+    discovery.apply_result(host.pk, inventory_result(sim, 0))
+    done = client.get(reverse("hosts:detail", args=[host.pk]), **HTMX).content.decode()
+    assert 'hx-trigger="every 2s"' not in done  # polling stops by itself
+    assert "Reload the page" not in done
+    # The header badge, the Discovery card and the NIC table all show the new result.
+    header = done[done.index("<h1>"):done.index("</h1>")]
+    assert ">Reachable<" in header and "Unreachable" not in header
+    assert '<span class="badge ok">ok</span>' in done
+    nics = done[done.index('id="nics-title"'):]
+    assert ">eno49<" in nics and "2/7" in nics and "eno49v1" in nics
 
 
 def test_refresh_without_htmx_redirects_to_the_detail_page(client_for, operator, fleet):
@@ -534,3 +549,80 @@ def test_import_confirm_tampered_is_revalidated(client_for, operator, fleet):
     })
     assert response.status_code == 400
     assert Hypervisor.objects.get(name="hv000").address == "127.0.10.1"
+
+
+def _rows(body) -> dict[str, str]:
+    """Import preview rows by host name: {name: the row's HTML}."""
+    table = body[body.index('<table class="preview">'):body.index("</table>")]
+    rows = re.findall(r"<tr class=\"row-[a-z]+\">(.*?)</tr>", table, re.S)
+    return {re.search(r"<td>([^<]+)</td>", row).group(1): row for row in rows}
+
+
+def test_import_preview_puts_each_problem_on_the_host_of_a_range(client_for, operator, db):
+    client = client_for(operator)
+    text = "[west]\nwest-kvm[01:03] ansible_port=99999\n"
+    response = _upload(client, "inventory.ini", text)
+    assert response.status_code == 400
+    rows = _rows(response.content.decode())
+    assert list(rows) == ["west-kvm01", "west-kvm02", "west-kvm03"]
+    for name, row in rows.items():
+        assert row.count("65535") == 1, (name, row)  # each host its own problem, once
+        assert f"({name})" in row and '<span class="badge ok">ok</span>' not in row
+
+
+def test_import_preview_shows_the_default_credential_and_warns_about_a_taken_endpoint(
+    client_for, operator, db
+):
+    from hosts.models import Credential
+
+    cred = Credential.objects.create(name="fleet-key", username="root", private_key_encrypted="x",
+                                     public_key="ssh-ed25519 AAAA", fingerprint="SHA256:x")
+    Hypervisor.objects.create(name="old-kvm", address="10.9.0.1", port=2222)
+    client = client_for(operator)
+    text = ("name,address,port,credential\n"
+            "new-a,10.9.0.1,2222,\n"      # the endpoint of old-kvm
+            "new-b,10.9.0.2,,fleet-key\n"
+            "new-c,10.9.0.2,22,\n")       # the same endpoint as line 3
+    response = _upload(client, "fleet.csv", text, default_credential=cred.pk)
+    body = response.content.decode()
+    assert response.status_code == 200, body
+    rows = _rows(body)
+    assert "fleet-key <span class=\"muted\">(default)</span>" in rows["new-a"]
+    assert "fleet-key" in rows["new-b"] and "(default)" not in rows["new-b"]
+    assert "10.9.0.1:2222 is already registered as old-kvm" in rows["new-a"]
+    assert "warning" not in rows["new-b"]
+    assert "10.9.0.2:22 is also used by line 3 (new-b)" in rows["new-c"]
+    assert "2 warnings above" in body and "Create 3 hosts" in body  # a warning does not block
+
+
+def test_imported_hosts_are_discovered_after_commit(client_for, operator, db, django_capture_on_commit_callbacks):
+    from hosts.models import Credential
+
+    cred = Credential.objects.create(name="fleet-key", username="root", private_key_encrypted="x",
+                                     public_key="ssh-ed25519 AAAA", fingerprint="SHA256:x")
+    client = client_for(operator)
+    preview = _upload(client, "fleet.csv", "name,address\nhv-d1,10.3.0.1\nhv-d2,10.3.0.2\n",
+                      default_credential=cred.pk)
+    confirm = preview.context["confirm_form"]
+    data = {n: confirm[n].value() if confirm[n].value() is not None else "" for n in confirm.fields}
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(reverse("hosts:import"), {**data, "confirm": "1"}, follow=True)
+    assert "Imported 2 hosts; discovering them over SSH now." in response.content.decode()
+    hosts = Hypervisor.objects.filter(name__startswith="hv-d")
+    assert all(h.discovery_requested_at is not None for h in hosts)
+    assert len(callbacks) == 1  # one discover_chunk task for both, sent after the commit
+
+
+def test_the_nic_table_explains_its_managed_and_persisted_columns(client_for, viewer, fleet):
+    body = client_for(viewer).get(reverse("hosts:detail", args=[fleet[0].pk])).content.decode()
+    table = body[body.index('<table class="nics">'):]
+    head = table[:table.index("</thead>")]
+    managed = re.search(r'<th scope="col" title="([^"]+)" aria-describedby="nic-legend-managed">Managed</th>', head)
+    persisted = re.search(r'<th scope="col" title="([^"]+)" aria-describedby="nic-legend-persisted">Persisted</th>',
+                          head)
+    assert managed and "the console last applied" in managed.group(1)
+    assert persisted and "survives a reboot" in persisted.group(1)
+    # The same words in a legend under the table, for keyboard and screen-reader users.
+    legend = table[table.index('<dl class="legend'):]
+    assert f'<dd id="nic-legend-managed">{managed.group(1)}</dd>' in legend
+    assert f'<dd id="nic-legend-persisted">{persisted.group(1)}</dd>' in legend

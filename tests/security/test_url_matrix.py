@@ -18,7 +18,7 @@ from django.urls.converters import IntConverter, PathConverter, SlugConverter, S
 from console.roles import PERMISSIONS, ROLE_PERMISSIONS
 
 # Views that anyone may reach, on purpose.
-PUBLIC_VIEWS = {"login", "logout"}
+PUBLIC_VIEWS = {"login", "logout", "favicon"}  # favicon: browsers ask for it before logging in
 ADMIN_NAMESPACE = "admin"
 # REST API routes (api/urls.py): machine clients get 401 + WWW-Authenticate instead of a login page.
 API_PREFIXES = ("api/v1/", "api/schema/")
