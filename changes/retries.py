@@ -12,7 +12,7 @@ from hosts.models import Hypervisor
 
 from .execution.transitions import HR
 from .models import ChangeRequest, HostRun, PlanItem, Rollout
-from .planning import compute_plan
+from .planning import compute_plan, host_errors
 from .services import lock, lock_hosts_for_reference, schedule
 from .states import ChangeError
 
@@ -20,6 +20,8 @@ State = ChangeRequest.State
 RETRYABLE = (State.FAILED, State.PARTIALLY_FAILED, State.CANCELLED)
 # Host-run outcomes a retry runs again: never attempted (skipped, cancelled) or failed.
 RETRY_STATES = (HR.FAILED, HR.SKIPPED, HR.CANCELLED)
+# Last-contact statuses that do not stop a retry: the host run's drift check re-reads the host live.
+REREAD_STATUSES = (Hypervisor.Status.UNREACHABLE, Hypervisor.Status.ERROR)
 
 
 def retry_candidates(change: ChangeRequest) -> tuple[list[PlanItem], list[str], dict]:
@@ -60,10 +62,9 @@ def retry_words(counts: dict) -> str:
 def retry_change(change_id: int, user, *, request=None) -> Rollout:
     """Run again, as a new rollout of the same approved plan, every host that did not succeed
     (failed, skipped or cancelled) — only where re-planning it from the inventory gives the same
-    plan. A host whose inventory cannot tell (unreachable at the last contact...) is re-read now,
-    and the message says to retry once it answers. Every refusal is audited."""
+    plan. A host the console last saw unreachable (or whose agent failed) is retried too: its host
+    run re-reads it before anything is written (the drift check). Every refusal is audited."""
     check_permission(user, "operate")
-    stale = []
     with transaction.atomic():
         change = lock(change_id)
         if change.state not in RETRYABLE:
@@ -72,56 +73,34 @@ def retry_change(change_id: int, user, *, request=None) -> Rollout:
             refused = "this change never ran: it has nothing to retry"
         else:
             items, problems, _counts = retry_candidates(change)
-            stale = _replan_problems(change, items, problems)
-            if not (problems or stale) and items:
+            _replan_problems(change, items, problems)
+            if not problems and items:
                 parent = change.rollouts.order_by("-attempt").first()
                 return schedule(change, user=user, items=items, parent=parent, action="change.retried",
                                 request=request)
-            refused = _retry_refusal(items, problems, stale)
-    _record_refusal(change, user, refused, request, stale)
-    raise ChangeError(refused)
-
-
-def _replan_problems(change: ChangeRequest, items: list[PlanItem], problems: list[str]) -> list:
-    """Adds to `problems` the hosts whose plan no longer holds; returns the hosts to re-read."""
-    lock_hosts_for_reference([item.host_id for item in items])
-    if not items:
-        return []
-    fresh = {p.host.pk: p for p in compute_plan(change, [item.host for item in items]).hosts}
-    stale = []
-    for item in items:
-        now = fresh[item.host_id]
-        if now.plan.errors and item.host.status != Hypervisor.Status.REACHABLE:
-            stale.append(item.host)
-        elif now.plan.errors:
-            problems.append(f"{item.host.name}: {'; '.join(now.plan.errors)}")
-        elif now.item_hash != item.item_hash:
-            problems.append(f"{item.host.name}: the host no longer matches the approved plan (its inventory "
-                            "changed since the approval): a new change is needed for it")
-    return stale
-
-
-def _retry_refusal(items, problems: list[str], stale: list) -> str:
-    parts = list(problems)
-    if stale:
-        names = ", ".join(h.name for h in stale)
-        parts.append(f"{names}: not reachable at the last contact; re-reading {'it' if len(stale) == 1 else 'them'} "
-                     "now: press Retry again once the host page shows it reachable")
-    if not items and not parts:
-        parts.append("every host of the plan has succeeded")
-    return "cannot retry yet: " + "; ".join(parts) + "."
-
-
-def _record_refusal(change: ChangeRequest, user, refused: str, request, stale: list) -> None:
-    """A refused retry is kept in the audit (the attempt matters to a reviewer), and the hosts whose
-    inventory is too old to decide are re-read."""
-    from hosts.services import request_discovery
-
+            refused = "cannot retry: " + "; ".join(problems or ["every host of the plan has succeeded"]) + "."
     with transaction.atomic():
         record("change.retry_refused", obj=change, change=change, actor=user, request=request,
                data={"reason": refused})
-        for host in stale:
-            request_discovery(host, user)
+    raise ChangeError(refused)
+
+
+def _replan_problems(change: ChangeRequest, items: list[PlanItem], problems: list[str]) -> None:
+    """Adds to `problems` the hosts whose plan no longer holds. What the inventory says about a
+    host's last contact (unreachable, the agent failed) is not a reason: the host run re-reads it."""
+    lock_hosts_for_reference([item.host_id for item in items])
+    if not items:
+        return
+    fresh = {p.host.pk: p for p in compute_plan(change, [item.host for item in items]).hosts}
+    for item in items:
+        now = fresh[item.host_id]
+        passing = set(host_errors(item.host)) if item.host.status in REREAD_STATUSES else set()
+        errors = [e for e in now.plan.errors if e not in passing]
+        if errors:
+            problems.append(f"{item.host.name}: {'; '.join(errors)}")
+        elif now.item_hash != item.item_hash:
+            problems.append(f"{item.host.name}: the host no longer matches the approved plan (its inventory "
+                            "changed since the approval): a new change is needed for it")
 
 
 def can_retry(change: ChangeRequest, user) -> bool:

@@ -113,7 +113,11 @@ def change_preview(request):
         else:
             context.update(_plan_context(plan))
             return render_page(request, "changes/preview.html", context, partial="changes/_preview.html")
-    return render_page(request, "changes/preview.html", context, partial="changes/_preview.html", status=422)
+    # While someone types, an incomplete form is the preview's normal state, not a failed request:
+    # htmx gets it as 200 (a 4xx would be logged by the browser on every keystroke); a plain POST
+    # gets 422.
+    status = 200 if wants_partial(request) else 422
+    return render_page(request, "changes/preview.html", context, partial="changes/_preview.html", status=status)
 
 
 def _latest_rollout(change):

@@ -208,13 +208,3 @@ def screenshots(tmp_path):
     return Shots()
 
 
-# The change wizard's known console noise (templates/changes/form.html, changes/views.py): its live
-# plan preview answers 422 while the form is incomplete, and a newer preview aborts the one in
-# flight (hx-sync "this:replace"); Chromium and htmx log both as console errors. Journeys through
-# the wizard tolerate exactly these, so everything else they do stays strict;
-# test_pages_clean.py::test_the_change_wizard_logs_no_console_error keeps the defect visible.
-WIZARD_NOISE = {
-    "expected": ["422 POST /changes/preview/", "net::ERR_ABORTED POST /changes/preview/"],
-    "expected_console": ["Response Status Error Code 422 from /changes/preview/", "htmx:sendAbort",
-                         "htmx:afterRequest"],
-}

@@ -79,7 +79,9 @@ def wizard_preview(page):
 
 
 def wizard_picked_hosts(page) -> list[str]:
-    return page.get_by_label("Hosts", exact=True).evaluate("s => Array.from(s.selectedOptions, o => o.text)")
+    """The names of the hosts ticked in the wizard's picked list."""
+    picked = page.locator("#picked-hosts li").filter(has=page.locator("input[name=hosts]:checked"))
+    return [text.split()[0] for text in picked.all_inner_texts()]
 
 
 def wizard_vf_row(page, n=1):

@@ -69,10 +69,6 @@ def test_every_main_page_is_clean(browser, discovered_hosts, admin_user, operato
     screenshots.publish()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="known defect: the change wizard's live preview answers 422 while the form is incomplete "
-                   "and a newer preview aborts the one in flight; Chromium and htmx log both as console errors "
-                   "(changes/views.py change_preview, templates/changes/form.html: the change pages' owner)")
 def test_the_change_wizard_logs_no_console_error(browser, discovered_hosts, operator):
     b = browser()
     page = b.login(operator)
