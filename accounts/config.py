@@ -95,7 +95,8 @@ def ldap_settings(env) -> dict:
         AUTH_LDAP_CONNECTION_OPTIONS=options,
         AUTH_LDAP_GLOBAL_OPTIONS=global_options,
         AUTH_LDAP_USER_SEARCH=LDAPSearch(
-            user_base, ldap.SCOPE_SUBTREE, env.get("LDAP_USER_SEARCH_FILTER", "(uid=%(user)s)")
+            user_base, ldap.SCOPE_SUBTREE, env.get("LDAP_USER_SEARCH_FILTER", "(uid=%(user)s)"),
+            attrlist=["*", values["LDAP_ID_ATTRIBUTE"]],
         ),
         # The stable id is operational on OpenLDAP (entryUUID): ask for it by name.
         AUTH_LDAP_USER_ATTRLIST=["*", values["LDAP_ID_ATTRIBUTE"]],
