@@ -164,6 +164,22 @@ def oidc_settings(env) -> dict:
     return values
 
 
+def check_linked_sources(ldap_values: dict, oidc_values: dict, env) -> None:
+    """With both LDAP and OIDC on, the same person must be recognisable across them (four-eyes:
+    nobody approves their own change by logging in the other way), so OIDC must carry the
+    directory id (OIDC_DIRECTORY_ID_CLAIM) — unless the operator states that the two sources are
+    different populations (SSO_UNLINKED_SOURCES=1, written down in docs/security.md)."""
+    if not (ldap_values.get("LDAP_ENABLED") and oidc_values.get("OIDC_ENABLED")):
+        return
+    if oidc_values.get("OIDC_DIRECTORY_ID_CLAIM") or _bool(env, "SSO_UNLINKED_SOURCES"):
+        return
+    raise ImproperlyConfigured(
+        "LDAP and OIDC are both on: set OIDC_DIRECTORY_ID_CLAIM to the claim that carries the directory's "
+        "entryUUID/objectGUID (so one person is one console user), or SSO_UNLINKED_SOURCES=1 if the two "
+        "sources never hold the same people"
+    )
+
+
 def authentication_backends(ldap_enabled: bool, oidc_enabled: bool) -> list[str]:
     """Directory first, then OIDC (only acts on its own callback), local accounts last."""
     backends = []

@@ -302,10 +302,17 @@ API_TOKEN_MAX_PER_USER = env_int("API_TOKEN_MAX_PER_USER", 20)  # active tokens 
 # --- Single sign-on (accounts/, docs/operations.md "Single sign-on") --------------------------
 # LDAP / Active Directory through django-auth-ldap (LDAP_* variables), OpenID Connect through
 # mozilla-django-oidc (OIDC_* variables); local accounts always work (break-glass admins).
-from accounts.config import authentication_backends, ldap_settings, oidc_settings  # noqa: E402
+from accounts.config import (  # noqa: E402
+    authentication_backends,
+    check_linked_sources,
+    ldap_settings,
+    oidc_settings,
+)
 
-globals().update(ldap_settings(os.environ))
-globals().update(oidc_settings(os.environ))
+_ldap, _oidc = ldap_settings(os.environ), oidc_settings(os.environ)
+check_linked_sources(_ldap, _oidc, os.environ)
+globals().update(_ldap)
+globals().update(_oidc)
 AUTHENTICATION_BACKENDS = authentication_backends(LDAP_ENABLED, OIDC_ENABLED)  # noqa: F821
 
 # --- Notifications (notifications/, docs/operations.md "Notifications") ---------------------

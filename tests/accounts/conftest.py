@@ -84,11 +84,12 @@ def oidc_people(directory_ids: dict | None = None) -> dict:
     return found
 
 
-@pytest.fixture
-def oidc_provider(tmp_path):
+@pytest.fixture(scope="module")
+def oidc_provider(tmp_path_factory):
+    """One provider per test module (its start migrates a database); each test resets the people."""
     from tests.accounts.oidc_server import OidcProvider
 
-    provider = OidcProvider(tmp_path / "idp", oidc_people()).start()
+    provider = OidcProvider(tmp_path_factory.mktemp("idp"), oidc_people()).start()
     yield provider
     provider.stop()
 
@@ -100,5 +101,6 @@ def oidc_env(provider, **extra) -> dict:
 @pytest.fixture
 def oidc_on(settings, oidc_provider, db):
     ensure_role_groups()
+    oidc_provider.reset(oidc_people())
     apply(settings, oidc_settings(oidc_env(oidc_provider)))
     return oidc_provider

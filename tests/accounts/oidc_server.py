@@ -63,6 +63,13 @@ class OidcProvider:
     def _write_people(self):
         (self.workdir / "users.json").write_text(json.dumps(self.people))
 
+    def reset(self, people: dict):
+        """New claims for the same people (their provider accounts and passwords stay)."""
+        for name, person in people.items():
+            person["password"] = self.people[name]["password"]
+        self.people = people
+        self._write_people()
+
     def set_groups(self, username: str, groups: list[str]):
         self.people[username]["groups"] = groups
         self._write_people()
@@ -74,7 +81,8 @@ class OidcProvider:
         (self.workdir / "rsa.pem").write_bytes(key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
         self._write_people()
-        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "tests.oidc_provider.settings",
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
+               "DJANGO_SETTINGS_MODULE": "tests.oidc_provider.settings",
                "OIDC_PROVIDER_DIR": str(self.workdir), "OIDC_PROVIDER_PORT": str(self.port)}
         subprocess.run([sys.executable, "-m", "tests.oidc_provider.setup", CLIENT_ID, CLIENT_SECRET, REDIRECT_URI],
                        cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
