@@ -131,3 +131,20 @@ def test_discovery_in_a_worker_process_counts_in_the_scrape(celery_worker, fleet
         value(before, "sriov_console_ssh_errors_total", kind="unreachable") == 1
     assert value(after, "sriov_console_discovery_duration_seconds_sum", outcome="ok") > \
         value(before, "sriov_console_discovery_duration_seconds_sum", outcome="ok")
+
+
+def test_the_grafana_dashboard_asks_only_for_exposed_metrics(client, db):
+    import json
+    import re
+
+    from tests.conftest import ROOT
+
+    dashboard = json.loads((ROOT / "docs" / "grafana" / "sriov-console.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    wanted = {re.sub(r"_(bucket|count|sum)$", "", m) for e in exprs for m in re.findall(r"sriov_console_\w+", e)}
+    from metrics.instruments import DISCOVERY_DURATION, SSH_ERRORS
+
+    DISCOVERY_DURATION.labels("ok").observe(0)  # so the families have samples in this run
+    SSH_ERRORS.labels("timeout").inc(0)
+    exposed = {re.sub(r"_(bucket|count|sum|created)$", "", name) for name, _labels in scrape(client)}
+    assert wanted and wanted <= exposed, wanted - exposed
