@@ -353,5 +353,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"asyncssh": {"level": "WARNING"}},
+    # urllib3 logs request lines at DEBUG: a webhook URL's path can be its secret (Slack, Teams).
+    "loggers": {"asyncssh": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }

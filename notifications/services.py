@@ -20,7 +20,7 @@ import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.core.mail import EmailMessage
 from django.core.validators import URLValidator
 from django.db import transaction
@@ -114,7 +114,11 @@ def fan_out(event_id: int) -> list[int]:
     topic = topic_of(event) if event is not None else None
     if topic is None:
         return []
-    notice = notices.build(event, topic)
+    try:
+        notice = notices.build(event, topic)
+    except ObjectDoesNotExist:  # the change or rollout is gone: nothing left to tell about
+        logger.info("audit event %s: its object no longer exists; nobody is notified", event_id)
+        return []
     with transaction.atomic():
         if settings.NOTIFY_EMAIL_ENABLED:
             for user in recipients(notice):

@@ -135,10 +135,14 @@ def test_slack_and_teams_bodies(people, receiver, payload_format):
         assert document["potentialAction"][0]["targets"][0]["uri"].endswith(f"/changes/{change.pk}/")
 
 
-def test_a_receiver_that_refuses_is_not_retried(people, receiver):
+def test_a_receiver_that_refuses_is_not_retried(people, receiver, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
     receiver.statuses = [404]
     webhook(people["ada"], receiver.url(), topics=[Topic.APPROVAL_NEEDED])
     submitted_change(people["otto"])
     (delivery,) = deliver_all(last("change.submitted").pk)
     delivery.refresh_from_db()
     assert delivery.state == "failed" and delivery.attempts == 1 and delivery.last_error.startswith("HTTP 404")
+    assert "webhook ops-hook" in caplog.text and "path-secret-Xy12" not in caplog.text  # the URL path is secret
