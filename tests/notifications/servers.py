@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 import time
-from email import message_from_bytes
+from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiosmtpd.controller import Controller
@@ -35,10 +35,10 @@ class _Inbox:
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
-        message = message_from_bytes(envelope.content)
+        message = message_from_bytes(envelope.content, policy=policy.default)  # unfolds headers
         with self.lock:
             self.messages.append({"to": list(envelope.rcpt_tos), "from": envelope.mail_from,
-                                  "subject": message["Subject"], "body": message.get_payload(decode=True).decode()})
+                                  "subject": str(message["Subject"]), "body": message.get_content()})
         return "250 OK"
 
 
