@@ -21,10 +21,6 @@ def _send(name: str, args: list, countdown: float | None = None) -> bool:
 
 def event_recorded(event_id: int) -> bool:
     """An audit event worth telling about was committed: fan it out in a worker."""
-    from .services import anything_configured
-
-    if not anything_configured():
-        return False
     return _send(FAN_OUT, [event_id])
 
 

@@ -1,6 +1,7 @@
 """The audit trail is the event source: every action is an AuditEvent, saved inside the action's
 transaction. A relevant one is handed to notifications/dispatch.py *after* commit, so an action
-that rolls back tells nobody, and a broken broker never fails the action (robust=True)."""
+that rolls back tells nobody, and a broken broker never fails the action (robust=True). With no
+e-mail server and no enabled webhook configured, nothing is registered at all."""
 
 from functools import partial
 
@@ -18,4 +19,7 @@ from .events import topic_of
 def on_audit_event(sender, instance, created, **kwargs):
     if not created or topic_of(instance) is None:
         return
-    transaction.on_commit(partial(dispatch.event_recorded, instance.pk), robust=True)
+    from .services import anything_configured
+
+    if anything_configured():  # nobody to tell (no e-mail, no webhook): nothing to enqueue
+        transaction.on_commit(partial(dispatch.event_recorded, instance.pk), robust=True)

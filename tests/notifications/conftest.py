@@ -55,25 +55,21 @@ def start_worker(db_name, log_path, env: dict) -> WorkerProcess:
         return WorkerProcess(db_name, log_path).start()
 
 
-@pytest.fixture(scope="module")
-def module_worker(django_db_setup, django_db_blocker, smtp, tmp_path_factory):
-    """One worker per test module (a start costs seconds), sending e-mail to `smtp`."""
+@pytest.fixture
+def notify_worker(transactional_db, smtp, settings, tmp_path):
+    """A real worker sending e-mail to `smtp`, and the test process's settings agreeing with it.
+
+    One per test, killed before the test's database is flushed: a worker still busy with the
+    test's last tasks (a retry, a rollout) would otherwise hold locks the flush needs."""
     from django.db import connection
 
-    with django_db_blocker.unblock():
-        name = connection.settings_dict["NAME"]
-    worker = start_worker(name, tmp_path_factory.mktemp("worker") / "celery-worker.log", email_env(smtp.port))
+    env = email_env(smtp.port)
+    settings.NOTIFY_EMAIL_ENABLED = True
+    settings.CONSOLE_BASE_URL = env["CONSOLE_BASE_URL"]
+    worker = start_worker(connection.settings_dict["NAME"], tmp_path / "celery-worker.log", env)
     yield worker
     stop_worker(worker)
-
-
-@pytest.fixture
-def notify_worker(transactional_db, module_worker, smtp, settings):
-    """The module's worker, and the test process's settings agreeing with it."""
-    settings.NOTIFY_EMAIL_ENABLED = True
-    settings.CONSOLE_BASE_URL = email_env(smtp.port)["CONSOLE_BASE_URL"]
     purge_queue()
-    return module_worker
 
 
 @pytest.fixture
