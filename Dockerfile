@@ -12,13 +12,18 @@ WORKDIR /app
 # Dependencies first (cached while only the code changes). pyproject.toml installs no package of
 # its own (packages = []), only the pinned dependencies.
 COPY pyproject.toml ./
-RUN pip install .
+# python-ldap (LDAP / Active Directory login) builds against OpenLDAP's and SASL's headers.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev libldap-dev libsasl2-dev \
+    && pip install . \
+    && apt-get purge -y --auto-remove gcc \
+    && rm -rf /var/lib/apt/lists/*
 
 COPY . .
 
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin console \
-    && mkdir -p "$CONSOLE_VAR_DIR/witness" \
-    && chown console "$CONSOLE_VAR_DIR" "$CONSOLE_VAR_DIR/witness"
+    && mkdir -p "$CONSOLE_VAR_DIR/witness" "$CONSOLE_VAR_DIR/metrics" \
+    && chown -R console "$CONSOLE_VAR_DIR"
 USER console
 
 EXPOSE 8000

@@ -5,6 +5,7 @@ secrets generated once into var/. Production sets DATABASE_URL, REDIS_URL, SECRE
 CREDENTIAL_KEYS, ALLOWED_HOSTS and HTTPS=1 (docker-compose.yml does).
 """
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -74,6 +75,9 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "api",
+    "accounts",
+    "notifications",
+    "metrics",
 ]
 
 MIDDLEWARE = [
@@ -104,6 +108,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "console.context_processors.roles",
+                "accounts.context_processors.sso",
             ],
         },
     },
@@ -358,11 +363,60 @@ API_TOKEN_MAX_PER_USER = env_int("API_TOKEN_MAX_PER_USER", 20)  # active tokens 
 # (api/authentication.py); valid tokens are never refused by it.
 API_TOKEN_IP_FAILURE_LIMIT = env_int("API_TOKEN_IP_FAILURE_LIMIT", 20)
 
+# --- Single sign-on (accounts/, docs/operations.md "Single sign-on") --------------------------
+# LDAP / Active Directory through django-auth-ldap (LDAP_* variables), OpenID Connect through
+# mozilla-django-oidc (OIDC_* variables); local accounts always work (break-glass admins).
+from accounts.config import (  # noqa: E402
+    authentication_backends,
+    check_linked_sources,
+    ldap_settings,
+    oidc_settings,
+)
+
+_ldap, _oidc = ldap_settings(os.environ), oidc_settings(os.environ)
+check_linked_sources(_ldap, _oidc, os.environ)
+globals().update(_ldap)
+globals().update(_oidc)
+AUTHENTICATION_BACKENDS = authentication_backends(LDAP_ENABLED, OIDC_ENABLED)  # noqa: F821
+
+# --- Notifications (notifications/, docs/operations.md "Notifications") ---------------------
+CONSOLE_BASE_URL = os.environ.get("CONSOLE_BASE_URL", "http://127.0.0.1:8000")  # links in e-mails/webhooks
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+NOTIFY_EMAIL_ENABLED = bool(EMAIL_HOST)
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL")
+EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", 10))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "sriov-console@localhost")
+EMAIL_SUBJECT_PREFIX = os.environ.get("EMAIL_SUBJECT_PREFIX", "[SR-IOV Console] ")
+NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 6)  # tries per delivery, then it is failed
+NOTIFY_RETRY_BASE_SECONDS = float(os.environ.get("NOTIFY_RETRY_BASE_SECONDS", 30))  # 30 s, 60 s, 120 s...
+NOTIFY_RETRY_MAX_SECONDS = float(os.environ.get("NOTIFY_RETRY_MAX_SECONDS", 600))  # below the visibility timeout
+NOTIFY_WEBHOOK_TIMEOUT = float(os.environ.get("NOTIFY_WEBHOOK_TIMEOUT", 10))
+
+# --- Metrics (metrics/, docs/operations.md "Metrics") -----------------------------------------
+# Multi-process prometheus-client: each process writes its counters under PROMETHEUS_MULTIPROC_DIR
+# (read by prometheus_client at import, hence set in the environment here, before any import);
+# /metrics merges every file under METRICS_COLLECT_DIR (the shared parent in docker-compose.yml).
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics" / (f"test-{TEST_RUN_ID}" if TEST_RUN_ID else "local"))
+)
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+METRICS_COLLECT_DIR = os.environ.get("METRICS_COLLECT_DIR") or os.environ["PROMETHEUS_MULTIPROC_DIR"]
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = [
+    ipaddress.ip_network(item, strict=False)
+    for item in env_list("METRICS_ALLOWED_ADDRESSES", "127.0.0.1/32,::1/128")
+]
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"asyncssh": {"level": "WARNING"}},
+    # urllib3 logs request lines at DEBUG: a webhook URL's path can be its secret (Slack, Teams).
+    "loggers": {"asyncssh": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }

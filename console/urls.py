@@ -13,6 +13,9 @@ urlpatterns = [
     path("audit/", include("audit.urls")),
     path("changes/", include("changes.urls")),
     path("api/", include("api.urls")),
+    path("", include("accounts.urls")),
+    path("notifications/", include("notifications.urls")),
+    path("", include("metrics.urls")),
     path("admin/", admin.site.urls),
 ]
 

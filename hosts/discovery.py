@@ -27,6 +27,7 @@ from django.utils import timezone
 
 import remote
 from audit.services import record
+from metrics.instruments import observe_discovery
 
 from .intents import drift_reasons
 from .models import Hypervisor, Nic, VirtualFunction
@@ -124,6 +125,7 @@ def discover_hosts(hosts, *, actor=None) -> list[DiscoveryOutcome]:
         job_hosts.append(host)
     results = remote.run_many_sync(jobs, concurrency=settings.DISCOVERY_CONCURRENCY) if jobs else []
     for host, (target, _op, _args), result in zip(job_hosts, jobs, results, strict=True):
+        observe_discovery(result)
         try:
             outcomes[host.pk] = apply_result(
                 host.pk, result, actor=actor, target_key=target.known_host_key or "", started_at=started_at

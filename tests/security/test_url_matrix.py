@@ -18,7 +18,18 @@ from django.urls.converters import IntConverter, PathConverter, SlugConverter, S
 from console.roles import PERMISSIONS, ROLE_PERMISSIONS
 
 # Views that anyone may reach, on purpose.
-PUBLIC_VIEWS = {"login", "logout", "favicon"}  # favicon: browsers ask for it before logging in
+PUBLIC_VIEWS = {
+    "login",
+    "logout",
+    "favicon",  # browsers ask for it before logging in
+    # OpenID Connect: starting the flow and the provider's redirect back happen before any login
+    # (state, nonce and PKCE verifier in the session protect them); 404 while OIDC is off.
+    "accounts:oidc_login",
+    "accounts:oidc_callback",
+    # Prometheus scrapes without a session: a bearer token or an allowed address (its own rule,
+    # tested in tests/metrics/ and below).
+    "metrics",
+}
 ADMIN_NAMESPACE = "admin"
 # REST API routes (api/urls.py): machine clients get 401 + WWW-Authenticate instead of a login page.
 API_PREFIXES = ("api/v1/", "api/schema/")
@@ -113,6 +124,8 @@ def _object_for(name: str, objects: dict):
         return objects.get("change")
     if app == "audit":
         return objects.get("audit_event")
+    if app == "notifications":
+        return objects.get("webhook")
     return None
 
 
@@ -137,6 +150,22 @@ def url_of(route: Route, objects: dict) -> str:
     return reverse(route.name, kwargs=sample_kwargs(route, objects))
 
 
+@pytest.fixture
+def sample_objects(sample_objects, db):
+    """The shared sample objects plus a webhook, for the notifications pages."""
+    from notifications.models import Topic
+    from notifications.services import create_webhook
+    from tests.conftest import make_user
+
+    admin = make_user("sample-webhook-admin", "admin")
+    webhook, _secret = create_webhook(
+        {"name": "sample-hook", "url": "https://hooks.example.test/services/T0/B0/sample-path-secret",
+         "payload_format": "json", "topics": [Topic.APPROVAL_NEEDED], "enabled": True},
+        admin,
+    )
+    return dict(sample_objects, webhook=webhook)
+
+
 # --------------------------------------------------------------------------------------------
 # Tests
 # --------------------------------------------------------------------------------------------
@@ -144,7 +173,8 @@ def url_of(route: Route, objects: dict) -> str:
 def test_the_walk_finds_the_known_views():
     names = {r.name for r in all_routes()}
     for expected in ("dashboard", "login", "logout", "hosts:credentials", "hosts:key", "hosts:key_accept",
-                     "admin:index"):
+                     "admin:index", "accounts:profile", "accounts:oidc_login", "accounts:oidc_callback",
+                     "notifications:webhooks", "notifications:webhook", "notifications:deliveries", "metrics"):
         assert expected in names
 
 
@@ -216,8 +246,18 @@ def test_roles_get_what_the_role_table_says(route, request, sample_objects):
     assert not problems, "; ".join(problems)
 
 
-def test_public_views_answer_anonymous(client):
+def test_public_views_answer_anonymous(client, settings, db):
     assert client.get(reverse("login")).status_code == 200
+    # OIDC is off in this configuration: its two endpoints do not exist.
+    settings.OIDC_ENABLED = False
+    assert client.get(reverse("accounts:oidc_login")).status_code == 404
+    assert client.get(reverse("accounts:oidc_callback")).status_code == 404
+    # /metrics: refused without a token from an address that is not allowed, whatever the session.
+    settings.METRICS_ALLOWED_NETWORKS = []
+    settings.METRICS_TOKEN = "matrix-metrics-token-0123456789"
+    assert client.get(reverse("metrics")).status_code == 403
+    assert client.get(reverse("metrics"), HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    assert client.get(reverse("metrics"), HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}").status_code == 200
     # Logging out is POST-only (Django 5); anonymous logout just lands on the login page.
     response = client.post(reverse("logout"))
     assert response.status_code in (200, 302)
