@@ -46,16 +46,21 @@ def after_commit(task: str, args: tuple | list = (), *, countdown: float | None 
     """Publish `task` with `args` once the current transaction commits (at once outside one)."""
     ticket = Ticket(task)
     args = list(args)
-    transaction.on_commit(lambda: _publish_or_keep(ticket, args, countdown))
+    transaction.on_commit(lambda: send_now(task, args, countdown=countdown, ticket=ticket))
     return ticket
 
 
-def _publish_or_keep(ticket: Ticket, args: list, countdown: float | None) -> None:
-    error = publish(ticket.task, args, countdown=countdown)
+def send_now(task: str, args: tuple | list = (), *, countdown: float | None = None, ticket: Ticket | None = None
+             ) -> Ticket:
+    """Publish at once (for callers already past their commit); kept in the outbox on failure."""
+    ticket = ticket or Ticket(task)
+    args = list(args)
+    error = publish(task, args, countdown=countdown)
     ticket.sent = error is None
     if error is not None:
         ticket.error = error
-        keep(ticket.task, args, countdown, error)
+        keep(task, args, countdown, error)
+    return ticket
 
 
 def publish(task: str, args: list, *, countdown: float | None = None) -> str | None:

@@ -1,6 +1,6 @@
 from django.db import models
 
-from .roles import PERMISSIONS
+from .role_table import PERMISSIONS
 
 
 class ConsolePermission(models.Model):

@@ -12,21 +12,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
 
-PERMISSIONS = {
-    "view_fleet": "Can view the dashboard, hosts and changes",
-    "operate": "Can manage hosts, run discovery and request changes",
-    "approve": "Can approve or reject changes requested by others",
-    "audit": "Can review and export the audit history",
-    "administer": "Can manage credentials, host-key trust and users",
-}
-
-ROLE_PERMISSIONS = {
-    "viewer": ["view_fleet"],
-    "operator": ["view_fleet", "operate"],
-    "approver": ["view_fleet", "approve"],
-    "auditor": ["view_fleet", "audit"],
-    "admin": ["view_fleet", "operate", "approve", "audit", "administer"],
-}
+from .role_table import PERMISSIONS, ROLE_PERMISSIONS
 
 ROLES = tuple(ROLE_PERMISSIONS)
 

@@ -1,22 +1,15 @@
-"""Enqueue notification work after commit. Services call these; none imports a task module."""
+"""Enqueue notification work (callers are already past their commit). Services call these; none
+imports a task module. A broker that is down never fails the action: the message waits in the
+console's outbox (console/dispatch.py) and is sent when the broker is back."""
 
-import logging
-
-from console.celery import app
-
-logger = logging.getLogger("notifications")
+from console.dispatch import send_now
 
 FAN_OUT = "notifications.tasks.fan_out"
 DELIVER = "notifications.tasks.deliver"
 
 
 def _send(name: str, args: list, countdown: float | None = None) -> bool:
-    try:
-        app.send_task(name, args=args, countdown=countdown)
-    except Exception:  # the broker is down: the action stands; the delivery log shows nothing sent
-        logger.exception("could not enqueue %s%s", name, args)
-        return False
-    return True
+    return bool(send_now(name, args, countdown=countdown).sent)
 
 
 def event_recorded(event_id: int) -> bool:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("console", "hosts", "changes", "audit", "api", "remote", "simfleet", "agent")
+PACKAGES = ("console", "hosts", "changes", "audit", "api", "accounts", "notifications", "metrics", "remote", "simfleet",
+            "agent")
 DUNDER_OK = {"_meta"}  # Django's documented Model._meta API
 
 
