@@ -237,6 +237,8 @@ CELERY_BEAT_SCHEDULE = {
 SSH_CONNECT_TIMEOUT = float(os.environ.get("SSH_CONNECT_TIMEOUT", 10))
 SSH_OPERATION_TIMEOUT = float(os.environ.get("SSH_OPERATION_TIMEOUT", 120))
 DISCOVERY_CONCURRENCY = env_int("DISCOVERY_CONCURRENCY", 50)
+# Prefer AES-GCM ciphers and curve25519 key exchange where the host offers them (docs/security.md).
+SSH_FAST_CRYPTO = env_bool("SSH_FAST_CRYPTO", True)
 # Trust-on-first-use for host keys: off by default, an admin accepts each new key.
 HOST_KEY_TOFU = env_bool("HOST_KEY_TOFU")
 

@@ -1,14 +1,13 @@
-"""The host list's filter set (django-filter) and the annotated queryset it filters.
+"""The host list's filter set (django-filter) and the queryset it filters.
 
-Per-host figures (SR-IOV NICs, VFs configured / capacity) are correlated subqueries, and every
-filter on a related table is an EXISTS: no join can multiply rows, so the figures stay right
-whatever the combination of filters, and the list costs a constant number of queries.
+Per-host figures (SR-IOV NICs, VFs configured / capacity) are columns of the host row, kept by
+discovery, so sorting and paging never aggregate NICs; every filter on a related table is an
+EXISTS: no join can multiply rows, and the list costs a constant number of queries.
 """
 
 import django_filters
 from django import forms
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, OuterRef, Q
 
 from .models import Hypervisor, Label, Nic
 
@@ -39,24 +38,10 @@ KEY_PENDING = ~Q(status=Hypervisor.Status.HOST_KEY_MISMATCH) & (
 )
 
 
-def _nic_figure(expression):
-    per_host = (
-        Nic.objects.filter(SRIOV_NIC, host=OuterRef("pk"))
-        .order_by()
-        .values("host")
-        .annotate(figure=expression)
-        .values("figure")
-    )
-    return Coalesce(Subquery(per_host, output_field=IntegerField()), Value(0))
-
-
 def annotated_hosts():
-    """Hosts with the per-row figures the list shows and sorts on."""
-    return Hypervisor.objects.annotate(
-        sriov_nics=_nic_figure(Count("pk")),
-        vfs_configured=_nic_figure(Sum(Coalesce("sriov_numvfs", Value(0)))),
-        vfs_capacity=_nic_figure(Sum("sriov_totalvfs")),
-    ).prefetch_related("labels")
+    """Hosts with the per-row figures the list shows and sorts on (sriov_nics, vfs_configured,
+    vfs_capacity: kept on the host row, see Hypervisor)."""
+    return Hypervisor.objects.prefetch_related("labels")
 
 
 def driver_choices():

@@ -3,7 +3,7 @@
 Public API (the Django side is written against this; see docs/architecture.md for the wire contract)::
 
     from remote import (HostTarget, AgentResult, run_agent, run_many, run_agent_sync, run_many_sync,
-                        fingerprint)
+                        run_many_batches, fingerprint)
 
     target = HostTarget(name="hv01", address="10.0.0.5", username="root",
                         private_key=decrypted_openssh_text,          # never logged / repr'd
@@ -13,6 +13,8 @@ Public API (the Django side is written against this; see docs/architecture.md fo
     res = await run_agent(target, "inventory")                       # -> AgentResult, never raises
     results = await run_many([(target, "inventory", {}), ...], concurrency=50)   # order preserved
     res = run_agent_sync(target, "set_vfs", {...})                    # asyncio.run wrapper (Celery)
+    for batch in run_many_batches(jobs, concurrency=50, batch_size=50):  # [(job index, result)]
+        ...                                                          # as they arrive (own thread)
 
 How a call works: one SSH connection per call; the server's host key is checked against
 `known_host_key` inside the handshake (custom `validate_host_public_key`), then the constant
@@ -54,6 +56,7 @@ from .client import (
     run_agent,
     run_agent_sync,
     run_many,
+    run_many_batches,
     run_many_sync,
 )
 
@@ -66,5 +69,6 @@ __all__ = [
     "run_agent",
     "run_agent_sync",
     "run_many",
+    "run_many_batches",
     "run_many_sync",
 ]

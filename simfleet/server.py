@@ -323,6 +323,8 @@ class FleetHost(SimHost):
         try:
             source, request = decode_payload(data)
         except ValueError as exc:
+            if "sha256 mismatch" in str(exc):  # what the bootstrap's own check prints (sys.exit)
+                return 1, "", f"{exc}\n"
             return (
                 1,
                 "",
