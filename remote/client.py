@@ -448,6 +448,7 @@ async def _run_agent(target: HostTarget, request: dict, source: bytes) -> AgentR
 
     try:
         note_host_key()
+        res.details["cipher"] = conn.get_extra_info("send_cipher")
         # Defence in depth: the client hook already refused, but never run on a mismatched host.
         verified = client.outcome == "match" or (client.outcome == "new" and target.accept_new_host_key)
         if not verified:

@@ -4,7 +4,7 @@ Shared by remote/ (the client) and simfleet/ (the simulated hosts); no Django he
 
 stdin of the bootstrap::
 
-    b"<length of the compressed agent> <sha256 hex of the agent>\\n" + zlib(agent) + request JSON
+    b"<length of the compressed agent>:<sha256 hex of the agent>\\n" + zlib(agent) + request JSON
 
 The agent travels zlib-compressed (76 KB → about a quarter of that). The bootstrap decompresses it,
 checks its sha256 against the header and refuses to run anything that does not match, so the
@@ -22,14 +22,16 @@ AGENT_PATH = Path(__file__).resolve().parent.parent / "agent" / "sriov_agent.py"
 # The only program text ever sent as a command line. It contains no data: the agent source and
 # the request arrive on stdin, so nothing a user typed can reach a shell. Python 3.6-compatible;
 # no character the shell treats specially inside double quotes ($, `, ", \ before those, !).
+# One space only ("import sys"), as sudoers matches the arguments joined by spaces.
+SHA256_MISMATCH = "sriov-console:agent_sha256_mismatch"
 BOOTSTRAP = (
     "import sys,zlib,hashlib;"
     "d=sys.stdin.buffer.read();"
     "h,_,r=d.partition(b'\\n');"
-    "n,s=h.split(b' ');"
+    "n,s=h.split(b':');"
     "n=int(n);"
     "a=zlib.decompress(r[:n]);"
-    "hashlib.sha256(a).hexdigest().encode()==s or sys.exit('sriov-console: agent sha256 mismatch');"
+    "(hashlib.sha256(a).hexdigest().encode()==s)or(sys.exit('" + SHA256_MISMATCH + "'));"
     "g={'__name__':'sriov_agent'};"
     "exec(compile(a,'sriov_agent.py','exec'),g);"
     "sys.exit(g['remote_main'](r[n:]))"
@@ -58,7 +60,7 @@ def agent_sha256(source: bytes | None = None) -> str:
 def _packed(source: bytes) -> bytes:
     """Header and compressed agent: computed once per agent source, reused for every host."""
     compressed = zlib.compress(source, 9)
-    return b"%d %s\n" % (len(compressed), agent_sha256(source).encode()) + compressed
+    return b"%d:%s\n" % (len(compressed), agent_sha256(source).encode()) + compressed
 
 
 def encode_payload(source: bytes, request: dict) -> bytes:
@@ -74,10 +76,10 @@ def decode_payload(data: bytes) -> tuple[bytes, bytes]:
     """
     header, _, rest = data.partition(b"\n")
     try:
-        length_text, digest = header.split(b" ")
+        length_text, digest = header.split(b":")
         length = int(length_text)
     except ValueError:
-        raise ValueError("payload header is not '<length> <sha256>'") from None
+        raise ValueError("payload header is not '<length>:<sha256>'") from None
     if length < 0 or length > len(rest):
         raise ValueError("payload length header does not match the data")
     inflater = zlib.decompressobj()
@@ -88,5 +90,5 @@ def decode_payload(data: bytes) -> tuple[bytes, bytes]:
     if inflater.unconsumed_tail or not inflater.eof:
         raise ValueError("the agent is truncated or larger than the limit")
     if hashlib.sha256(source).hexdigest().encode() != digest:
-        raise ValueError("sriov-console: agent sha256 mismatch")
+        raise ValueError(SHA256_MISMATCH)
     return source, rest[length:]
