@@ -19,7 +19,10 @@ Public API (the Django side is written against this; see docs/architecture.md fo
 How a call works: one SSH connection per call; the server's host key is checked against
 `known_host_key` inside the handshake (custom `validate_host_public_key`), then the constant
 command `protocol.command_for(username)` (``python3 -c '<bootstrap>'``, ``sudo -n`` first when the
-user is not root) is run with `protocol.encode_payload(agent source, request)` on stdin. The
+user is not root) is run with `protocol.encode_payload(agent source, request)` on stdin (the agent
+zlib-compressed, its sha256 checked by the bootstrap before it runs). With ``fast_crypto`` (the
+default) AES-GCM ciphers and curve25519 key exchange are offered first. Successes log at DEBUG;
+a fan-out logs one INFO summary. The
 request is ``{"op", "args", "request_id"}``; stdout must be exactly one JSON object with a boolean
 ``ok``, the same ``op``, and a ``result`` object (ok) or ``error`` ``{code, message}`` (not ok).
 

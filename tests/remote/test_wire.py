@@ -44,8 +44,8 @@ def test_bootstrap_runs_the_compressed_agent_and_refuses_a_sha256_mismatch(versi
 
     marker = tmp_path / "ran"
     agent = stub_agents.stub(f"open({str(marker)!r}, 'w').write('x')\nreturn 0")
-    refused = subprocess.run([python, "-c", protocol.BOOTSTRAP], input=tampered(protocol.encode_payload(agent, REQUEST)),
-                             capture_output=True, timeout=60)
+    payload = tampered(protocol.encode_payload(agent, REQUEST))
+    refused = subprocess.run([python, "-c", protocol.BOOTSTRAP], input=payload, capture_output=True, timeout=60)
     assert refused.returncode == 1 and refused.stdout == b""
     assert protocol.SHA256_MISMATCH.encode() in refused.stderr
     assert not marker.exists()  # nothing of the mismatched agent ran
