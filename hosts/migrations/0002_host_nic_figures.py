@@ -48,7 +48,12 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='hypervisor',
-            index=models.Index(fields=['vfs_configured', 'name'], name='host_vfs_configured_name'),
+            index=models.Index(fields=['-vfs_configured', 'name'], name='host_vfs_desc_name'),
+        ),
+        migrations.AddIndex(
+            model_name='nic',
+            index=models.Index(condition=models.Q(('present', True)), fields=['driver', 'host'],
+                               name='nic_present_driver_host'),
         ),
         migrations.RunPython(compute_figures, migrations.RunPython.noop),
     ]

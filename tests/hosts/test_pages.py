@@ -534,3 +534,12 @@ def test_import_confirm_tampered_is_revalidated(client_for, operator, fleet):
     })
     assert response.status_code == 400
     assert Hypervisor.objects.get(name="hv000").address == "127.0.10.1"
+
+
+def test_driver_choices_are_the_drivers_of_present_nics(db, fleet):
+    from hosts.filters import driver_choices
+
+    Nic.objects.filter(driver="tg3").update(present=False)
+    expected = sorted(set(Nic.objects.filter(present=True).exclude(driver="").values_list("driver", flat=True)))
+    assert [value for value, _label in driver_choices()] == expected
+    assert "tg3" not in expected and "igb" in expected
