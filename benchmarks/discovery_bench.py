@@ -103,8 +103,7 @@ def transport_round(ids):
     from hosts.models import Hypervisor
 
     hosts = Hypervisor.objects.filter(pk__in=ids).select_related("credential").order_by("pk")
-    key = hosts[0].credential.get_private_key()
-    jobs = [(build_target(h, private_key=key), "inventory", {}) for h in hosts]
+    jobs = [(build_target(h), "inventory", {}) for h in hosts]
     cpu, started = cpu_seconds(), time.perf_counter()
     results = remote.run_many_sync(jobs, concurrency=settings.DISCOVERY_CONCURRENCY)
     return {"seconds": time.perf_counter() - started, "cpu": cpu_seconds() - cpu, "queries": 0,
