@@ -82,13 +82,20 @@ def decode_payload(data: bytes) -> tuple[bytes, bytes]:
         raise ValueError("payload header is not '<length>:<sha256>'") from None
     if length < 0 or length > len(rest):
         raise ValueError("payload length header does not match the data")
+    return _inflate_checked(rest[:length], digest), rest[length:]
+
+
+@functools.lru_cache(maxsize=16)
+def _inflate_checked(compressed: bytes, digest: bytes) -> bytes:
+    """The agent, once per distinct (compressed bytes, sha256): a fleet receives the same one from
+    every call. Only a successful check is cached (a ValueError is raised again every time)."""
     inflater = zlib.decompressobj()
     try:
-        source = inflater.decompress(rest[:length], MAX_AGENT_BYTES)
+        source = inflater.decompress(compressed, MAX_AGENT_BYTES)
     except zlib.error as exc:
         raise ValueError(f"the agent is not a zlib stream ({exc})") from None
     if inflater.unconsumed_tail or not inflater.eof:
         raise ValueError("the agent is truncated or larger than the limit")
     if hashlib.sha256(source).hexdigest().encode() != digest:
         raise ValueError(SHA256_MISMATCH)
-    return source, rest[length:]
+    return source
