@@ -168,3 +168,22 @@ def test_a_result_made_with_a_key_that_was_replaced_meanwhile_is_discarded():
     assert outcome.kind == "superseded"
     host.refresh_from_db()
     assert host.last_discovery_at is None and not host.nics.exists()
+
+
+@pytest.mark.django_db
+def test_nics_saved_or_deleted_one_by_one_keep_the_host_figures():
+    [host] = register(["figures"])
+    nic = Nic.objects.create(host=host, name="eno49", pci_address="0000:04:00.0", sriov_totalvfs=7,
+                             sriov_numvfs=2)
+    Nic.objects.create(host=host, name="eno1", pci_address="0000:02:00.0")  # no SR-IOV
+    host.refresh_from_db()
+    assert (host.sriov_nics, host.vfs_configured, host.vfs_capacity) == (1, 2, 7)
+    nic.sriov_numvfs = 5
+    nic.save()
+    host.refresh_from_db()
+    assert host.vfs_configured == 5
+    nic.delete()
+    host.refresh_from_db()
+    assert (host.sriov_nics, host.vfs_configured, host.vfs_capacity) == (0, 0, 0)
+    host.delete()  # its NICs go with it
+    assert not Nic.objects.exists()

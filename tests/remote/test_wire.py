@@ -170,3 +170,13 @@ def test_a_host_that_offers_neither_still_connects(fleet, tmp_path):
     result = asyncio.run(scenario())
     assert result.kind == "ok", result.message
     assert result.details["cipher"] == "aes256-ctr"
+
+
+def test_a_fan_out_logs_one_summary_line_not_one_per_host(fleet, caplog):
+    caplog.set_level(logging.INFO, logger="remote")
+    jobs = [(target(fleet, name), "inventory", {}) for name in ("fast-1", "fast-2", "tamper")]
+    results = [result for batch in run_many_batches(jobs, concurrency=3) for _i, result in batch]
+    assert [r.kind for r in results] == ["ok"] * 3
+    lines = [r.getMessage() for r in caplog.records if r.name == "remote" and r.levelno >= logging.INFO]
+    assert lines == ["remote: inventory on 3 hosts in " + lines[0].split(" in ", 1)[1]]
+    assert lines[0].endswith(": 3 ok")
