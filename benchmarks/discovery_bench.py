@@ -241,10 +241,11 @@ def main() -> int:
     if args.pages:
         rows += page_rows()
 
+    fast_crypto = getattr(settings, "SSH_FAST_CRYPTO", "(no such setting)")
     print(f"\n## discovery, {n} hosts — {time.strftime('%Y-%m-%d %H:%M')}\n")
     print(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"database {engine}; fleet in its own process ({args.workers} agent threads); "
-          f"discovery concurrency {settings.DISCOVERY_CONCURRENCY}; SSH_FAST_CRYPTO={getattr(settings, "SSH_FAST_CRYPTO", "(none)")}.\n")
+          f"discovery concurrency {settings.DISCOVERY_CONCURRENCY}; SSH_FAST_CRYPTO={fast_crypto}.\n")
     print("| measure | value |\n| --- | --- |")
     for name, value in rows:
         print(f"| {name} | {value} |")
