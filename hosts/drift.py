@@ -1,6 +1,6 @@
 """Drift: where the observed state differs from the intent the console applied.
 
-    update_drift(hosts, *, actor=None) -> list[Hypervisor]
+    update_drift(hosts, *, actor=None, nics=None) -> list[Hypervisor]
 
 The intent is what the change executor recorded (Nic.managed_numvfs, Hypervisor.managed_kernel_args);
 the observed state is what discovery stored. `update_drift` recomputes the reasons of a chunk of
@@ -8,8 +8,9 @@ hosts, stores `drifted` / `drift_reasons` of those whose reasons changed (one bu
 audits the transitions (one append): `host.drift_detected` when drift appears or its reasons
 change, `host.drift_cleared` when it goes away. Hosts whose drift did not change cost nothing.
 
-Each host's NICs are read through `host.nics.all()`: load them first (`prefetch_related("nics")`),
-or every host costs a query. Call inside the caller's transaction with the host rows locked.
+Each host's NICs: `nics[host.pk]` when a mapping is given (discovery has them loaded already),
+else `host.nics.all()` (prefetch them, or every host costs a query). Call inside the caller's
+transaction with the host rows locked.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from .models import Hypervisor
 SYSTEM_ACTOR = "worker"
 
 
-def update_drift(hosts, *, actor=None) -> list[Hypervisor]:
+def update_drift(hosts, *, actor=None, nics=None) -> list[Hypervisor]:
     """Recompute, store and audit drift for `hosts`; returns the hosts whose drift changed."""
     changed = []
     for host in hosts:
-        reasons = _reasons(host)
+        reasons = _reasons(host, nics[host.pk] if nics is not None else host.nics.all())
         old_reasons = list(host.drift_reasons or [])
         if bool(reasons) == host.drifted and reasons == old_reasons:
             continue
@@ -48,12 +49,12 @@ def _event(host, old_reasons, who) -> dict:
             **who}
 
 
-def _reasons(host: Hypervisor) -> list[str]:
+def _reasons(host: Hypervisor, nics) -> list[str]:
     """Sentences describing the differences, empty when in line. An undiscovered host has none."""
     if host.facts_refreshed_at is None:
         return []
     reasons = []
-    for nic in sorted(host.nics.all(), key=lambda n: n.pci_address):
+    for nic in sorted(nics, key=lambda n: n.pci_address):
         if nic.managed_numvfs is None:
             continue
         if not nic.present:

@@ -12,6 +12,8 @@ Facts never include the console's intent (Nic.managed_numvfs, Hypervisor.managed
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,15 +49,26 @@ class Fact:
     source: str | Callable[[dict], Any]  # dotted path in the item, or a function of the item
     convert: Callable[[Any, models.Field], Any] | None = None  # None: by the model field's type
 
-    def read(self, item: dict, model_field: models.Field):
-        value = self.source(item) if callable(self.source) else dig(item, self.source)
-        if value is KEEP:
-            return KEEP
-        return (self.convert or default_converter(model_field))(value, model_field)
+    def reader(self, model) -> Callable[[dict], Any]:
+        """item → the value to store (or KEEP), with the source and the conversion resolved once."""
+        model_field = model._meta.get_field(self.field)
+        convert = self.convert or default_converter(model_field)
+        if callable(self.source):
+            source = self.source
+        elif "." in self.source:
+            source = functools.partial(dig, path=tuple(self.source.split(".")))
+        else:
+            source = operator.methodcaller("get", self.source)
+
+        def read(item):
+            value = source(item)
+            return KEEP if value is KEEP else convert(value, model_field)
+
+        return read
 
 
-def dig(item, path: str):
-    for key in path.split("."):
+def dig(item, path: tuple[str, ...]):
+    for key in path:
         item = item.get(key) if isinstance(item, dict) else None
     return item
 
@@ -189,7 +202,7 @@ WATCHED_FACTS = ("kernel", "boot_id", "cmdline", "iommu_active")
 
 
 def _bound(model, facts):
-    return tuple((fact, model._meta.get_field(fact.field)) for fact in facts)
+    return tuple((fact.field, fact.reader(model)) for fact in facts)
 
 
 BOUND = {
@@ -202,12 +215,12 @@ BOUND = {
 def apply_facts(obj, item: dict, changed: set[str]) -> None:
     """Set every fact of `item` on `obj` that differs from what it holds; add their names to
     `changed` (nothing is set, nothing added, when the stored value is already right)."""
-    for fact, model_field in BOUND[type(obj)]:
-        value = fact.read(item, model_field)
-        if value is KEEP or getattr(obj, fact.field) == value:
+    for name, read in BOUND[type(obj)]:
+        value = read(item)
+        if value is KEEP or getattr(obj, name) == value:
             continue
-        setattr(obj, fact.field, value)
-        changed.add(fact.field)
+        setattr(obj, name, value)
+        changed.add(name)
 
 
 def text(model, field_name: str, value) -> str:

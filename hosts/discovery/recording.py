@@ -19,7 +19,6 @@ import logging
 from dataclasses import dataclass, field
 
 from django.db import transaction
-from django.db.models import Prefetch
 from django.utils import timezone
 
 import remote
@@ -100,21 +99,33 @@ def _record_alone(item: Item, actor, started_at) -> DiscoveryOutcome:
         return DiscoveryOutcome(item.host_id, "", "error", "", "recording the result failed")
 
 
-def _locked_hosts(ids) -> dict[int, Hypervisor]:
-    vfs = VirtualFunction.objects.order_by()
-    nics = Nic.objects.order_by().prefetch_related(Prefetch("vfs", queryset=vfs))
-    hosts = (
-        Hypervisor.objects.select_for_update(of=("self",))
-        .select_related("credential")
-        .filter(pk__in=ids)
-        .order_by("pk")
-        .prefetch_related(Prefetch("nics", queryset=nics))
-    )
-    return {host.pk: host for host in hosts}
+@dataclass
+class Rows:
+    """The chunk's stored NICs per host and VFs per NIC (plain lists: no queryset per instance)."""
+
+    nics: dict = field(default_factory=dict)  # host id → [Nic]
+    vfs: dict = field(default_factory=dict)  # NIC id → [VirtualFunction]
+
+
+def _locked(ids) -> tuple[dict[int, Hypervisor], Rows]:
+    hosts = Hypervisor.objects.select_for_update(of=("self",)).select_related("credential")
+    hosts = {host.pk: host for host in hosts.filter(pk__in=ids).order_by("pk")}
+    rows = Rows({pk: [] for pk in hosts})
+    nics = list(Nic.objects.filter(host_id__in=list(hosts)).order_by()) if hosts else []
+    for nic in nics:
+        nic.host = hosts[nic.host_id]  # str(nic) and seen_at without a query
+        rows.nics[nic.host_id].append(nic)
+        rows.vfs[nic.pk] = []
+    if nics:
+        by_id = {nic.pk: nic for nic in nics}
+        for vf in VirtualFunction.objects.filter(nic__host_id__in=list(hosts)).order_by():
+            vf.nic = by_id[vf.nic_id]
+            rows.vfs[vf.nic_id].append(vf)
+    return hosts, rows
 
 
 def _record_chunk(items: list[Item], actor, started_at) -> list[DiscoveryOutcome]:
-    hosts = _locked_hosts([item.host_id for item in items])
+    hosts, rows = _locked([item.host_id for item in items])
     now = timezone.now()
     chunk = Writes()
     written, discovered, outcomes = [], [], []
@@ -131,7 +142,7 @@ def _record_chunk(items: list[Item], actor, started_at) -> list[DiscoveryOutcome
             continue
         try:
             writes = Writes()
-            kind = _plan_host(host, item.result, now, actor, started_at, writes)
+            kind = _plan_host(host, item.result, now, actor, started_at, rows, writes)
         except Exception:  # one host's unexpected data must not lose the others' results
             logger.exception("discovery: recording the result for %s failed", host.name)
             outcomes.append(DiscoveryOutcome(host.pk, host.name, "error", "", "recording the result failed"))
@@ -144,7 +155,7 @@ def _record_chunk(items: list[Item], actor, started_at) -> list[DiscoveryOutcome
             discovered.append(host)
         outcomes.append(DiscoveryOutcome(host.pk, host.name, kind, host.status, host.status_reason))
     _write(chunk, written)
-    drift.update_drift(discovered, actor=actor)
+    drift.update_drift(discovered, actor=actor, nics=rows.nics)
     _audit(chunk.events, actor)
     return outcomes
 
@@ -154,17 +165,29 @@ def _write(chunk: Writes, hosts: list[Hypervisor]) -> None:
     Nic.objects.bulk_create(chunk.new_nics)
     for vf in chunk.new_vfs:
         vf.nic = vf.nic  # the NIC may have got its id just now
-    _bulk_update(Nic, chunk.nics)
+    _bulk_update(Nic, list(chunk.nics), set().union(*chunk.nics.values()))
     VirtualFunction.objects.bulk_create(chunk.new_vfs)
-    _bulk_update(VirtualFunction, chunk.vfs)
-    if hosts and chunk.host_fields:
-        Hypervisor.objects.bulk_update(hosts, sorted(chunk.host_fields))
+    _bulk_update(VirtualFunction, list(chunk.vfs), set().union(*chunk.vfs.values()))
+    _bulk_update(Hypervisor, hosts, chunk.host_fields)
 
 
-def _bulk_update(model, changed: dict) -> None:
-    if changed:
-        fields = sorted(set().union(*changed.values()))
-        model.objects.bulk_update(list(changed), fields)
+def _bulk_update(model, objs, fields) -> None:
+    """At most two statements: the fields every object has the same value for (discovery times,
+    a status...) in one plain UPDATE, the others in one bulk_update (a CASE per field)."""
+    if not objs or not fields:
+        return
+    attnames = {name: model._meta.get_field(name).attname for name in fields}
+    first = objs[0]
+    common = {
+        attname: getattr(first, attname)
+        for attname in attnames.values()
+        if all(getattr(obj, attname) == getattr(first, attname) for obj in objs)
+    }
+    if common:
+        model.objects.filter(pk__in=[obj.pk for obj in objs]).update(**common)
+    varying = sorted(name for name, attname in attnames.items() if attname not in common)
+    if varying:
+        model.objects.bulk_update(objs, varying)
 
 
 def _audit(events, actor) -> None:
@@ -185,7 +208,7 @@ def _set(obj, changed: set, **values) -> None:
             changed.add(name)
 
 
-def _plan_host(host, result, now, actor, started_at, writes: Writes) -> str:
+def _plan_host(host, result, now, actor, started_at, rows: Rows, writes: Writes) -> str:
     """Returns the outcome kind; `host` and its NICs/VFs carry the new values afterwards."""
     previous = (host.status, host.status_reason)
     changed = writes.host_fields
@@ -197,14 +220,15 @@ def _plan_host(host, result, now, actor, started_at, writes: Writes) -> str:
         return "no_credential"
     if result.host_key_was_unknown and result.host_key and not host.host_key:
         _pin_tofu(host, result, now, writes)
+    nics = rows.nics[host.pk]
     if result.kind == "ok":
-        _plan_inventory(host, result, now, writes)
+        _plan_inventory(host, result, now, rows, writes)
     else:
         _plan_failure(host, result, now, writes)
     if actor is not None or previous[0] == Status.UNKNOWN or previous != (host.status, host.status_reason):
         # Periodic discoveries that find nothing new leave no audit event (the host row keeps the
         # time of the last one); a user's refresh, the first discovery or a new status/reason does.
-        writes.events.append(_outcome_event(host, result, writes))
+        writes.events.append(_outcome_event(host, result, nics + writes.new_nics))
     return result.kind
 
 
@@ -214,7 +238,7 @@ def _plan_no_credential(host, changed, writes) -> None:
     writes.events.append(("host.discovery_failed", host, {"kind": "no_credential", "message": NO_CREDENTIAL}))
 
 
-def _outcome_event(host, result, writes) -> tuple:
+def _outcome_event(host, result, nics) -> tuple:
     if result.kind != "ok":
         data = {
             "kind": result.kind,
@@ -224,7 +248,7 @@ def _outcome_event(host, result, writes) -> tuple:
             "duration": round(result.duration or 0.0, 3),
         }
         return ("host.discovery_failed", host, data)
-    present = [nic for nic in _current_nics(host, writes) if nic.present]
+    present = [nic for nic in nics if nic.present]
     data = {
         "kernel": host.kernel,
         "os": host.os_name,
@@ -237,10 +261,6 @@ def _outcome_event(host, result, writes) -> tuple:
         "agent_sha256": result.agent_sha256,
     }
     return ("host.discovered", host, data)
-
-
-def _current_nics(host, writes) -> list[Nic]:
-    return list(host.nics.all()) + [nic for nic in writes.new_nics if nic.host is host]
 
 
 def _pin_tofu(host, result, now, writes) -> None:
@@ -292,7 +312,7 @@ def _plan_mismatch(host, result, now, writes) -> None:
     _set(host, writes.host_fields, pending_host_key=result.host_key or "", pending_host_key_fingerprint=presented)
 
 
-def _plan_inventory(host, result, now, writes) -> None:
+def _plan_inventory(host, result, now, rows, writes) -> None:
     inv = result.result or {}
     first = host.facts_refreshed_at is None
     seen_until = host.facts_refreshed_at  # the last discovery that saw what is present now
@@ -306,8 +326,8 @@ def _plan_inventory(host, result, now, writes) -> None:
         # The host presents the pinned key again: a pending key from a mismatch is stale.
         _set(host, changed, pending_host_key="", pending_host_key_fingerprint="", pending_host_key_seen_at=None)
 
-    numvfs_changes = _plan_nics(host, inv.get("nics") or [], now, seen_until, first, writes)
-    _set(host, changed, **_nic_figures(_current_nics(host, writes)))
+    numvfs_changes = _plan_nics(host, inv.get("nics") or [], now, seen_until, first, rows, writes)
+    _set(host, changed, **_nic_figures(rows.nics[host.pk] + writes.new_nics))
     if changed - {"last_discovery_at", "facts_refreshed_at", "last_contact_at", "discovery_requested_at"}:
         _set(host, changed, updated_at=now)
 
@@ -333,9 +353,9 @@ def _nic_figures(nics) -> dict:
     }
 
 
-def _plan_nics(host, reported, now, seen_until, first, writes) -> dict[str, tuple]:
+def _plan_nics(host, reported, now, seen_until, first, rows, writes) -> dict[str, tuple]:
     """Physical functions by PCI address, their VFs by index; returns the VF-count changes."""
-    existing = {nic.pci_address: nic for nic in host.nics.all()}
+    existing = {nic.pci_address: nic for nic in rows.nics[host.pk]}
     seen = set()
     numvfs_changes = {}
     for item in reported:
@@ -357,7 +377,7 @@ def _plan_nics(host, reported, now, seen_until, first, writes) -> dict[str, tupl
         elif changed:
             _set(nic, changed, last_seen_at=now)
             writes.nics[nic] = changed
-        _plan_vfs(nic, item.get("vfs") or [], now, seen_until, is_new, writes)
+        _plan_vfs(nic, item.get("vfs") or [], now, seen_until, [] if is_new else rows.vfs[nic.pk], writes)
         if not is_new and old_numvfs != nic.sriov_numvfs:
             numvfs_changes[nic.name] = (old_numvfs, nic.sriov_numvfs)
         if (is_new and not first) or came_back:
@@ -366,15 +386,15 @@ def _plan_nics(host, reported, now, seen_until, first, writes) -> dict[str, tupl
             writes.events.append(("nic.appeared", nic, data))
     for pci, nic in existing.items():
         if pci not in seen and nic.present:
-            _plan_gone_nic(nic, now, seen_until, writes)
+            _plan_gone_nic(nic, now, seen_until, rows.vfs[nic.pk], writes)
     return numvfs_changes
 
 
-def _plan_gone_nic(nic, now, seen_until, writes) -> None:
+def _plan_gone_nic(nic, now, seen_until, vfs, writes) -> None:
     """Marked gone, never deleted (its history and the intent on it stay visible)."""
     changed = writes.nics.setdefault(nic, set())
     _set(nic, changed, present=False, gone_at=now, last_seen_at=seen_until or nic.last_seen_at)
-    for vf in nic.vfs.all():
+    for vf in vfs:
         if vf.present:
             _set(vf, writes.vfs.setdefault(vf, set()), present=False, gone_at=now,
                  last_seen_at=seen_until or vf.last_seen_at)
@@ -383,8 +403,8 @@ def _plan_gone_nic(nic, now, seen_until, writes) -> None:
     writes.events.append(("nic.gone", nic, data))
 
 
-def _plan_vfs(nic, reported, now, seen_until, nic_is_new, writes) -> None:
-    existing = {} if nic_is_new else {vf.index: vf for vf in nic.vfs.all()}
+def _plan_vfs(nic, reported, now, seen_until, stored, writes) -> None:
+    existing = {vf.index: vf for vf in stored}
     seen = set()
     for item in reported:
         index = _index(item)
