@@ -110,8 +110,16 @@ class HostFilterSet(django_filters.FilterSet):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Read the drivers once per request (validation and rendering both iterate the choices).
-        self.filters["driver"].extra["choices"] = driver_choices()
+        # Read the drivers when first needed and once per request (validation and rendering both
+        # iterate the choices; an API call without ?driver= needs none).
+        cached = {}
+
+        def choices():
+            if "drivers" not in cached:
+                cached["drivers"] = driver_choices()
+            return cached["drivers"]
+
+        self.filters["driver"].extra["choices"] = choices
 
     def filter_q(self, queryset, name, value):
         value = value.strip()
