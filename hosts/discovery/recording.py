@@ -26,6 +26,7 @@ from audit.services import record_many
 
 from .. import drift
 from ..models import Hypervisor, Nic, VirtualFunction
+from .bulk import update_rows
 from .facts import WATCHED_FACTS, apply_facts, text
 from .failures import FAILURE_STATUS, NO_CREDENTIAL, failure_reason
 
@@ -173,7 +174,7 @@ def _write(chunk: Writes, hosts: list[Hypervisor]) -> None:
 
 def _bulk_update(model, objs, fields) -> None:
     """At most two statements: the fields every object has the same value for (discovery times,
-    a status...) in one plain UPDATE, the others in one bulk_update (a CASE per field)."""
+    a status...) in one plain UPDATE, the others in one UPDATE … FROM VALUES (hosts/discovery/bulk.py)."""
     if not objs or not fields:
         return
     attnames = {name: model._meta.get_field(name).attname for name in fields}
@@ -185,9 +186,7 @@ def _bulk_update(model, objs, fields) -> None:
     }
     if common:
         model.objects.filter(pk__in=[obj.pk for obj in objs]).update(**common)
-    varying = sorted(name for name, attname in attnames.items() if attname not in common)
-    if varying:
-        model.objects.bulk_update(objs, varying)
+    update_rows(model, objs, sorted(name for name, attname in attnames.items() if attname not in common))
 
 
 def _audit(events, actor) -> None:
