@@ -145,6 +145,19 @@ def record(action, *, actor=None, actor_name=None, obj=None, host=None, change=N
     return event
 
 
+def record_many(events, *, using=None):
+    """Record several events, each given as a dict of record()'s keyword arguments (`action`
+    included), in chain order, with one lock and one insert. Inside the caller's transaction."""
+    snapshots = [_snapshot(**{"actor": None, "actor_name": None, "obj": None, "host": None, "change": None,
+                              "data": None, "request": None, **event}) for event in events]
+    if not snapshots:
+        return []
+    using = using or router.db_for_write(AuditEvent)
+    with transaction.atomic(using=using, savepoint=False):
+        lock_chain(using)
+        return AuditEvent.objects.using(using).bulk_create(_append(snapshots, using))
+
+
 def bulk_record(rows, *, using="default", batch_size=2000):
     """Append many events in one transaction (benchmarks, tests, imports).
 

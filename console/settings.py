@@ -296,6 +296,8 @@ DISCOVERY_CONCURRENCY = env_int("DISCOVERY_CONCURRENCY", 50)
 # A discovery queued or running this long without a result is presumed lost: a new one may be queued.
 DISCOVERY_PENDING_SECONDS = env_int("DISCOVERY_PENDING_SECONDS", 300)
 DISCOVERY_CHUNK_SIZE = env_int("DISCOVERY_CHUNK_SIZE", 50)  # hosts per discovery task (fan-out)
+# Prefer AES-GCM ciphers and curve25519 key exchange where the host offers them (docs/security.md).
+SSH_FAST_CRYPTO = env_bool("SSH_FAST_CRYPTO", True)
 # Trust-on-first-use for host keys: off by default, an admin accepts each new key.
 HOST_KEY_TOFU = env_bool("HOST_KEY_TOFU")
 

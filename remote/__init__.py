@@ -3,7 +3,7 @@
 Public API (the Django side is written against this; see docs/architecture.md for the wire contract)::
 
     from remote import (HostTarget, AgentResult, run_agent, run_many, run_agent_sync, run_many_sync,
-                        fingerprint)
+                        run_many_batches, fingerprint)
 
     target = HostTarget(name="hv01", address="10.0.0.5", username="root",
                         private_key=decrypted_openssh_text,          # never logged / repr'd
@@ -13,11 +13,16 @@ Public API (the Django side is written against this; see docs/architecture.md fo
     res = await run_agent(target, "inventory")                       # -> AgentResult, never raises
     results = await run_many([(target, "inventory", {}), ...], concurrency=50)   # order preserved
     res = run_agent_sync(target, "set_vfs", {...})                    # asyncio.run wrapper (Celery)
+    for batch in run_many_batches(jobs, concurrency=50, batch_size=50):  # [(job index, result)]
+        ...                                                          # as they arrive (own thread)
 
 How a call works: one SSH connection per call; the server's host key is checked against
 `known_host_key` inside the handshake (custom `validate_host_public_key`), then the constant
 command `protocol.command_for(username)` (``python3 -c '<bootstrap>'``, ``sudo -n`` first when the
-user is not root) is run with `protocol.encode_payload(agent source, request)` on stdin. The
+user is not root) is run with `protocol.encode_payload(agent source, request)` on stdin (the agent
+zlib-compressed, its sha256 checked by the bootstrap before it runs). With ``fast_crypto`` (the
+default) AES-GCM ciphers and curve25519 key exchange are offered first. Successes log at DEBUG;
+a fan-out logs one INFO summary. The
 request is ``{"op", "args", "request_id"}``; stdout must be exactly one JSON object with a boolean
 ``ok``, the same ``op``, and a ``result`` object (ok) or ``error`` ``{code, message}`` (not ok).
 
@@ -54,6 +59,7 @@ from .client import (
     run_agent,
     run_agent_sync,
     run_many,
+    run_many_batches,
     run_many_sync,
 )
 
@@ -66,5 +72,6 @@ __all__ = [
     "run_agent",
     "run_agent_sync",
     "run_many",
+    "run_many_batches",
     "run_many_sync",
 ]

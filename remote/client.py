@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
+import queue
+import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncssh
+from asyncssh.encryption import get_default_encryption_algs
+from asyncssh.kex import get_default_kex_algs
 from asyncssh.public_key import get_default_public_key_algs
 
 from . import protocol
@@ -60,6 +65,11 @@ _PREFERRED_HOST_KEY_ALGS = (
     "rsa-sha2-256",
     "ssh-rsa",
 )
+
+# With fast_crypto, offered first; the rest of asyncssh's defaults follow, so a host that offers
+# none of these still negotiates what it has (docs/security.md, "Ciphers and key exchange").
+FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+FAST_KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org")
 
 _CLOSE_TIMEOUT = 5.0
 _MAX_CAPTURE = 4 * 1024 * 1024  # bytes kept per stream for the transcript
@@ -119,6 +129,7 @@ class HostTarget:
     accept_new_host_key: bool = False  # trust on first use: run anyway when the key is unknown
     connect_timeout: float = 10.0
     op_timeout: float = 120.0
+    fast_crypto: bool = True  # prefer AES-GCM and curve25519 where the host offers them
 
 
 @dataclass
@@ -211,6 +222,20 @@ def _host_key_algs(pinned: asyncssh.SSHKey | None) -> list[str]:
             seen.add(alg)
             algs.append(alg)
     return algs
+
+
+def _preferred(first: tuple[str, ...], defaults: list[bytes]) -> list[str]:
+    names = [alg.decode("ascii") for alg in defaults]
+    return [alg for alg in first if alg in names] + [alg for alg in names if alg not in first]
+
+
+@functools.cache
+def _fast_crypto_algs() -> dict[str, list[str]]:
+    kex = [alg for alg in get_default_kex_algs() if not alg.startswith(b"gss-")]
+    return {
+        "encryption_algs": _preferred(FAST_CIPHERS, get_default_encryption_algs()),
+        "kex_algs": _preferred(FAST_KEX, kex),
+    }
 
 
 def validate_response(text: str, request: dict) -> tuple[dict | None, str]:
@@ -322,7 +347,9 @@ async def _run_agent(target: HostTarget, request: dict, source: bytes) -> AgentR
             res.details.update(details)
         res.finished_at = datetime.now(UTC)
         res.duration = time.monotonic() - t0
-        log = logger.info if res.ok else logger.warning
+        # At fleet scale a line per host costs more than it tells: successes are DEBUG (run_many
+        # logs one summary line), failures stay visible.
+        log = logger.debug if res.ok else logger.warning
         log("remote: %s op=%s kind=%s %.3fs %s", target.name, res.op, kind, res.duration, message)
         return res
 
@@ -392,6 +419,7 @@ async def _run_agent(target: HostTarget, request: dict, source: bytes) -> AgentR
                 login_timeout=target.connect_timeout,
                 keepalive_interval=min(30.0, max(1.0, target.op_timeout / 4)),
                 keepalive_count_max=3,
+                **(_fast_crypto_algs() if target.fast_crypto else {}),
             ),
             timeout=target.connect_timeout,
         )
@@ -420,6 +448,7 @@ async def _run_agent(target: HostTarget, request: dict, source: bytes) -> AgentR
 
     try:
         note_host_key()
+        res.details["cipher"] = conn.get_extra_info("send_cipher")
         # Defence in depth: the client hook already refused, but never run on a mismatched host.
         verified = client.outcome == "match" or (client.outcome == "new" and target.accept_new_host_key)
         if not verified:
@@ -506,21 +535,40 @@ async def run_many(
     *,
     concurrency: int = 50,
     agent_source: bytes | None = None,
+    on_result=None,
 ) -> list[AgentResult]:
     """Run many (target, op, args) jobs with at most `concurrency` at once; results keep job order.
 
     One host's failure never affects another: every job yields an AgentResult.
+    on_result(index, result), when given, is called on the loop as each job finishes.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
+    jobs = list(jobs)
     source = agent_source if agent_source is not None else protocol.agent_source()
     semaphore = asyncio.Semaphore(concurrency)
+    started = time.monotonic()
 
-    async def one(target: HostTarget, op: str, args: dict | None) -> AgentResult:
+    async def one(index: int, target: HostTarget, op: str, args: dict | None) -> AgentResult:
         async with semaphore:
-            return await run_agent(target, op, args, agent_source=source)
+            result = await run_agent(target, op, args, agent_source=source)
+        if on_result is not None:
+            on_result(index, result)
+        return result
 
-    return list(await asyncio.gather(*(one(t, op, args) for t, op, args in jobs)))
+    results = list(await asyncio.gather(*(one(i, t, op, args) for i, (t, op, args) in enumerate(jobs))))
+    _log_summary(results, time.monotonic() - started)
+    return results
+
+
+def _log_summary(results: list[AgentResult], seconds: float) -> None:
+    if not results:
+        return
+    kinds: dict[str, int] = {}
+    for result in results:
+        kinds[result.kind] = kinds.get(result.kind, 0) + 1
+    summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+    logger.info("remote: %s on %d hosts in %.1f s: %s", results[0].op, len(results), seconds, summary)
 
 
 def run_agent_sync(
@@ -543,3 +591,76 @@ def run_many_sync(
 ) -> list[AgentResult]:
     """asyncio.run wrapper around run_many for synchronous callers."""
     return asyncio.run(run_many(list(jobs), concurrency=concurrency, agent_source=agent_source))
+
+
+_DONE = object()
+
+
+def run_many_batches(
+    jobs: Iterable[tuple[HostTarget, str, dict | None]],
+    *,
+    concurrency: int = 50,
+    batch_size: int = 50,
+    max_wait: float = 0.25,
+    agent_source: bytes | None = None,
+) -> Iterator[list[tuple[int, AgentResult]]]:
+    """Results as they arrive, in batches of (job index, result), for a synchronous consumer.
+
+    The SSH fan-out runs on its own event loop in a background thread while the caller handles
+    the previous batch (e.g. writes it to the database), so the two overlap. A batch is yielded
+    when it holds `batch_size` results or `max_wait` seconds after its first result arrived,
+    whichever comes first. Every job appears in exactly one batch. Closing the iterator early
+    cancels the calls still running.
+    """
+    jobs = list(jobs)
+    if not jobs:
+        return
+    arrived: queue.SimpleQueue = queue.SimpleQueue()
+    loop = asyncio.new_event_loop()
+    fan_out = loop.create_task(
+        run_many(jobs, concurrency=concurrency, agent_source=agent_source,
+                 on_result=lambda index, result: arrived.put((index, result)))
+    )
+
+    def run_loop() -> None:
+        try:
+            loop.run_until_complete(fan_out)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
+            arrived.put((_DONE, exc))
+        else:
+            arrived.put((_DONE, None))
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run_loop, name="remote-fan-out", daemon=True)
+    thread.start()
+    try:
+        yield from _batches(arrived, batch_size, max_wait)
+    finally:
+        if not fan_out.done():
+            loop.call_soon_threadsafe(fan_out.cancel)
+        thread.join()
+
+
+def _batches(arrived: queue.SimpleQueue, batch_size: int, max_wait: float):
+    batch: list[tuple[int, AgentResult]] = []
+    deadline = None
+    while True:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            index, result = arrived.get(timeout=timeout)
+        except queue.Empty:
+            yield batch
+            batch, deadline = [], None
+            continue
+        if index is _DONE:
+            if batch:
+                yield batch
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result
+            return
+        batch.append((index, result))
+        deadline = deadline or time.monotonic() + max_wait
+        if len(batch) >= batch_size:
+            yield batch
+            batch, deadline = [], None

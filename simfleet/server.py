@@ -31,7 +31,7 @@ from pathlib import Path
 
 import asyncssh
 
-from remote.protocol import BOOTSTRAP_COMMAND, SUDO_PREFIX, decode_payload
+from remote.protocol import BOOTSTRAP_COMMAND, SHA256_MISMATCH, SUDO_PREFIX, decode_payload
 
 from .host import FAULTS, SimHost, SimSystem
 from .profiles import PROFILES, mixed_profiles
@@ -314,6 +314,8 @@ class FleetHost(SimHost):
         try:
             source, request = decode_payload(data)
         except ValueError as exc:
+            if str(exc) == SHA256_MISMATCH:  # what the bootstrap's own check prints (sys.exit)
+                return 1, "", f"{exc}\n"
             return (
                 1,
                 "",

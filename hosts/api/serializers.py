@@ -189,6 +189,7 @@ class AcceptHostKeySerializer(serializers.Serializer):
 class VfSerializer(serializers.ModelSerializer):
     nic_name = serializers.CharField(source="nic.name", read_only=True)
     host = serializers.IntegerField(source="nic.host_id", read_only=True)
+    last_seen_at = serializers.DateTimeField(source="seen_at", read_only=True, allow_null=True)
 
     class Meta:
         model = VirtualFunction
@@ -213,6 +214,7 @@ class VfSerializer(serializers.ModelSerializer):
 class NicSerializer(serializers.ModelSerializer):
     host_name = serializers.CharField(source="host.name", read_only=True)
     sriov_capable = serializers.BooleanField(read_only=True)
+    last_seen_at = serializers.DateTimeField(source="seen_at", read_only=True, allow_null=True)
 
     class Meta:
         model = Nic

@@ -222,7 +222,7 @@ class NicViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleViewSe
         queryset = Nic.objects.select_related("host")
         if self.action == "retrieve":
             queryset = queryset.prefetch_related(
-                Prefetch("vfs", queryset=VirtualFunction.objects.select_related("nic").order_by("index"))
+                Prefetch("vfs", queryset=VirtualFunction.objects.select_related("nic__host").order_by("index"))
             )
         return queryset
 
@@ -236,7 +236,7 @@ class VfViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleViewSet
     action_permissions = {"list": READ, "retrieve": READ}
 
     def get_queryset(self):
-        return VirtualFunction.objects.select_related("nic")
+        return VirtualFunction.objects.select_related("nic__host")
 
 
 class CredentialViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleViewSet):

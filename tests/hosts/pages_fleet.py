@@ -17,7 +17,7 @@ import asyncssh
 from django.db import transaction
 
 import remote
-from hosts import discovery
+from hosts import discovery, drift
 from hosts.intents import record_intent
 from hosts.models import Hypervisor, Label
 from remote import protocol
@@ -87,10 +87,10 @@ def build_fleet(count: int, prefix: str = "hv") -> list[Hypervisor]:
                                    target_key=host_key(0)[0])
         elif i % 10 == DRIFTED:
             with transaction.atomic():
-                locked = Hypervisor.objects.select_for_update().get(pk=host.pk)
-                nic = locked.nics.filter(sriov_totalvfs__gt=0).order_by("pci_address").first()
+                locked = Hypervisor.objects.select_for_update().prefetch_related("nics").get(pk=host.pk)
+                nic = min((n for n in locked.nics.all() if n.sriov_totalvfs), key=lambda n: n.pci_address)
                 more = (nic.sriov_numvfs or 0) + 2  # the console applied more than is there
                 record_intent(locked.pk, "set_vfs", nic.pci_address, more, f"{more} VFs on {nic.name}")
-                discovery.update_drift(locked)
+                drift.update_drift([locked])
         hosts.append(host)
     return hosts

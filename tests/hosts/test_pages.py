@@ -626,3 +626,12 @@ def test_the_nic_table_explains_its_managed_and_persisted_columns(client_for, vi
     legend = table[table.index('<dl class="legend'):]
     assert f'<dd id="nic-legend-managed">{managed.group(1)}</dd>' in legend
     assert f'<dd id="nic-legend-persisted">{persisted.group(1)}</dd>' in legend
+
+
+def test_driver_choices_are_the_drivers_of_present_nics(db, fleet):
+    from hosts.filters import driver_choices
+
+    Nic.objects.filter(driver="tg3").update(present=False)
+    expected = sorted(set(Nic.objects.filter(present=True).exclude(driver="").values_list("driver", flat=True)))
+    assert [value for value, _label in driver_choices()] == expected
+    assert "tg3" not in expected and "igb" in expected
