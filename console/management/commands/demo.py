@@ -175,9 +175,9 @@ class Command(BaseCommand):
                 "web",
                 [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
             )
-            from hosts.tasks import discover_fleet
+            from hosts import dispatch
 
-            discover_fleet.delay()
+            dispatch.discover_fleet()  # no transaction is open: published at once
             self._wait_for_web(port)
             self._banner(port, passwords, registered)
             status = self._supervise()
