@@ -23,6 +23,7 @@ import re
 from django import forms
 
 from .base import HostPlan, IntentValue, Operation, OperationError, PlanContext, Resume
+from .firmware import firmware_iommu_error, wants_iommu
 
 # Same pattern as the agent's KARG_RE (agent/sriov_agent.py): name or name=value, no quotes, no
 # spaces, no shell metacharacters. The agent checks again; the console refuses earlier, per field.
@@ -336,6 +337,9 @@ class KernelArgs(Operation):
         if error:
             out.errors.append(f"{ctx.where}: {error}")
             return
+        firmware = firmware_iommu_error(host) if wants_iommu(op, add) else None
+        if firmware:
+            out.errors.append(f"{ctx.where}: {firmware}")
         if not host.grub_file:
             out.errors.append(
                 f"{ctx.where}: no /etc/default/grub on this host (kernel {host.kernel or 'unknown'}): the console "
