@@ -47,8 +47,9 @@ def link_drops(current: int, count: int, reset: bool, legacy: bool) -> int:
 
 def _drop_words(link: dict, drops: int) -> str:
     seconds = link.get("link_drop_seconds")
-    times = "twice" if drops == 2 else "once"
-    return f"drops {times}" + (f", for about {seconds} s each" if seconds else "")
+    if drops == 2:
+        return "drops twice" + (f", for about {seconds} s each" if seconds else "")
+    return "drops once" + (f", for about {seconds} s" if seconds else "")
 
 
 def link_checks(op: dict, out: HostPlan, nic, drops: int) -> list[str]:
