@@ -5,7 +5,7 @@ refuse or what the host would suffer, before anyone approves anything."""
 import pytest
 
 from changes import services
-from changes.operations import OperationError, validate_operations
+from changes.operations import OperationError, summaries, validate_operations
 from hosts import discovery
 from hosts.models import Hypervisor
 from simfleet.host import SimHost
@@ -165,3 +165,25 @@ def test_the_new_flags_are_validated_and_kept_only_when_set():
                       "take_over": False, "allow_management_link": True}]
     with pytest.raises(OperationError, match="allow_autostart_impact must be true or false"):
         validate_operations([set_vfs("eno49", 2, allow_autostart_impact="yes")])
+
+
+def test_the_wizard_shows_the_blocking_error_and_takes_the_management_link_box(client_for, operator, credential):
+    from django.urls import reverse
+
+    from changes.models import ChangeRequest
+
+    from .test_pages import form_post
+
+    host = discovered("dl360g9-mgmt-on-pf", credential)
+    client = client_for(operator)
+    response = client.post(reverse("changes:preview"), form_post([host.pk], **{"set_vfs-0-count": "2"}),
+                           HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert "eno49 carries the management SSH connection of this host" in html
+    assert "Management link" in client.get(reverse("changes:new") + f"?hosts={host.pk}").content.decode()
+    response = client.post(reverse("changes:new"), form_post([host.pk], **{
+        "set_vfs-0-count": "2", "set_vfs-0-allow_management_link": "on"}))
+    assert response.status_code in (302, 303), response.content.decode()[:2000]
+    change = ChangeRequest.objects.get()
+    assert change.operations[0]["allow_management_link"] is True and not change.plan_blocked
+    assert summaries(change.operations) == ["set 2 VFs on PF eno49, persisted, allowing the management link"]
