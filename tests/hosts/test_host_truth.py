@@ -130,3 +130,21 @@ def test_the_api_shows_the_host_truth_read_only(client_for, viewer):
     assert (pf["name"], pf["binding_state"], pf["link"], pf["other_config"]) == ("", "vfio", None, [])
     port = next(n for n in nics if n["name"] == "enp59s0f0")
     assert port["link"]["management"] is False and port["persisted_conflict"] is False
+
+
+def test_the_api_takes_the_new_set_vfs_flags_and_refuses_bad_ones(operator, db):
+    from tests.api.conftest import bearer_client
+
+    host, _sim = discovered("dl360g9-guests")
+    api = bearer_client(operator)
+    body = {"title": "fewer VFs", "reason": "guest moved", "targets": {"host_ids": [host.pk]},
+            "operations": [{"op": "set_vfs", "select": {"by": "name", "value": "eno49"}, "count": 3,
+                            "allow_autostart_impact": True}], "policy": {"allow_guest_impact": True}}
+    response = api.post("/api/v1/changes/", body, format="json")
+    assert response.status_code == 201, response.json()
+    created = response.json()
+    assert created["operations"][0]["allow_autostart_impact"] is True
+    body["operations"][0]["allow_autostart_impact"] = "sure"
+    response = api.post("/api/v1/changes/", body, format="json")
+    assert response.status_code == 400
+    assert "allow_autostart_impact must be true or false" in str(response.json()["error"]["fields"])
