@@ -369,6 +369,9 @@ class KernelArgs(Operation):
             step = {"op": self.name, "args": {"add": add, "remove": remove, "regenerate": True}}
         else:
             text = f'{GRUB_VAR} already "{current}" and the running kernel has it: nothing to do'
+        if step and (host.boot_config or {}).get("bls"):
+            text += ("; BLS entries: also written where kernels installed later take their arguments from "
+                     "(/etc/kernel/cmdline, kernelopts in grubenv)")
         text += f"; reboot required ({'; '.join(reboot_reasons)})" if reboot_reasons else "; no reboot required"
         grub = {"file": host.grub_file, "before": current, "after": after, "tool": host.grub_tool,
                 "tool_words": tool, "reboot_required": bool(reboot_reasons), "reboot_reasons": reboot_reasons,

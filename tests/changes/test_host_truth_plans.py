@@ -187,3 +187,11 @@ def test_the_wizard_shows_the_blocking_error_and_takes_the_management_link_box(c
     change = ChangeRequest.objects.get()
     assert change.operations[0]["allow_management_link"] is True and not change.plan_blocked
     assert summaries(change.operations) == ["set 2 VFs on PF eno49, persisted, allowing the management link"]
+
+
+def test_a_bls_host_plan_says_kernels_installed_later_get_the_arguments_too(credential):
+    plan = plan_for(discovered("cx5", credential), [{"op": "kernel_args", "preset": "iommu"}])
+    assert "BLS entries: also written where kernels installed later take their arguments from" in \
+        plan.actions[0]["text"], plan.actions
+    assert "kernels installed later" not in plan_for(discovered("dl360g9", credential), [
+        {"op": "kernel_args", "preset": "iommu"}]).actions[0]["text"]
