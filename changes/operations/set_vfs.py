@@ -291,7 +291,8 @@ class SetVfs(Operation):
 
     def intents(self, action: dict, current: dict) -> list[IntentValue]:
         args = action["step"]["args"]
-        return [IntentValue(args["pci_address"], args["count"], f"{args['count']} VFs on {args['pf']}")]
+        return [IntentValue(args["pci_address"], args["count"],
+                            f"{args['count']} VFs on {args['pf'] or args['pci_address']}")]
 
     # -- verification and drift -------------------------------------------------------------
     def observe(self, inventory: dict, keys) -> dict:
@@ -310,14 +311,14 @@ class SetVfs(Operation):
         reasons = []
         for intent in sorted((i for i in intents if i.operation == self.name), key=lambda i: i.subject):
             nic = by_pci.get(intent.subject)
-            name = nic.name if nic else intent.subject
+            name = nic.label if nic else intent.subject
             if nic is None or not nic.present:
                 reasons.append(f"{name} ({intent.subject}) was configured by the console with {intent.value} VFs "
                                "but the host no longer reports it.")
             elif nic.sriov_numvfs != intent.value:
                 observed = "no VF count" if nic.sriov_numvfs is None else f"{nic.sriov_numvfs} VFs"
                 hint = " (the count did not survive a reboot?)" if nic.sriov_numvfs == 0 else ""
-                reasons.append(f"{nic.name} ({nic.pci_address}) has {observed}; the console applied "
+                reasons.append(f"{nic.label} ({nic.pci_address}) has {observed}; the console applied "
                                f"{intent.value}{hint}.")
         return reasons
 
