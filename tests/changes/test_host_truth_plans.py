@@ -195,3 +195,20 @@ def test_a_bls_host_plan_says_kernels_installed_later_get_the_arguments_too(cred
         plan.actions[0]["text"], plan.actions
     assert "kernels installed later" not in plan_for(discovered("dl360g9", credential), [
         {"op": "kernel_args", "preset": "iommu"}]).actions[0]["text"]
+
+
+def test_a_pf_with_no_driver_bound_is_refused_with_the_reason(credential):
+    from dataclasses import replace
+
+    from simfleet.profiles import X710
+
+    unbound = replace(X710, name="x710-unbound", nics=X710.nics[:3] + (replace(X710.nics[3], binding="none"),))
+    sim = SimHost("x710-unbound", unbound, vf_delay=0)
+    sim.boot()
+    host = Hypervisor.objects.create(name="x710-unbound", address="127.0.0.1", credential=credential)
+    assert discovery.apply_result(host.pk, inventory_result(sim, 0)).kind == "ok"
+    pf = host.nics.get(pci_address="0000:3b:00.1")
+    assert (pf.name, pf.binding_state, pf.driver) == ("", "no_driver", "")
+    plan = plan_for(host, [set_vfs("0000:3b:00.1", 2, by="pci")])
+    assert plan.errors == ["0000:3b:00.1 has no driver bound, so the kernel cannot change its VFs; bind it to its "
+                           "network driver first, then run discovery again"]
