@@ -222,8 +222,7 @@ class SetVfs(Operation):
 
     @staticmethod
     def _words(nic, current: int, count: int, reset: bool, needs_persist: bool) -> str:
-        state = f" [{nic.binding_state}]" if nic.binding_state and nic.binding_state != "netdev" else ""
-        label = nic.label + state
+        label = nic.label if nic.name else f"{nic.label} (no network interface)"
         if count == current:
             if needs_persist or (nic.persisted_conflict and nic.persisted_numvfs == count):
                 return f"{label}: already {count} VFs; record the count so it survives a reboot"

@@ -145,7 +145,8 @@ def test_an_unbound_pf_is_planned_by_pci_address_without_a_name(credential):
     host.nics.filter(pci_address="0000:3b:00.1").update(binding_state="other_driver", driver="i40e")
     plan = plan_for(host, [set_vfs("0000:3b:00.1", 4, by="pci")])
     assert not plan.errors, plan.errors
-    assert steps(plan)[0]["args"]["pf"] is None and plan.actions[0]["text"].startswith("0000:3b:00.1 [other_driver]")
+    assert steps(plan)[0]["args"]["pf"] is None
+    assert plan.actions[0]["text"].startswith("0000:3b:00.1 (no network interface): 0 → 4 VFs")
 
 
 def test_kernel_arguments_without_an_iommu_in_the_firmware_are_blocking(credential):
