@@ -213,3 +213,16 @@ def test_a_pf_with_no_driver_bound_is_refused_with_the_reason(credential):
     plan = plan_for(host, [set_vfs("0000:3b:00.1", 2, by="pci")])
     assert plan.errors == ["0000:3b:00.1 has no driver bound, so the kernel cannot change its VFs; bind it to its "
                            "network driver first, then run discovery again"]
+
+
+def test_sriov_off_in_the_firmware_and_a_blocked_device_are_said_in_the_plan(credential):
+    host = discovered("dl360g9", credential, prepare=lambda sim: sim.faults.setdefault("sriov_off_in_firmware", {}))
+    plan = plan_for(host, [set_vfs("eno49", 2)])
+    assert len(plan.errors) == 1 and plan.errors[0].startswith("eno49 cannot have VFs now: sriov_totalvfs is 0"), \
+        plan.errors
+    assert "SR-IOV is off in the BIOS/UEFI" in plan.errors[0]
+    by_driver = plan_for(host, [set_vfs("igb", 2, by="driver")])
+    assert not by_driver.errors and len(by_driver.warnings) >= 4, by_driver.warnings
+    host.nics.filter(name="eno50").update(sriov_totalvfs=7, device_busy=True)
+    plan = plan_for(host, [set_vfs("eno50", 2)])
+    assert plan.errors[0].startswith("eno50: the kernel is still waiting on an earlier change of its VF count")
