@@ -156,9 +156,11 @@ def _link(nic: dict):
 
 
 def _json_list(key: str):
+    """A list of objects; an object's `counts` (PF PCI address -> VF count) is always an object."""
     def read(item: dict):
         value = item.get(key)
-        return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
+        entries = [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
+        return [dict(e, counts=e["counts"] if isinstance(e.get("counts"), dict) else {}) for e in entries]
 
     return read
 
@@ -200,7 +202,9 @@ def _defined_guests(inv: dict):
             continue
         vfs = []
         for use in guest.get("uses") or []:
-            pf, index = places.get((use or {}).get("pci"), (None, None))
+            if not isinstance(use, dict):
+                continue
+            pf, index = places.get(use.get("pci"), (None, None))
             vfs.append({"pci": use.get("pci"), "via": use.get("via"), "pf": pf, "index": index})
         out.append({"name": str(guest.get("name", "")), "vfs": vfs, "networks": list(guest.get("networks") or [])})
     return out
