@@ -160,6 +160,8 @@ class SetVfs(Operation):
         text = self._words(nic, current, count, reset, needs_persist)
         if legacy and count != current:
             text += " (kernel older than 3.8: max_vfs in modprobe.d, applies after a reboot)"
+            if nic.max_vfs_form == "single":
+                text += f"; same count on every port of {nic.driver} (its max_vfs is one number)"
             out.warnings.append(f"{nic.label}: the new count applies only after a reboot (kernel {ctx.host.kernel})")
         step = None
         if count != current or needs_persist or (op["take_over"] and nic.persisted_conflict):

@@ -119,6 +119,7 @@ def test_one_max_vfs_for_every_port_on_an_old_kernel(credential):
     every = plan_for(host, [set_vfs("eth1", 4, apply_to_all_ports=True)])
     assert not every.errors, every.errors
     assert steps(every)[0]["args"]["apply_to_all_ports"] is True
+    assert every.actions[0]["text"].endswith("; same count on every port of igb (its max_vfs is one number)")
     assert every.after["numvfs"] == {f"0000:03:00.{f}": 4 for f in range(4)}
     # Intel's out-of-tree igb takes one value per port: no such rule
     array = discovered("legacy", credential)
