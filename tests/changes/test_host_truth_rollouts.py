@@ -7,9 +7,9 @@ from django.urls import reverse
 
 from changes.models import Step
 from hosts.models import Nic
-from simfleet import SimFleet
 from tests.conftest import ensure_role_groups, register_sim_hosts
 
+from .kargs_helpers import REBOOT_IF_NEEDED, make_fleet
 from .test_rollout_integration import approved, finished, runs, set_vfs
 
 pytestmark = pytest.mark.slow
@@ -20,12 +20,13 @@ HOSTS = [
     {"profile": "dl360g9", "name": "t-autostart"},
     {"profile": "dl360g9-mgmt-on-pf", "name": "t-mgmt"},
     {"profile": "dl360g9-foreign-udev", "name": "t-udev"},
+    {"profile": "legacy-intree", "name": "t-intree"},
 ]
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    sim = SimFleet(tmp_path_factory.mktemp("simfleet-truth"), hosts=HOSTS, base_port=0, vf_delay=0.02).start()
+    sim = make_fleet(tmp_path_factory, HOSTS, "simfleet-truth")  # quick reboots
     yield sim
     sim.stop()
 
@@ -103,3 +104,17 @@ def test_take_over_disables_the_other_udev_rule_and_the_count_is_persisted(celer
     eno49.refresh_from_db()
     assert eno49.persisted and eno49.persisted_numvfs == 3 and not eno49.persisted_conflict
     assert not [i for i in eno49.other_config if i.get("active")]
+
+
+def test_one_max_vfs_for_every_port_goes_to_every_port_and_comes_back_after_the_reboot(
+        celery_worker, fleet, operator, approver):
+    sim = fleet.host("t-intree")
+    (host,) = register_sim_hosts(fleet, [sim])
+    change = approved([host], operator, approver, ops=[set_vfs("eth1", 3, apply_to_all_ports=True),
+                                                       REBOOT_IF_NEEDED])
+    (run,) = runs(finished(change))
+    assert run.state == "succeeded", run.message
+    set_step = run.steps.get(operation="set_vfs")
+    assert set_step.request["args"]["apply_to_all_ports"] is True
+    assert set_step.result["max_vfs"]["value"] == "3" and set_step.result["max_vfs"]["applies_to_all_ports"]
+    assert sorted(sim.true_state()["numvfs"].values()) == [3, 3, 3, 3]  # verified after the boot
