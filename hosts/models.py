@@ -120,6 +120,15 @@ class Hypervisor(models.Model):
     grub_tool = models.CharField(max_length=50, blank=True)
     iommu_active = models.BooleanField(null=True)
     running_guests = models.JSONField(default=list, blank=True)
+    # Host truth the planner checks: the ACPI tables that say the firmware enabled the IOMMU
+    # ({"table": "DMAR"|"IVRS"|None, "present": bool|None, "acpi_tables_readable": bool}), where
+    # kernels installed later take their arguments from, stopped guests that start at boot
+    # ([{"name", "vfs": [{"pf", "index", "pci", "via"}]}]) and the boot sources of a VF count
+    # that are not the console's.
+    iommu_firmware = models.JSONField(default=dict, blank=True)
+    boot_config = models.JSONField(default=dict, blank=True)
+    defined_guests = models.JSONField(default=list, blank=True)
+    other_vf_config = models.JSONField(default=list, blank=True)
     facts_refreshed_at = models.DateTimeField(null=True, blank=True)
 
     # The last discovery attempt, whatever its outcome.
@@ -201,6 +210,19 @@ class Nic(models.Model):
     sriov_numvfs = models.IntegerField(null=True, blank=True)
     persisted_numvfs = models.IntegerField(null=True, blank=True)
     persisted = models.BooleanField(default=False)
+    # Another boot source (udev, NetworkManager, netplan...) sets a different count than the
+    # persisted one: the count after a reboot depends on which runs last.
+    persisted_conflict = models.BooleanField(default=False)
+    # How the host holds the PF: "netdev" (its network driver), "vfio" / "pci-stub" (handed to a
+    # guest or DPDK), "no_driver", "other_driver". A PF without a network interface has no name.
+    binding_state = models.CharField(max_length=20, blank=True)
+    not_capable_reason = models.TextField(blank=True)
+    max_vfs_form = models.CharField(max_length=10, blank=True)  # kernels < 3.8: "single" | "array"
+    device_busy = models.BooleanField(default=False)
+    # {master, stacked, addresses, addresses_known, default_route, management,
+    #  link_drops_on_vf_change, link_drop_seconds}; None without a network interface.
+    link = models.JSONField(null=True, blank=True)
+    other_config = models.JSONField(default=list, blank=True)
     present = models.BooleanField(default=True, db_index=True)
     first_seen_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
@@ -215,10 +237,15 @@ class Nic(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.host.name}/{self.name}"
+        return f"{self.host.name}/{self.label}"
 
     def get_absolute_url(self):
         return reverse("hosts:nic", args=[self.pk])
+
+    @property
+    def label(self) -> str:
+        """The interface name, or the PCI address of a PF that has no network interface."""
+        return self.name or self.pci_address
 
     @property
     def sriov_capable(self) -> bool:
@@ -243,6 +270,8 @@ class VirtualFunction(models.Model):
     mac = models.CharField(max_length=17, blank=True)
     driver = models.CharField(max_length=50, blank=True)
     guest = models.CharField(max_length=200, blank=True)
+    # How each guest holds it: "vm1: hostdev", "vm2: macvtap eno49v3 (passthrough)".
+    used_via = models.CharField(max_length=300, blank=True)
     present = models.BooleanField(default=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     gone_at = models.DateTimeField(null=True, blank=True)
@@ -252,7 +281,7 @@ class VirtualFunction(models.Model):
         constraints = [models.UniqueConstraint(fields=["nic", "index"], name="vf_unique_index_per_nic")]
 
     def __str__(self):
-        return self.netdev or f"{self.nic.name} VF {self.index}"
+        return self.netdev or f"{self.nic.label} VF {self.index}"
 
     @property
     def seen_at(self):

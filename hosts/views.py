@@ -23,7 +23,7 @@ from console.dispatch import BROKER_DOWN
 from console.htmx import render_page, wants_partial
 from console.roles import has_permission, require_permission
 
-from . import importers, selection, services
+from . import importers, selection, services, truth
 from .filters import DEFAULT_PER_PAGE, PER_PAGE_CHOICES, HostFilterSet, annotated_hosts
 from .forms import HostForm, ImportConfirmForm, ImportUploadForm
 from .intents import annotate_nics
@@ -207,6 +207,7 @@ def _detail_context(pk) -> dict:
     host_nics = list(host.nics.all())
     annotate_nics(host, host_nics)
     context.update(
+        truth.host_truth(host, host_nics),
         nics=host_nics,
         cmdline=cmdline_comparison(host),
         events=list(AuditEvent.objects.filter(host_id=host.pk)[:TIMELINE_LENGTH]),
@@ -248,7 +249,8 @@ def nic_detail(request, pk):
     )
     vfs = list(nic.vfs.all())
     annotate_nics(nic.host, [nic])
-    return render_page(request, "hosts/nic.html", {"nic": nic, "host": nic.host, "vfs": vfs})
+    context = {"nic": nic, "host": nic.host, "vfs": vfs, **truth.nic_truth(nic)}
+    return render_page(request, "hosts/nic.html", context)
 
 
 # --------------------------------------------------------------------------------------------

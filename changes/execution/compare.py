@@ -39,7 +39,7 @@ def differences(expected: dict, seen: dict, names: dict, word: str) -> list[str]
 
 def names_for(host, item) -> dict:
     """subject → what people call it: the host's NIC names, then the plan's own labels."""
-    names = {nic.pci_address: nic.name for nic in host.nics.all()}
+    names = {nic.pci_address: nic.label for nic in host.nics.all()}
     for action in item.actions:
         if action.get("subject") and action.get("label"):
             names[action["subject"]] = action["label"]

@@ -211,7 +211,8 @@ class HostRunExecution:
             self.reread_after_failure()
             code = result.error_code or result.kind
             why = result.message if (result.message or "").startswith(f"{code}:") else f"{code}: {result.message}"
-            return self.finish(HR.FAILED, f"{action.get('label') or spec['op']}: {why}", {"step": step.pk})
+            label = action.get("label") or spec["op"]
+            return self.finish(HR.FAILED, f"{label}: {partially_applied(result)}{why}", {"step": step.pk})
         self.record_intents(operation, action)
         return None
 
@@ -275,3 +276,12 @@ class HostRunExecution:
             new_boot = (booted["confirmed"].result or {}).get("boot_id") or "?"
             done += f" after one reboot (boot id {(booted['old_boot_id'] or '?')[:8]} → {new_boot[:8]})"
         return self.finish(HR.SUCCEEDED, done, {"step": step.pk})
+
+
+def partially_applied(result) -> str:
+    """Words for an agent error after which the host is neither as it was nor as asked (the kernel
+    enabled fewer VFs than asked, or a count changed before a later write failed)."""
+    details = ((result.response or {}).get("error") or {}).get("details") or {}
+    if details.get("partially_applied") or details.get("missing"):
+        return "partially applied — "
+    return ""

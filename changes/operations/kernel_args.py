@@ -23,6 +23,7 @@ import re
 from django import forms
 
 from .base import HostPlan, IntentValue, Operation, OperationError, PlanContext, Resume
+from .firmware import firmware_iommu_error, wants_iommu
 
 # Same pattern as the agent's KARG_RE (agent/sriov_agent.py): name or name=value, no quotes, no
 # spaces, no shell metacharacters. The agent checks again; the console refuses earlier, per field.
@@ -336,6 +337,9 @@ class KernelArgs(Operation):
         if error:
             out.errors.append(f"{ctx.where}: {error}")
             return
+        firmware = firmware_iommu_error(host) if wants_iommu(op, add) else None
+        if firmware:
+            out.errors.append(f"{ctx.where}: {firmware}")
         if not host.grub_file:
             out.errors.append(
                 f"{ctx.where}: no /etc/default/grub on this host (kernel {host.kernel or 'unknown'}): the console "
@@ -365,6 +369,9 @@ class KernelArgs(Operation):
             step = {"op": self.name, "args": {"add": add, "remove": remove, "regenerate": True}}
         else:
             text = f'{GRUB_VAR} already "{current}" and the running kernel has it: nothing to do'
+        if step and (host.boot_config or {}).get("bls"):
+            text += ("; BLS entries: also written where kernels installed later take their arguments from "
+                     "(/etc/kernel/cmdline, kernelopts in grubenv)")
         text += f"; reboot required ({'; '.join(reboot_reasons)})" if reboot_reasons else "; no reboot required"
         grub = {"file": host.grub_file, "before": current, "after": after, "tool": host.grub_tool,
                 "tool_words": tool, "reboot_required": bool(reboot_reasons), "reboot_reasons": reboot_reasons,

@@ -1,9 +1,14 @@
 """`set_vfs`: how many VFs a PF has, and whether the count survives a reboot.
 
     {"op": "set_vfs", "select": {"by": "name", "value": "eno49"}, "count": 4, "persist": true,
-     "take_over": false}
+     "take_over": false, "allow_management_link": false, "allow_autostart_impact": false,
+     "apply_to_all_ports": false}
 
-`select.by` is name, pci, driver or vendor_device (several PFs may match). Namespace ``numvfs``
+`select.by` is name, pci, driver or vendor_device (several PFs may match); a PF without a network
+interface (driver unbound, vfio-pci) is selected by its PCI address. The three allow flags relax
+one check each (set_vfs_checks.py): the PF carrying the management SSH connection, guests that
+start at boot losing a VF, and, on a kernel < 3.8 whose driver takes one max_vfs for every port,
+the same count on every port of that driver. Namespace ``numvfs``
 of the plan: ``{pci: count}``; after a reboot also ``boot:<pci>`` → the persisted count of a PF
 the change does not set, which must come back. Intent: one per PF, the count the console applied.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 from django import forms
 
+from . import set_vfs_checks as checks
 from .base import HostPlan, IntentValue, Operation, OperationError, PlanContext, Resume
 from .validators import check_select_value, legacy_kernel
 
@@ -19,6 +25,8 @@ SELECT_BY = ("name", "pci", "driver", "vendor_device")
 SELECT_LABELS = {"name": "PF name", "pci": "PCI address", "driver": "driver", "vendor_device": "vendor:device"}
 RESET_NOTE = "reset to 0 first, the kernel refuses a direct change"
 BOOT = "boot:"
+# Optional flags of the operation, each false unless the requester says so.
+FLAGS = ("take_over", "allow_management_link", "allow_autostart_impact", "apply_to_all_ports")
 
 
 class SetVfsForm(forms.Form):
@@ -28,6 +36,9 @@ class SetVfsForm(forms.Form):
     count = forms.IntegerField(min_value=0, max_value=4096, required=False, label="VFs")
     persist = forms.BooleanField(required=False, initial=True, label="Persist")
     take_over = forms.BooleanField(required=False, label="Take over")
+    allow_management_link = forms.BooleanField(required=False, label="Management link")
+    allow_autostart_impact = forms.BooleanField(required=False, label="Autostart guests")
+    apply_to_all_ports = forms.BooleanField(required=False, label="All ports")
 
     def clean(self):
         data = super().clean()
@@ -43,7 +54,11 @@ class SetVfs(Operation):
     form_class = SetVfsForm
     form_rows = 4
     form_help = ("Persist keeps the count across reboots (a managed udev rule). Take over lets the console "
-                 "change a PF whose VFs it did not create.")
+                 "change a PF whose VFs it did not create and disable other boot configuration of its count. "
+                 "Management link allows changing the PF that carries the host's SSH connection (its link "
+                 "drops); Autostart guests allows removing VFs that stopped guests starting at boot use; All "
+                 "ports gives every port of the driver the count on kernels older than 3.8 whose max_vfs is "
+                 "one number. Select a PF without a network interface by its PCI address.")
 
     @property
     def namespace(self) -> str:
@@ -51,7 +66,7 @@ class SetVfs(Operation):
 
     # -- input ----------------------------------------------------------------------------
     def validate(self, op: dict, where: str) -> dict:
-        self.check_fields(op, {"select", "count", "persist", "take_over"}, where)
+        self.check_fields(op, {"select", "count", "persist", *FLAGS}, where)
         select = op.get("select")
         if not isinstance(select, dict) or set(select) != {"by", "value"}:
             raise OperationError(f'{where}: select must be {{"by": ..., "value": ...}}')
@@ -65,19 +80,28 @@ class SetVfs(Operation):
         count = op.get("count")
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 4096:
             raise OperationError(f"{where}: count must be a whole number between 0 and 4096")
-        persist, take_over = op.get("persist", True), op.get("take_over", False)
-        if not isinstance(persist, bool) or not isinstance(take_over, bool):
-            raise OperationError(f"{where}: persist and take_over must be true or false")
+        persist = op.get("persist", True)
+        flags = {name: op.get(name, False) for name in FLAGS}
+        wrong = [name for name, v in {"persist": persist, **flags}.items() if not isinstance(v, bool)]
+        if wrong:
+            raise OperationError(f"{where}: {' and '.join(wrong)} must be true or false")
         if by == "vendor_device":
             value = value.lower()
-        return {"op": self.name, "select": {"by": by, "value": value}, "count": count, "persist": persist,
-                "take_over": take_over}
+        normal = {"op": self.name, "select": {"by": by, "value": value}, "count": count, "persist": persist,
+                  "take_over": flags.pop("take_over")}
+        # The other flags only when set: a change that does not use them keeps its earlier shape.
+        return normal | {name: True for name, v in flags.items() if v}
 
     def summary(self, op: dict) -> str:
         by = {"name": "PF", "pci": "PF at", "driver": "PFs driven by", "vendor_device": "PFs of device"}
         words = f"set {op['count']} VFs on {by[op['select']['by']]} {op['select']['value']}"
         words += ", persisted" if op["persist"] else ", not persisted"
-        return words + (", taking over" if op.get("take_over") else "")
+        words += ", taking over" if op.get("take_over") else ""
+        allowed = [text for name, text in (("allow_management_link", "the management link"),
+                                           ("allow_autostart_impact", "autostart guest impact"),
+                                           ("apply_to_all_ports", "the same count on every port"))
+                   if op.get(name)]
+        return words + (f", allowing {' and '.join(allowed)}" if allowed else "")
 
     # -- planning -------------------------------------------------------------------------
     def select_nics(self, op: dict, nics: list) -> list:
@@ -103,13 +127,20 @@ class SetVfs(Operation):
             out.errors.append(f"{ctx.where}: PF missing: {what} on {ctx.host.name}")
             return
         for nic in selected:
-            label = f"{nic.name} ({nic.pci_address})"
+            label = f"{nic.name} ({nic.pci_address})" if nic.name else nic.pci_address
             if nic.pci_address in ctx.claimed:
                 out.errors.append(f"{label} is selected by operations {ctx.claimed[nic.pci_address]} and {ctx.number}")
                 continue
             ctx.claimed[nic.pci_address] = ctx.number
             if not nic.sriov_capable:
                 out.errors.append(f"{label} is not SR-IOV capable (no sriov_totalvfs)")
+                continue
+            problems = checks.binding_errors(nic) + checks.capability_errors(nic)
+            if problems and by_group(op):
+                out.warnings.append(f"{problems[0]}; left out of this change")
+                continue
+            if problems:
+                out.errors.extend(problems)
                 continue
             self._plan_nic(op, ctx, out, nic)
 
@@ -119,36 +150,61 @@ class SetVfs(Operation):
         out.before.setdefault(self.namespace, {})[nic.pci_address] = current
         out.after.setdefault(self.namespace, {})[nic.pci_address] = count
         if count > nic.sriov_totalvfs:
-            out.errors.append(f"{nic.name}: {count} VFs requested, the NIC supports at most {nic.sriov_totalvfs}")
+            out.errors.append(f"{nic.label}: {count} VFs requested, the NIC supports at most {nic.sriov_totalvfs}")
             return
         take_over = self._ownership(op, ctx, out, nic, current, count)
         legacy = legacy_kernel(ctx.host.kernel)
         reset = (not legacy) and current > 0 and count > 0 and count != current
-        self._guest_impact(ctx, out, nic, current, count, reset)
+        flags = self._host_truth(op, ctx, out, nic, current, count, reset, legacy)
         needs_persist = op["persist"] and not (nic.persisted and nic.persisted_numvfs == count)
         text = self._words(nic, current, count, reset, needs_persist)
         if legacy and count != current:
             text += " (kernel older than 3.8: max_vfs in modprobe.d, applies after a reboot)"
-            out.warnings.append(f"{nic.name}: the new count applies only after a reboot (kernel {ctx.host.kernel})")
+            if nic.max_vfs_form == "single":
+                text += f"; same count on every port of {nic.driver} (its max_vfs is one number)"
+            out.warnings.append(f"{nic.label}: the new count applies only after a reboot (kernel {ctx.host.kernel})")
         step = None
-        if count != current or needs_persist:
-            # The agent's two safety flags, each only where the approved plan/policy says so:
-            # take_over skips only the "externally managed" refusal, allow_guest_impact only the
-            # "VFs in use by guests" one.
+        if count != current or needs_persist or (op["take_over"] and nic.persisted_conflict):
+            # The agent's safety flags, each only where the approved plan/policy says so:
+            # take_over skips only the "externally managed" and "other boot configuration"
+            # refusals, allow_guest_impact only the guest checks; the others only when the plan
+            # saw what they allow.
             step = {"op": self.name, "args": {
-                "pf": nic.name, "pci_address": nic.pci_address, "count": count, "persist": op["persist"],
+                "pf": nic.name or None, "pci_address": nic.pci_address, "count": count, "persist": op["persist"],
                 "take_over": take_over, "allow_guest_impact": bool(ctx.change.allow_guest_impact),
-            }}
-        action = out.add_action(self, text, step=step, label=nic.name, subject=nic.pci_address, was=current)
+            } | {flag: True for flag in flags}}
+        action = out.add_action(self, text, step=step, label=nic.label, subject=nic.pci_address, was=current)
         if step and op["persist"]:
             action["tags"].append("persisted")
 
+    def _host_truth(self, op, ctx, out, nic, current: int, count: int, reset: bool, legacy: bool) -> list[str]:
+        """The checks of the host as discovery saw it; returns the agent flags the plan allows."""
+        flags = []
+        if count != current:
+            self._guest_impact(ctx, out, nic, current, count, reset)
+            flags += checks.autostart_checks(op, ctx, out, nic, count, reset)
+            flags += checks.link_checks(op, out, nic, checks.link_drops(current, count, reset, legacy))
+        checks.other_config_checks(op, out, nic, count)
+        if legacy and nic.max_vfs_form == "single":
+            flags += checks.single_max_vfs_checks(op, ctx, out, nic, count, self._wanted(ctx, nic))
+        return flags
+
+    def _wanted(self, ctx: PlanContext, nic) -> dict:
+        """PCI address -> count that the change's set_vfs operations ask for this driver's ports."""
+        wanted = {}
+        for other in ctx.operations_of(self.name):
+            for port in self.select_nics(other, ctx.nics):
+                if port.driver == nic.driver and port.pk != nic.pk:
+                    wanted[port.pci_address] = other["count"]
+        return wanted
+
     def _ownership(self, op, ctx, out, nic, current: int, count: int) -> bool:
-        """A PF whose VFs the console did not create is changed only with take_over."""
+        """A PF whose VFs the console did not create is changed only with take_over; take_over also
+        lets the agent disable other boot configuration of this PF's count."""
         owned = nic.persisted or ctx.intent(self.name, nic.pci_address) is not None
         if count == current or current == 0 or owned:
-            return False
-        text = f"{nic.name} has {current} VFs that SR-IOV Console did not configure (externally managed)"
+            return bool(op["take_over"] and op["persist"] and _conflicts(nic, count))
+        text = f"{nic.label} has {current} VFs that SR-IOV Console did not configure (externally managed)"
         if op["take_over"]:
             out.warnings.append(text + "; this change takes it over")
             return True
@@ -160,7 +216,7 @@ class SetVfs(Operation):
         in_use = sorted({vf.guest for vf in removed if vf.guest})
         if count == current or not in_use:
             return
-        text = f"{nic.name}: VFs in use by running guests would be removed ({', '.join(in_use)})"
+        text = f"{nic.label}: VFs in use by running guests would be removed ({', '.join(in_use)})"
         if ctx.change.allow_guest_impact:
             out.warnings.append(text + "; allowed by the rollout policy")
         else:
@@ -168,13 +224,14 @@ class SetVfs(Operation):
 
     @staticmethod
     def _words(nic, current: int, count: int, reset: bool, needs_persist: bool) -> str:
+        label = nic.label if nic.name else f"{nic.label} (no network interface)"
         if count == current:
-            if needs_persist:
-                return f"{nic.name}: already {count} VFs; record the count so it survives a reboot"
-            return f"{nic.name}: already {count} VFs, nothing to do"
+            if needs_persist or (nic.persisted_conflict and nic.persisted_numvfs == count):
+                return f"{label}: already {count} VFs; record the count so it survives a reboot"
+            return f"{label}: already {count} VFs, nothing to do"
         if reset:
-            return f"{nic.name}: {current} → {count} VFs ({RESET_NOTE})"
-        return f"{nic.name}: {current} → {count} VFs"
+            return f"{label}: {current} → {count} VFs ({RESET_NOTE})"
+        return f"{label}: {current} → {count} VFs"
 
     def reboot_reasons(self, ctx: PlanContext, out: HostPlan) -> list[str]:
         if not legacy_kernel(ctx.host.kernel):
@@ -235,7 +292,8 @@ class SetVfs(Operation):
 
     def intents(self, action: dict, current: dict) -> list[IntentValue]:
         args = action["step"]["args"]
-        return [IntentValue(args["pci_address"], args["count"], f"{args['count']} VFs on {args['pf']}")]
+        return [IntentValue(args["pci_address"], args["count"],
+                            f"{args['count']} VFs on {args['pf'] or args['pci_address']}")]
 
     # -- verification and drift -------------------------------------------------------------
     def observe(self, inventory: dict, keys) -> dict:
@@ -254,14 +312,14 @@ class SetVfs(Operation):
         reasons = []
         for intent in sorted((i for i in intents if i.operation == self.name), key=lambda i: i.subject):
             nic = by_pci.get(intent.subject)
-            name = nic.name if nic else intent.subject
+            name = nic.label if nic else intent.subject
             if nic is None or not nic.present:
                 reasons.append(f"{name} ({intent.subject}) was configured by the console with {intent.value} VFs "
                                "but the host no longer reports it.")
             elif nic.sriov_numvfs != intent.value:
                 observed = "no VF count" if nic.sriov_numvfs is None else f"{nic.sriov_numvfs} VFs"
                 hint = " (the count did not survive a reboot?)" if nic.sriov_numvfs == 0 else ""
-                reasons.append(f"{nic.name} ({nic.pci_address}) has {observed}; the console applied "
+                reasons.append(f"{nic.label} ({nic.pci_address}) has {observed}; the console applied "
                                f"{intent.value}{hint}.")
         return reasons
 
@@ -272,15 +330,27 @@ class SetVfs(Operation):
             return None
         return {"op": self.name, "select": {"by": cleaned.get("by") or "name", "value": value},
                 "count": cleaned.get("count"), "persist": bool(cleaned.get("persist")),
-                "take_over": bool(cleaned.get("take_over"))}
+                **{name: bool(cleaned.get(name)) for name in FLAGS}}
 
     def to_form(self, op: dict) -> dict:
         return {"by": op["select"]["by"], "value": op["select"]["value"], "count": op["count"],
-                "persist": op["persist"], "take_over": op.get("take_over", False)}
+                "persist": op["persist"], **{name: op.get(name, False) for name in FLAGS}}
+
+
+def by_group(op: dict) -> bool:
+    """Selected by driver or device: one port that cannot have VFs now is left out, not fatal."""
+    return op["select"]["by"] in ("driver", "vendor_device")
+
+
+def _conflicts(nic, count: int) -> bool:
+    return any(isinstance(i, dict) and i.get("active") and (i.get("counts") or {}).get(nic.pci_address, count) != count
+               for i in nic.other_config or [])
 
 
 def _pf(inventory: dict, pci: str) -> dict | None:
-    return next((n for n in inventory.get("nics", []) if n.get("pci_address") == pci and not n.get("is_vf")), None)
+    """The PF as the agent reports it: a network interface, or an SR-IOV function without one."""
+    found = next((n for n in inventory.get("nics", []) if n.get("pci_address") == pci and not n.get("is_vf")), None)
+    return found or next((p for p in inventory.get("sriov_pfs") or [] if p.get("pci_address") == pci), None)
 
 
 def _count(nic: dict | None):

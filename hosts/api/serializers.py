@@ -65,7 +65,11 @@ class HostSerializer(serializers.ModelSerializer):
             "grub_file",
             "grub_tool",
             "iommu_active",
+            "iommu_firmware",
+            "boot_config",
             "running_guests",
+            "defined_guests",
+            "other_vf_config",
             "facts_refreshed_at",
             "last_discovery_at",
             "last_discovery_ok",
@@ -204,6 +208,7 @@ class VfSerializer(serializers.ModelSerializer):
             "mac",
             "driver",
             "guest",
+            "used_via",
             "present",
             "last_seen_at",
             "gone_at",
@@ -212,6 +217,9 @@ class VfSerializer(serializers.ModelSerializer):
 
 
 class NicSerializer(serializers.ModelSerializer):
+    """A PF without a network interface (driver unbound, vfio-pci) has an empty name; its
+    binding_state says how the host holds it."""
+
     host_name = serializers.CharField(source="host.name", read_only=True)
     sriov_capable = serializers.BooleanField(read_only=True)
     last_seen_at = serializers.DateTimeField(source="seen_at", read_only=True, allow_null=True)
@@ -240,6 +248,13 @@ class NicSerializer(serializers.ModelSerializer):
             "sriov_numvfs",
             "persisted_numvfs",
             "persisted",
+            "persisted_conflict",
+            "binding_state",
+            "not_capable_reason",
+            "max_vfs_form",
+            "device_busy",
+            "link",
+            "other_config",
             "present",
             "first_seen_at",
             "last_seen_at",

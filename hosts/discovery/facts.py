@@ -127,14 +127,87 @@ def _running_guests(inv: dict):
     if not isinstance(guests, list):  # None: virsh failed, keep what we knew
         return KEEP
     return [
-        {"name": str(g.get("name", "")), "hostdev_pci": list(g.get("hostdev_pci") or [])}
+        {"name": str(g.get("name", "")), "hostdev_pci": list(g.get("hostdev_pci") or []),
+         "uses": [u for u in g.get("uses") or [] if isinstance(u, dict)]}
         for g in guests
         if isinstance(g, dict)
     ]
 
 
 def _if_capable(key: str):
-    return lambda nic: nic.get(key) if nic.get("sriov_capable") else None
+    """A PF with the SR-IOV capability keeps its figures even when sriov_totalvfs is 0 (SR-IOV off
+    in the firmware: "not capable now", with the reason), an agent without `sriov_capability` only
+    when it can have VFs."""
+    return lambda nic: nic.get(key) if nic.get("sriov_capability", nic.get("sriov_capable")) else None
+
+
+def _binding_state(nic: dict):
+    return nic.get("state") or ("netdev" if nic.get("name") else "")
+
+
+def _max_vfs_form(nic: dict):
+    param = nic.get("max_vfs_param")
+    return param.get("form") if isinstance(param, dict) else None
+
+
+def _link(nic: dict):
+    link = nic.get("link")
+    return link if isinstance(link, dict) else None
+
+
+def _json_list(key: str):
+    """A list of objects; an object's `counts` (PF PCI address -> VF count) is always an object."""
+    def read(item: dict):
+        value = item.get(key)
+        entries = [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
+        return [dict(e, counts=e["counts"] if isinstance(e.get("counts"), dict) else {}) for e in entries]
+
+    return read
+
+
+def _iommu_firmware(inv: dict):
+    firmware = (inv.get("iommu") or {}).get("firmware")
+    if not isinstance(firmware, dict):
+        return {}
+    return {"table": firmware.get("table"), "present": to_bool_or_none(firmware.get("present")),
+            "acpi_tables_readable": to_bool_or_none(firmware.get("acpi_tables_readable"))}
+
+
+def _boot_config(inv: dict):
+    config = inv.get("boot_config")
+    return config if isinstance(config, dict) else {}
+
+
+def _vf_places(inv: dict) -> dict:
+    """VF PCI address -> (its PF's PCI address, its index), over every PF the agent reports."""
+    places = {}
+    for pf in list(inv.get("nics") or []) + list(inv.get("sriov_pfs") or []):
+        if not isinstance(pf, dict) or pf.get("is_vf"):
+            continue
+        for vf in pf.get("vfs") or []:
+            if isinstance(vf, dict) and vf.get("pci_address"):
+                places[vf["pci_address"]] = (pf.get("pci_address"), vf.get("index"))
+    return places
+
+
+def _defined_guests(inv: dict):
+    """Stopped guests that start at boot, with the VFs they take (KEEP when virsh failed)."""
+    guests = inv.get("defined_guests")
+    if not isinstance(guests, list):
+        return KEEP
+    places = _vf_places(inv)
+    out = []
+    for guest in guests:
+        if not isinstance(guest, dict):
+            continue
+        vfs = []
+        for use in guest.get("uses") or []:
+            if not isinstance(use, dict):
+                continue
+            pf, index = places.get(use.get("pci"), (None, None))
+            vfs.append({"pci": use.get("pci"), "via": use.get("via"), "pf": pf, "index": index})
+        out.append({"name": str(guest.get("name", "")), "vfs": vfs, "networks": list(guest.get("networks") or [])})
+    return out
 
 
 def _vendor_name(nic: dict):
@@ -148,6 +221,25 @@ def _device_name(nic: dict):
 
 def _guest(vf: dict):
     return ", ".join(str(g) for g in vf.get("used_by") or [])
+
+
+def _used_via(vf: dict):
+    uses = [u for u in vf.get("used_via") or [] if isinstance(u, dict)]
+    return "; ".join(f"{u.get('guest')}: {u.get('via')}" for u in uses)
+
+
+def nic_items(inv: dict) -> list:
+    """The inventory's PFs and NICs: every network interface with a PCI device, plus the SR-IOV
+    capable PCI functions that have no network interface (driver unbound, vfio-pci), shaped like
+    a NIC with an empty name."""
+    items = [n for n in inv.get("nics") or [] if isinstance(n, dict)]
+    listed = {n.get("pci_address") for n in items}
+    for pf in inv.get("sriov_pfs") or []:
+        if not isinstance(pf, dict) or pf.get("netdev") or pf.get("pci_address") in listed:
+            continue
+        items.append(dict(pf, name="", sriov_capability=True, sriov_capable=bool(pf.get("capable_now")),
+                          sriov_not_capable_reason=pf.get("not_capable_reason"), link=None))
+    return items
 
 
 # -- the field lists ---------------------------------------------------------------------------
@@ -168,6 +260,10 @@ HOST_FACTS = (
     Fact("grub_tool", "grub_tool"),
     Fact("iommu_active", "iommu.active"),
     Fact("running_guests", _running_guests),
+    Fact("iommu_firmware", _iommu_firmware),
+    Fact("boot_config", _boot_config),
+    Fact("defined_guests", _defined_guests),
+    Fact("other_vf_config", _json_list("other_vf_config")),
 )
 
 NIC_FACTS = (
@@ -187,6 +283,13 @@ NIC_FACTS = (
     Fact("sriov_numvfs", _if_capable("sriov_numvfs")),
     Fact("persisted", "managed", to_bool),
     Fact("persisted_numvfs", "persisted_count"),
+    Fact("persisted_conflict", "persisted_conflict", to_bool),
+    Fact("binding_state", _binding_state),
+    Fact("not_capable_reason", "sriov_not_capable_reason"),
+    Fact("max_vfs_form", _max_vfs_form),
+    Fact("device_busy", "device_busy", to_bool),
+    Fact("link", _link),
+    Fact("other_config", _json_list("other_config")),
 )
 
 VF_FACTS = (
@@ -195,6 +298,7 @@ VF_FACTS = (
     Fact("mac", "mac"),
     Fact("driver", "driver"),
     Fact("guest", _guest),
+    Fact("used_via", _used_via),
 )
 
 # Observed facts whose change is worth a `host.state_changed` event (besides per-NIC VF counts).

@@ -27,7 +27,7 @@ from audit.services import record_many
 from .. import drift
 from ..models import Hypervisor, Nic, VirtualFunction
 from .bulk import update_rows
-from .facts import WATCHED_FACTS, apply_facts, text
+from .facts import WATCHED_FACTS, apply_facts, nic_items, text
 from .failures import FAILURE_STATUS, NO_CREDENTIAL, failure_reason
 
 logger = logging.getLogger("hosts.discovery")
@@ -318,14 +318,15 @@ def _plan_inventory(host, result, now, rows, writes) -> None:
     before = {name: getattr(host, name) for name in WATCHED_FACTS}
     changed = writes.host_fields
     apply_facts(host, inv, changed)
-    reason = f"Running guests unknown: {inv['guests_error']}" if inv.get("guests_error") else ""
+    reason = "; ".join(f"{what} unknown: {inv[key]}" for what, key in (
+        ("Running guests", "guests_error"), ("Guests that start at boot", "defined_guests_error")) if inv.get(key))
     _set(host, changed, facts_refreshed_at=now, last_contact_at=now, status=Status.REACHABLE,
          status_reason=reason, last_discovery_ok=True, last_discovery_message="ok")
     if host.pending_host_key and result.host_key and result.host_key_fingerprint == host.host_key_fingerprint:
         # The host presents the pinned key again: a pending key from a mismatch is stale.
         _set(host, changed, pending_host_key="", pending_host_key_fingerprint="", pending_host_key_seen_at=None)
 
-    numvfs_changes = _plan_nics(host, inv.get("nics") or [], now, seen_until, first, rows, writes)
+    numvfs_changes = _plan_nics(host, nic_items(inv), now, seen_until, first, rows, writes)
     _set(host, changed, **_nic_figures(rows.nics[host.pk] + writes.new_nics))
     if changed - {"last_discovery_at", "facts_refreshed_at", "last_contact_at", "discovery_requested_at"}:
         _set(host, changed, updated_at=now)
@@ -378,9 +379,9 @@ def _plan_nics(host, reported, now, seen_until, first, rows, writes) -> dict[str
             writes.nics[nic] = changed
         _plan_vfs(nic, item.get("vfs") or [], now, seen_until, [] if is_new else rows.vfs[nic.pk], writes)
         if not is_new and old_numvfs != nic.sriov_numvfs:
-            numvfs_changes[nic.name] = (old_numvfs, nic.sriov_numvfs)
+            numvfs_changes[nic.label] = (old_numvfs, nic.sriov_numvfs)
         if (is_new and not first) or came_back:
-            data = {"name": nic.name, "pci_address": pci, "driver": nic.driver, "returned": came_back,
+            data = {"name": nic.label, "pci_address": pci, "driver": nic.driver, "returned": came_back,
                     "sriov_totalvfs": nic.sriov_totalvfs}
             writes.events.append(("nic.appeared", nic, data))
     for pci, nic in existing.items():
@@ -397,7 +398,7 @@ def _plan_gone_nic(nic, now, seen_until, vfs, writes) -> None:
         if vf.present:
             _set(vf, writes.vfs.setdefault(vf, set()), present=False, gone_at=now,
                  last_seen_at=seen_until or vf.last_seen_at)
-    data = {"name": nic.name, "pci_address": nic.pci_address, "driver": nic.driver,
+    data = {"name": nic.label, "pci_address": nic.pci_address, "driver": nic.driver,
             "last_seen_at": nic.last_seen_at.isoformat() if nic.last_seen_at else None}
     writes.events.append(("nic.gone", nic, data))
 
