@@ -171,3 +171,161 @@ def test_udev_applies_persisted_settings_to_a_re_created_vf(cli, dl360, python):
     assert proc.returncode == 0 and res["errors"] == [] and res["applied"] is True
     assert vf_state(dl360)["1"] == {"vlan": 100, "trust": True}
     assert vf_state(dl360).get("0", {}).get("vlan", 0) == 0
+
+
+# ------------------------------------------------------------------------------------ vf_driver
+
+
+def pci_kernel_system(agent, host):
+    """The real System on the fake tree, with the PCI core's answer to driver_override, a driver's
+    unbind and drivers_probe (sysfs-bus-pci): only the driver driver_override names may bind, an
+    empty write clears it; the kernel's own match binds the VF driver (igbvf)."""
+    class PciKernel(agent.System):
+        def agent_source(self):  # what the bootstrap ran: the copy udev runs is made of it
+            return fakesys.AGENT_PATH.read_bytes()
+
+        def write_sysfs(self, path, data, timeout):
+            return self.write_text(path, data)
+
+        def write_text(self, path, data):
+            value = data.strip()
+            if path.endswith("/driver_override"):
+                host.write(path, (value or "(null)") + "\n")
+            elif path.endswith("/unbind"):
+                dev = host.root / ("sys/bus/pci/devices/" + value)
+                if os.path.basename(os.readlink(str(dev / "driver"))) != path.split("/")[-2]:
+                    raise OSError(19, "No such device")
+                os.unlink(str(dev / "driver"))
+            elif path == "/sys/bus/pci/drivers_probe":
+                dev = "sys/bus/pci/devices/" + value
+                override = host.read(dev + "/driver_override").strip()
+                driver = "igbvf" if override == "(null)" else override
+                if not host.exists(dev + "/driver") and host.exists("sys/bus/pci/drivers/" + driver):
+                    host.link(dev + "/driver", "sys/bus/pci/drivers/" + driver)
+            else:
+                return agent.System.write_text(self, path, data)
+
+    return PciKernel(str(host.root))
+
+
+def call(agent, system, op, args):
+    status, out, _err = agent.run_payload(json.dumps({"op": op, "args": args}).encode(), system)
+    doc = json.loads(out)
+    doc["_exit"] = status
+    return doc
+
+
+@pytest.fixture
+def pci_host(dl360, monkeypatch):
+    for key, value in dl360.env().items():  # the in-process agent finds the fake programs on PATH
+        monkeypatch.setenv(key, value)
+    for index in range(4):
+        dl360.write("sys/bus/pci/devices/%s/driver_override" % dl360.vf_pci("eno49", index), "(null)\n")
+    dl360.program("modprobe", "#!%s\n[ \"$1\" = vfio-pci ] && /bin/mkdir -p \"$FAKE_ROOT/sys/bus/pci/drivers/vfio-pci\"\n"
+                  % fakesys.SH)
+    return dl360
+
+
+def driver_of(host, index):
+    link = host.root / ("sys/bus/pci/devices/%s/driver" % host.vf_pci("eno49", index))
+    return os.path.basename(os.readlink(str(link))) if os.path.lexists(str(link)) else None
+
+
+def test_vf_driver_binds_ranges_loads_vfio_and_persists(agent, pci_host):
+    system = pci_kernel_system(agent, pci_host)
+    ranges = [{"first": 0, "last": 1, "driver": "vfio-pci"}, {"first": 2, "last": 3, "driver": "igbvf"}]
+    doc = call(agent, system, "vf_driver", dict(PF, ranges=ranges))
+    assert doc["ok"], doc
+    res = doc["result"]
+    assert [driver_of(pci_host, i) for i in range(4)] == ["vfio-pci", "vfio-pci", "igbvf", "igbvf"]
+    assert res["actions"][0] == "loaded the vfio-pci module (modprobe vfio-pci)"
+    assert "unbound %s from igbvf" % pci_host.vf_pci("eno49", 0) in res["actions"]
+    assert res["before"]["vfs"]["0"] == {"pci_address": pci_host.vf_pci("eno49", 0), "driver": "igbvf",
+                                         "driver_override": None}
+    assert res["after"]["vfs"]["0"]["driver_override"] == "vfio-pci" and res["after"]["sriov_drivers_autoprobe"] == 1
+    assert res["changed"] is True and res["persisted"] is True
+    state = json.loads(pci_host.read(STATE))["pfs"]["0000:04:00.0"]["drivers"]
+    assert state == {"0": "vfio-pci", "1": "vfio-pci", "2": "igbvf", "3": "igbvf"}
+    again = call(agent, system, "vf_driver", dict(PF, ranges=ranges))["result"]
+    assert again["changed"] is False and again["actions"] == []
+    back = call(agent, system, "vf_driver", dict(PF, ranges=[{"first": 0, "last": 3, "driver": "default"}]))
+    assert [driver_of(pci_host, i) for i in range(4)] == ["igbvf"] * 4
+    assert back["result"]["after"]["vfs"]["1"]["driver_override"] is None
+    assert not pci_host.exists(STATE)  # "default" is the kernel's own match: nothing left to persist
+
+
+def test_vf_driver_refuses_a_vf_a_guest_holds(agent, pci_host):
+    pci_host.program_virsh({"vm-dpdk": [pci_host.vf_pci("eno49", 1)]})
+    system = pci_kernel_system(agent, pci_host)
+    doc = call(agent, system, "vf_driver", dict(PF, ranges=[{"first": 0, "last": 3, "driver": "vfio-pci"}]))
+    assert doc["error"]["code"] == "vf_in_use" and doc["error"]["details"]["guests"] == ["vm-dpdk"]
+    assert [driver_of(pci_host, i) for i in range(4)] == ["igbvf"] * 4
+
+
+@pytest.mark.parametrize("ranges, code, words", [
+    ([{"first": 0, "last": 2, "driver": "vfio-pci"}, {"first": 2, "last": 3, "driver": "igbvf"}], "bad_request",
+     "ranges overlap"),
+    ([{"first": 3, "last": 1, "driver": "vfio-pci"}], "bad_request", "before first"),
+    ([{"first": 0, "last": 0, "driver": "vfio pci; reboot"}], "bad_request", "driver must be"),
+    ([{"first": 2, "last": 6, "driver": "vfio-pci"}], "no_such_vf", "there is no VF 4, 5, 6"),
+])
+def test_vf_driver_bad_ranges_touch_nothing(cli, dl360, ranges, code, words):
+    before = dl360.snapshot()
+    doc = cli("vf_driver", dict(PF, ranges=ranges), expect=code)
+    assert words in doc["error"]["message"]
+    assert dl360.snapshot() == before
+
+
+# ------------------------------------------------------------------------------------ libvirt_network
+
+
+def test_libvirt_network_defines_starts_autostarts_and_is_idempotent(cli, dl360):
+    dl360.program_virsh(networks={"default": "<network><name>default</name><forward mode='nat'/></network>"})
+    request = {"name": "pool-eno49", "pf": "eno49", "pci_address": "0000:04:00.0", "state": "present",
+               "autostart": True}
+    res = cli("libvirt_network", request, expect="ok")["result"]
+    assert res["actions"] == ["virsh net-define /run/sriov-console/pool-eno49.xml", "virsh net-start pool-eno49",
+                              "virsh net-autostart pool-eno49"]
+    xml = dl360.read("fake/virsh/net-pool-eno49.xml")
+    assert "<forward mode='hostdev' managed='yes'>" in xml and "<pf dev='eno49'/>" in xml
+    assert res["before"] is None and res["after"]["managed"] is True and res["after"]["active"] is True
+    assert not dl360.exists("run/sriov-console/pool-eno49.xml")  # the definition file is not left behind
+    assert cli("libvirt_network", request, expect="ok")["result"]["actions"] == []
+    res = cli("libvirt_network", dict(request, autostart=False), expect="ok")["result"]
+    assert res["actions"] == ["virsh net-autostart pool-eno49 --disable"] and res["after"]["autostart"] is False
+
+
+def test_libvirt_network_refuses_a_foreign_network_and_removal_while_used(cli, dl360):
+    foreign = "<network><name>pool</name><forward mode='passthrough'><pf dev='eno50'/></forward></network>"
+    dl360.program_virsh(networks={"pool": foreign})
+    request = {"name": "pool", "pf": "eno49", "pci_address": "0000:04:00.0", "state": "present"}
+    doc = cli("libvirt_network", request, expect="network_exists")
+    assert "did not define it" in doc["error"]["message"]
+    cli("libvirt_network", {"name": "pool", "state": "absent"}, expect="network_not_managed")
+    cli("libvirt_network", dict(request, name="mine"), expect="ok")
+    dl360.program_virsh(devices={"vm-a": fakesys.network_interface_xml("mine")}, networks={"pool": foreign})
+    doc = cli("libvirt_network", {"name": "mine", "state": "absent"}, expect="network_in_use")
+    assert doc["error"]["details"]["guests"] == ["vm-a"]
+    dl360.program_virsh(networks={"pool": foreign})
+    res = cli("libvirt_network", {"name": "mine", "state": "absent"}, expect="ok")["result"]
+    assert res["actions"] == ["virsh net-destroy mine", "virsh net-undefine mine"] and res["after"] is None
+    bad = cli("libvirt_network", {"name": "a b", "state": "absent"}, expect="bad_request")
+    assert "1-50 characters" in bad["error"]["message"]
+
+
+# ------------------------------------------------------------------------------------ set_vfs mtu
+
+
+def test_set_vfs_sets_and_persists_the_pf_mtu(cli, dl360):
+    dl360.write("etc/udev/rules.d/70-sriov-console.rules",
+                "# Managed by SR-IOV Console. Do not edit: this file is rewritten by the console.\n"
+                'ACTION=="add", SUBSYSTEM=="net", KERNELS=="0000:04:00.0", ATTR{device/sriov_numvfs}="4"\n')
+    res = cli("set_vfs", dict(PF, count=4, mtu=9000), expect="ok")["result"]
+    assert (res["before"]["mtu"], res["after"]["mtu"]) == (1500, 9000) and res["persisted"] is True
+    assert "ip link set dev eno49 mtu 9000" in res["actions"]
+    assert json.loads(dl360.read(STATE))["pfs"]["0000:04:00.0"]["mtu"] == 9000
+    assert 'KERNELS=="0000:04:00.0", ATTR{mtu}="9000"' in dl360.read(RULES)
+    cli("set_vfs", dict(PF, count=4, mtu=100000), expect="bad_request")
+    res = cli("set_vfs", dict(PF, count=4, mtu=9000, persist=False), expect="ok")["result"]
+    assert res["after"]["mtu"] == 9000  # the live MTU stays; it is no longer restored at boot
+    assert not dl360.exists(STATE) and not dl360.exists(RULES)
