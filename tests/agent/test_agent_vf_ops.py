@@ -221,8 +221,8 @@ def pci_host(dl360, monkeypatch):
         monkeypatch.setenv(key, value)
     for index in range(4):
         dl360.write("sys/bus/pci/devices/%s/driver_override" % dl360.vf_pci("eno49", index), "(null)\n")
-    dl360.program("modprobe", "#!%s\n[ \"$1\" = vfio-pci ] && /bin/mkdir -p \"$FAKE_ROOT/sys/bus/pci/drivers/vfio-pci\"\n"
-                  % fakesys.SH)
+    dl360.program("modprobe", "#!%s\n[ \"$1\" = vfio-pci ] && "
+                              "/bin/mkdir -p \"$FAKE_ROOT/sys/bus/pci/drivers/vfio-pci\"\n" % fakesys.SH)
     return dl360
 
 
