@@ -3053,7 +3053,7 @@ def _save_vf_state(system, state, txn, actions):
     state = _prune_state(state)
     old = _read_vf_state(system)
     if not state:
-        for path in (VF_STATE_PATH, VF_RULES_PATH):
+        for path in (VF_STATE_PATH, VF_RULES_PATH, AGENT_COPY_PATH):
             if system.exists(path):
                 txn.remove(path)
                 actions.append("removed %s (nothing persisted any more)" % path)

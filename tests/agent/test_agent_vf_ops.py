@@ -117,7 +117,7 @@ def test_vf_config_persist_false_drops_the_persisted_settings_and_keeps_the_live
     cli("vf_config", dict(PF, vfs=[{"index": 1, "trust": True}], persist=True), expect="ok")
     res = cli("vf_config", dict(PF, vfs=[{"index": 1, "trust": True}], persist=False), expect="ok")["result"]
     assert res["persisted"] is False and vf_state(dl360)["1"]["trust"] is True
-    assert not dl360.exists(STATE) and not dl360.exists(RULES)
+    assert not dl360.exists(STATE) and not dl360.exists(RULES) and not dl360.exists(COPY)
 
 
 @pytest.mark.parametrize("vfs, words", [
