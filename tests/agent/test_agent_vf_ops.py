@@ -343,3 +343,18 @@ def test_through_the_bootstrap_the_agent_knows_its_own_bytes(python):
     proc = subprocess.run([python, "-c", check], input=encode_payload(source, {"op": "inventory"}),
                           capture_output=True, timeout=60)
     assert proc.stdout == b"True", proc.stderr
+
+
+def test_a_setting_the_driver_does_not_keep_fails_verification(cli, dl360):
+    dl360.program_ip(ignored={"eno49": ["trust"]})
+    doc = cli("vf_config", dict(PF, vfs=[{"index": 2, "trust": True}]), expect="vf_verify_failed")
+    assert {k: doc["error"]["details"][k] for k in ("index", "field", "want", "got")} == {
+        "index": 2, "field": "trust", "want": True, "got": False}
+    assert not dl360.exists(STATE)
+
+
+def test_vf_config_fails_closed_when_guests_cannot_be_known(cli, dl360):
+    os.remove(str(dl360.bin / "virsh"))
+    dl360.write("proc/4242/comm", "qemu-system-x86\n")
+    doc = cli("vf_config", dict(PF, vfs=[{"index": 0, "vlan": 3}]), expect="guest_check_failed")
+    assert "qemu process" in doc["error"]["message"] and vf_state(dl360) == {}
