@@ -358,3 +358,19 @@ def test_vf_config_fails_closed_when_guests_cannot_be_known(cli, dl360):
     dl360.write("proc/4242/comm", "qemu-system-x86\n")
     doc = cli("vf_config", dict(PF, vfs=[{"index": 0, "vlan": 3}]), expect="guest_check_failed")
     assert "qemu process" in doc["error"]["message"] and vf_state(dl360) == {}
+
+
+def test_a_vf_the_kernel_does_not_rebind_is_reported(cli, dl360):
+    """Through the real device-access child (both interpreters): plain files take the writes, but
+    nothing unbinds igbvf, so the VF is not on vfio-pci afterwards."""
+    vf = dl360.vf_pci("eno49", 0)
+    dl360.write("sys/bus/pci/devices/%s/driver_override" % vf, "(null)\n")
+    dl360.write("sys/bus/pci/drivers/igbvf/unbind", "")
+    dl360.write("sys/bus/pci/drivers/vfio-pci/bind", "")
+    doc = cli("vf_driver", dict(PF, ranges=[{"first": 0, "last": 0, "driver": "vfio-pci"}]), expect="vf_bind_failed")
+    details = doc["error"]["details"]
+    assert (details["step"], details["bound"], details["pci_address"]) == ("verify", "igbvf", vf)
+    assert details["actions"] == ["set driver_override of %s to vfio-pci" % vf, "unbound %s from igbvf" % vf]
+    assert dl360.read("sys/bus/pci/devices/%s/driver_override" % vf) == "vfio-pci\n"
+    assert dl360.read("sys/bus/pci/drivers/igbvf/unbind") == vf
+    assert not dl360.exists(STATE)
