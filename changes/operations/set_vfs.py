@@ -3,9 +3,12 @@
     {"op": "set_vfs", "select": {"by": "name", "value": "eno49"}, "count": 4, "persist": true,
      "take_over": false}
 
-`select.by` is name, pci, driver or vendor_device (several PFs may match). Namespace ``numvfs``
-of the plan: ``{pci: count}``; after a reboot also ``boot:<pci>`` → the persisted count of a PF
-the change does not set, which must come back. Intent: one per PF, the count the console applied.
+`select.by` is name, pci, driver or vendor_device (several PFs may match). ``mtu`` (68-9216,
+optional) sets the PF's MTU after the count (`ip link set dev <pf> mtu N`), kept by the managed
+persistence with persist. Namespace ``numvfs`` of the plan: ``{pci: count}``, ``mtu:<pci>`` → the
+MTU and ``persisted_mtu:<pci>`` → the MTU set at boot; after a reboot also ``boot:<pci>`` → the
+persisted count of a PF the change does not set, which must come back. Intents: one per PF, the
+count the console applied, and ``<pci>#mtu`` → the MTU.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ SELECT_BY = ("name", "pci", "driver", "vendor_device")
 SELECT_LABELS = {"name": "PF name", "pci": "PCI address", "driver": "driver", "vendor_device": "vendor:device"}
 RESET_NOTE = "reset to 0 first, the kernel refuses a direct change"
 BOOT = "boot:"
+MTU = "mtu:"
+PERSISTED_MTU = "persisted_mtu:"
+MTU_SUBJECT = "#mtu"
+MTU_RANGE = (68, 9216)  # the IPv4 minimum; the largest jumbo frame common NIC drivers accept
 
 
 class SetVfsForm(forms.Form):
@@ -28,6 +35,7 @@ class SetVfsForm(forms.Form):
     count = forms.IntegerField(min_value=0, max_value=4096, required=False, label="VFs")
     persist = forms.BooleanField(required=False, initial=True, label="Persist")
     take_over = forms.BooleanField(required=False, label="Take over")
+    mtu = forms.IntegerField(min_value=MTU_RANGE[0], max_value=MTU_RANGE[1], required=False, label="PF MTU")
 
     def clean(self):
         data = super().clean()
@@ -51,7 +59,7 @@ class SetVfs(Operation):
 
     # -- input ----------------------------------------------------------------------------
     def validate(self, op: dict, where: str) -> dict:
-        self.check_fields(op, {"select", "count", "persist", "take_over"}, where)
+        self.check_fields(op, {"select", "count", "persist", "take_over", "mtu"}, where)
         select = op.get("select")
         if not isinstance(select, dict) or set(select) != {"by", "value"}:
             raise OperationError(f'{where}: select must be {{"by": ..., "value": ...}}')
@@ -68,14 +76,22 @@ class SetVfs(Operation):
         persist, take_over = op.get("persist", True), op.get("take_over", False)
         if not isinstance(persist, bool) or not isinstance(take_over, bool):
             raise OperationError(f"{where}: persist and take_over must be true or false")
+        mtu = op.get("mtu")
+        if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)
+                                or not MTU_RANGE[0] <= mtu <= MTU_RANGE[1]):
+            raise OperationError(f"{where}: mtu must be a whole number from {MTU_RANGE[0]} to {MTU_RANGE[1]}")
         if by == "vendor_device":
             value = value.lower()
-        return {"op": self.name, "select": {"by": by, "value": value}, "count": count, "persist": persist,
-                "take_over": take_over}
+        normal = {"op": self.name, "select": {"by": by, "value": value}, "count": count, "persist": persist,
+                  "take_over": take_over}
+        if mtu is not None:
+            normal["mtu"] = mtu
+        return normal
 
     def summary(self, op: dict) -> str:
         by = {"name": "PF", "pci": "PF at", "driver": "PFs driven by", "vendor_device": "PFs of device"}
         words = f"set {op['count']} VFs on {by[op['select']['by']]} {op['select']['value']}"
+        words += f", MTU {op['mtu']}" if op.get("mtu") else ""
         words += ", persisted" if op["persist"] else ", not persisted"
         return words + (", taking over" if op.get("take_over") else "")
 
@@ -126,12 +142,18 @@ class SetVfs(Operation):
         reset = (not legacy) and current > 0 and count > 0 and count != current
         self._guest_impact(ctx, out, nic, current, count, reset)
         needs_persist = op["persist"] and not (nic.persisted and nic.persisted_numvfs == count)
+        mtu_words = self._plan_mtu(op, out, nic)
         text = self._words(nic, current, count, reset, needs_persist)
+        mtu_write = bool(mtu_words) and (nic.mtu != op["mtu"] or (op["persist"] and nic.persisted_mtu != op["mtu"]))
+        if mtu_write:
+            text = text.removesuffix(", nothing to do")
+        text += mtu_words
+        needs_persist = needs_persist or (mtu_write and op["persist"])
         if legacy and count != current:
             text += " (kernel older than 3.8: max_vfs in modprobe.d, applies after a reboot)"
             out.warnings.append(f"{nic.name}: the new count applies only after a reboot (kernel {ctx.host.kernel})")
         step = None
-        if count != current or needs_persist:
+        if count != current or needs_persist or mtu_write:
             # The agent's two safety flags, each only where the approved plan/policy says so:
             # take_over skips only the "externally managed" refusal, allow_guest_impact only the
             # "VFs in use by guests" one.
@@ -139,9 +161,28 @@ class SetVfs(Operation):
                 "pf": nic.name, "pci_address": nic.pci_address, "count": count, "persist": op["persist"],
                 "take_over": take_over, "allow_guest_impact": bool(ctx.change.allow_guest_impact),
             }}
+            if op.get("mtu"):
+                step["args"]["mtu"] = op["mtu"]
         action = out.add_action(self, text, step=step, label=nic.name, subject=nic.pci_address, was=current)
         if step and op["persist"]:
             action["tags"].append("persisted")
+
+    def _plan_mtu(self, op: dict, out: HostPlan, nic) -> str:
+        """The MTU part of the plan of one PF, in words ("; MTU 1500 → 9000"); "" without an MTU."""
+        mtu = op.get("mtu")
+        if not mtu:
+            return ""
+        pci = nic.pci_address
+        if nic.mtu is not None:
+            out.before.setdefault(self.namespace, {})[MTU + pci] = nic.mtu
+        after = out.after.setdefault(self.namespace, {})
+        after[MTU + pci] = mtu
+        if op["persist"]:
+            after[PERSISTED_MTU + pci] = mtu
+        kept = "; persisted" if op["persist"] else ""
+        if nic.mtu == mtu:
+            return f"; MTU already {mtu}" + (kept if nic.persisted_mtu != mtu else "")
+        return f"; MTU {nic.mtu if nic.mtu is not None else 'unknown'} → {mtu}{kept}"
 
     def _ownership(self, op, ctx, out, nic, current: int, count: int) -> bool:
         """A PF whose VFs the console did not create is changed only with take_over."""
@@ -235,13 +276,28 @@ class SetVfs(Operation):
 
     def intents(self, action: dict, current: dict) -> list[IntentValue]:
         args = action["step"]["args"]
-        return [IntentValue(args["pci_address"], args["count"], f"{args['count']} VFs on {args['pf']}")]
+        out = [IntentValue(args["pci_address"], args["count"], f"{args['count']} VFs on {args['pf']}")]
+        if args.get("mtu"):
+            words = f"MTU {args['mtu']} on {args['pf']}"
+            out.append(IntentValue(args["pci_address"] + MTU_SUBJECT, args["mtu"], words))
+        return out
 
     # -- verification and drift -------------------------------------------------------------
     def observe(self, inventory: dict, keys) -> dict:
-        return {key: _count(_pf(inventory, key.removeprefix(BOOT))) for key in keys}
+        seen = {}
+        for key in keys:
+            if key.startswith((MTU, PERSISTED_MTU)):
+                prefix, pci = key.split(":", 1)
+                seen[key] = (_pf(inventory, pci) or {}).get(prefix)
+            else:
+                seen[key] = _count(_pf(inventory, key.removeprefix(BOOT)))
+        return seen
 
     def difference(self, key: str, want, got, word: str, names: dict) -> str:
+        if key.startswith((MTU, PERSISTED_MTU)):
+            prefix, pci = key.split(":", 1)
+            what = "MTU" if prefix == "mtu" else "persisted MTU"
+            return f"{names.get(pci, pci)} ({pci}): {word} {what} {want}, the host has {got if got else 'none'}"
         pci = key.removeprefix(BOOT)
         got_text = "no such PF" if got is None else f"{got} VFs"
         if key.startswith(BOOT):
@@ -253,6 +309,9 @@ class SetVfs(Operation):
         by_pci = {nic.pci_address: nic for nic in nics}
         reasons = []
         for intent in sorted((i for i in intents if i.operation == self.name), key=lambda i: i.subject):
+            if intent.subject.endswith(MTU_SUBJECT):
+                reasons.extend(_mtu_drift(by_pci.get(intent.subject.removesuffix(MTU_SUBJECT)), intent))
+                continue
             nic = by_pci.get(intent.subject)
             name = nic.name if nic else intent.subject
             if nic is None or not nic.present:
@@ -270,13 +329,16 @@ class SetVfs(Operation):
         value = (cleaned.get("value") or "").strip()
         if not value:
             return None
-        return {"op": self.name, "select": {"by": cleaned.get("by") or "name", "value": value},
-                "count": cleaned.get("count"), "persist": bool(cleaned.get("persist")),
-                "take_over": bool(cleaned.get("take_over"))}
+        op = {"op": self.name, "select": {"by": cleaned.get("by") or "name", "value": value},
+              "count": cleaned.get("count"), "persist": bool(cleaned.get("persist")),
+              "take_over": bool(cleaned.get("take_over"))}
+        if cleaned.get("mtu"):
+            op["mtu"] = cleaned["mtu"]
+        return op
 
     def to_form(self, op: dict) -> dict:
         return {"by": op["select"]["by"], "value": op["select"]["value"], "count": op["count"],
-                "persist": op["persist"], "take_over": op.get("take_over", False)}
+                "persist": op["persist"], "take_over": op.get("take_over", False), "mtu": op.get("mtu")}
 
 
 def _pf(inventory: dict, pci: str) -> dict | None:
@@ -285,3 +347,9 @@ def _pf(inventory: dict, pci: str) -> dict | None:
 
 def _count(nic: dict | None):
     return None if nic is None else (nic.get("sriov_numvfs") or 0)
+
+
+def _mtu_drift(nic, intent) -> list[str]:
+    if nic is None or not nic.present or nic.mtu is None or nic.mtu == intent.value:
+        return []
+    return [f"{nic.name} ({nic.pci_address}) has MTU {nic.mtu}; the console applied {intent.value}."]

@@ -256,7 +256,7 @@ class VfConfig(Operation):
     def _add_actions(self, op, ctx, out, nic, words, send) -> None:
         if not send:
             for label, text in grouped(nic, words):
-                out.add_action(self, f"{label}: {text}, nothing to do", label=nic.name, subject=nic.pci_address)
+                out.add_action(self, f"{label}: {text}, nothing to do", label=label)
             return
         text = "; ".join(f"{label}: {text}" for label, text in grouped(nic, words))
         step = {"op": self.name, "args": {
@@ -264,7 +264,8 @@ class VfConfig(Operation):
             "allow_guest_impact": bool(ctx.change.allow_guest_impact),
         }}
         label = f"{nic.name}#{ranges_text(merge(v['index'] for v in send))}"
-        action = out.add_action(self, text, step=step, label=label, subject=nic.pci_address)
+        subject = f"{nic.pci_address}#{label.partition('#')[2]}"
+        action = out.add_action(self, text, step=step, label=label, subject=subject)
         if op["persist"]:
             action["tags"].append("persisted")
 
