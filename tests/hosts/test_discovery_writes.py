@@ -23,6 +23,7 @@ from .pages_fleet import _agent, host_key, inventory_result
 
 FIRST_PER_HOST = 6
 REPEAT_PER_HOST = 3
+NETWORKS_READ = 1  # per chunk, whatever its size: the stored libvirt networks of its hosts
 
 
 def _run(sim, op, args):
@@ -82,9 +83,9 @@ def test_queries_per_chunk_do_not_grow_with_nics_vfs_or_hosts():
 
     first_small, first_big = counted(small_hosts, small_sims), counted(big_hosts, big_sims)
     assert VirtualFunction.objects.filter(nic__host__in=big_hosts).count() > 100
-    assert len(first_small) <= FIRST_PER_HOST * len(small_hosts)
+    assert len(first_small) <= FIRST_PER_HOST * len(small_hosts) + NETWORKS_READ
     repeat_small, repeat_big = counted(small_hosts, small_sims), counted(big_hosts, big_sims)
-    assert len(repeat_small) <= REPEAT_PER_HOST * len(small_hosts)
+    assert len(repeat_small) <= REPEAT_PER_HOST * len(small_hosts) + NETWORKS_READ
     assert len(repeat_big) == len(repeat_small)
     if connection.vendor == "postgresql":
         assert len(first_big) == len(first_small)
