@@ -26,8 +26,8 @@ from console.roles import has_permission, require_permission
 from . import importers, selection, services
 from .filters import DEFAULT_PER_PAGE, PER_PAGE_CHOICES, HostFilterSet, annotated_hosts
 from .forms import HostForm, ImportConfirmForm, ImportUploadForm
-from .intents import annotate_nics
-from .models import Hypervisor, Nic, VirtualFunction
+from .intents import annotate_nics, annotate_vfs
+from .models import Hypervisor, LibvirtNetwork, Nic, VirtualFunction
 
 TIMELINE_LENGTH = 50
 # A discovery requested longer ago than this and still without a result stops being polled:
@@ -206,6 +206,8 @@ def _detail_context(pk) -> dict:
     context = _discovery_context(host)
     host_nics = list(host.nics.all())
     annotate_nics(host, host_nics)
+    for nic in host_nics:
+        annotate_vfs(nic, nic.vfs.all())
     context.update(
         nics=host_nics,
         cmdline=cmdline_comparison(host),
@@ -248,7 +250,9 @@ def nic_detail(request, pk):
     )
     vfs = list(nic.vfs.all())
     annotate_nics(nic.host, [nic])
-    return render_page(request, "hosts/nic.html", {"nic": nic, "host": nic.host, "vfs": vfs})
+    annotate_vfs(nic, vfs)
+    pools = [n for n in LibvirtNetwork.objects.filter(host_id=nic.host_id).order_by("name") if nic.name in n.pfs]
+    return render_page(request, "hosts/nic.html", {"nic": nic, "host": nic.host, "vfs": vfs, "pools": pools})
 
 
 # --------------------------------------------------------------------------------------------
