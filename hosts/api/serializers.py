@@ -3,7 +3,7 @@ hosts.credentials and hosts.hostkeys validate the meaning, exactly as for the we
 
 from rest_framework import serializers
 
-from hosts.models import Credential, Hypervisor, Intent, Nic, VirtualFunction
+from hosts.models import Credential, Hypervisor, Intent, LibvirtNetwork, Nic, VirtualFunction
 
 TEXT_MAX = 100_000
 
@@ -204,10 +204,31 @@ class VfSerializer(serializers.ModelSerializer):
             "mac",
             "driver",
             "guest",
+            "admin_mac",
+            "vlan",
+            "qos",
+            "spoofchk",
+            "trust",
+            "link_state",
+            "max_tx_rate",
+            "min_tx_rate",
+            "driver_override",
+            "persisted_settings",
+            "persisted_driver",
             "present",
             "last_seen_at",
             "gone_at",
         ]
+        read_only_fields = fields
+
+
+class LibvirtNetworkSerializer(serializers.ModelSerializer):
+    host_name = serializers.CharField(source="host.name", read_only=True)
+
+    class Meta:
+        model = LibvirtNetwork
+        fields = ["id", "host", "host_name", "name", "active", "autostart", "persistent", "mode", "vf_pool", "managed",
+                  "pfs", "vf_pci", "in_use_pci", "connections", "guests"]
         read_only_fields = fields
 
 
@@ -240,6 +261,11 @@ class NicSerializer(serializers.ModelSerializer):
             "sriov_numvfs",
             "persisted_numvfs",
             "persisted",
+            "numa_node",
+            "local_cpulist",
+            "persisted_mtu",
+            "sriov_drivers_autoprobe",
+            "vf_settings_known",
             "present",
             "first_seen_at",
             "last_seen_at",
