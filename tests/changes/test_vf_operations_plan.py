@@ -3,8 +3,11 @@ from the inventory: the words per host and VF range, the agent steps, refusals."
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 
 from changes import services
+from changes.forms import ChangeForm
+from changes.models import ChangeRequest
 from changes.operations import OperationError, validate_operations
 from hosts.models import LibvirtNetwork, VirtualFunction
 
@@ -178,3 +181,39 @@ def test_bad_input_is_refused_with_a_clear_message(op, message, operator):
         validate_operations([op])
     with pytest.raises(ValidationError):
         services.create_change(change_data([], ops=[op]), operator)
+
+
+def wizard_post(host, **fields):
+    data = {"title": "VF pool", "reason": "guests need VLAN 100", "hosts": [str(host.pk)], "filter": "",
+            "parallelism": "1", "canary_count": "0", "max_failures": "1"}
+    data.update(fields)
+    return data
+
+
+def test_the_wizard_offers_the_vf_operations_and_previews_their_ranges(client_for, operator, credential):
+    host = host_with_vfs(credential)
+    client = client_for(operator)
+    page = client.get(reverse("changes:new")).content.decode()
+    for name in ('name="vf_config-0-target"', 'name="vf_config-3-vlan"', 'name="vf_driver-0-driver"',
+                 'name="libvirt_network-1-name"', 'name="set_vfs-0-mtu"'):
+        assert name in page, name
+    fields = {"vf_driver-0-target": "eno49#0-3", "vf_driver-0-driver": "vfio-pci", "vf_driver-0-persist": "on",
+              "vf_driver-1-target": "eno49#4-6", "vf_driver-1-driver": "igbvf", "vf_driver-1-persist": "on",
+              "vf_config-0-target": "eno49#4-6", "vf_config-0-vlan": "100", "vf_config-0-trust": "on",
+              "vf_config-0-persist": "on"}
+    preview = client.post(reverse("changes:preview"), wizard_post(host, **fields), HTTP_HX_REQUEST="true")
+    html = preview.content.decode()
+    assert "eno49#0-3: igbvf → vfio-pci; persisted" in html
+    assert "eno49#4-6: VLAN none → 100, trust off → on; persisted" in html
+    bad = client.post(reverse("changes:preview"), wizard_post(host, **{"vf_config-1-target": "eno49",
+                                                                         "vf_config-1-trust": "on"}),
+                      HTTP_HX_REQUEST="true")
+    assert "give the VFs, such as 0-3 or 0-3,6" in bad.content.decode()
+
+    response = client.post(reverse("changes:new"), wizard_post(host, **fields))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    change = ChangeRequest.objects.get()
+    again = ChangeForm.for_change(change)  # the edit form holds every operation as it was saved
+    rows = {(s["operation"].name, i): f.initial for s in again.sections for i, f in enumerate(s["forms"]) if f.initial}
+    assert rows[("vf_config", 0)] == {"target": "eno49#4-6", "persist": True, "vlan": 100, "trust": "on"}
+    assert rows[("vf_driver", 1)] == {"target": "eno49#4-6", "driver": "igbvf", "persist": True}
