@@ -21,6 +21,7 @@ no subprocess capture_output=/text=, no str.removeprefix.
 import configparser
 import errno
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -567,6 +568,17 @@ class _FileTxn(object):
             except OSError:
                 self.saved[path] = None
         _write_file(self.system, path, text, what, mode)
+
+    def remove(self, path):
+        if path not in self.saved:
+            try:
+                self.saved[path] = self.system.read_text(path)
+            except OSError:
+                self.saved[path] = None
+        try:
+            self.system.remove(path)
+        except OSError as exc:
+            raise _readonly_error(exc, path, "managed file") from None
 
     def backup(self, path, actions):
         """Copy path to path + BACKUP_SUFFIX (0600: it may hold secrets) unless a backup exists."""
@@ -1163,7 +1175,7 @@ def _network_pool(system, name, vf_index):
     forward = root.find("forward")
     mode = (forward.get("mode") or "nat") if forward is not None else None
     pool = {"name": name, "mode": mode, "pfs": [], "vf_pci": [], "in_use_pci": None,
-            "connections": _parse_int(root.get("connections") or "0") or 0}
+            "connections": _parse_int(root.get("connections") or "0") or 0, "managed": _is_managed_network(root)}
     if forward is None or mode not in POOL_MODES:
         return pool
     vfs, in_use, counted = [], [], False
@@ -1270,6 +1282,159 @@ def _uses_by_pci(guests):
         for use in guest.get("uses", []):
             usage.setdefault(use["pci"], []).append({"guest": guest["name"], "via": use["via"]})
     return usage
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-VF settings (iproute2), VF drivers (sysfs), libvirt networks, and the managed VF state
+# ---------------------------------------------------------------------------------------------
+# The VF settings a PF driver holds (MAC, VLAN, spoofchk, trust, link state, rates) live in the PF
+# driver and are lost when the VFs are destroyed (sriov_numvfs 0, reboot); a VF's driver_override
+# goes with the VF's PCI device. The console keeps what it persists in one managed JSON file keyed
+# by PF PCI address and VF index, and one managed udev rules file that, when such a VF's PCI
+# device is added (at boot, or when a later sriov_numvfs write re-creates it), runs an installed
+# copy of this agent in its apply_persisted mode. (A oneshot unit at boot would miss VFs created
+# later; udev sees every add event.)
+
+VF_STATE_PATH = "/etc/sriov-console/vf-settings.json"
+VF_RULES_PATH = "/etc/udev/rules.d/71-sriov-console-vf.rules"
+AGENT_COPY_PATH = "/usr/local/libexec/sriov-console/sriov_agent.py"
+VF_RULES_HEADER = (
+    "# Managed by SR-IOV Console. Do not edit: this file is rewritten by the console.\n"
+    "# VFs whose settings or driver the console persists (" + VF_STATE_PATH + "): when one is added,\n"
+    "# udev runs the installed agent to apply them; PF MTUs the console persists.\n"
+)
+VF_RULE_FORMAT = ('ACTION=="add", SUBSYSTEM=="pci", KERNEL=="{vf}", '
+                  'RUN+="{python} ' + AGENT_COPY_PATH + ' --vf %k apply_persisted"')
+MTU_RULE_FORMAT = 'ACTION=="add", SUBSYSTEM=="net", KERNELS=="{pci}", ATTR{{mtu}}="{mtu}"'
+VF_FIELDS = ("mac", "vlan", "qos", "spoofchk", "trust", "link_state", "max_tx_rate", "min_tx_rate")
+LINK_STATES = ("auto", "enable", "disable")
+NULL_MAC = "00:00:00:00:00:00"
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+NETWORK_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,50}$")
+# The console's mark on a libvirt network it defined: libvirt keeps <metadata> elements of
+# foreign namespaces verbatim (formatnetwork "General metadata").
+NETWORK_MARKER_NS = "https://sriov-console.invalid/xmlns/network/1"
+
+
+def _int_or(value, default):
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _bool_or_none(value):
+    return value if isinstance(value, bool) else None
+
+
+def _vf_settings(entry):
+    """One vfinfo_list entry of `ip -j -d link show` -> settings. iproute2's print_vfinfo() prints
+    the MAC as "address" ("mac" before 5.x), the VLAN as vlan_list[0] (or top-level vlan/qos
+    without IFLA_VF_VLAN_LIST) and leaves vlan/qos out when 0, the rates as rate {max_tx, min_tx}
+    (tx_rate on old kernels), and leaves spoofchk/trust out when the driver reports -1."""
+    vlan_info = entry["vlan_list"][0] if entry.get("vlan_list") else entry
+    rate = entry.get("rate") if isinstance(entry.get("rate"), dict) else None
+    mac = entry.get("address") or entry.get("mac")
+    return {
+        "admin_mac": mac.lower() if isinstance(mac, str) else None,
+        "vlan": _int_or(vlan_info.get("vlan"), 0), "qos": _int_or(vlan_info.get("qos"), 0),
+        "spoofchk": _bool_or_none(entry.get("spoofchk")), "trust": _bool_or_none(entry.get("trust")),
+        "link_state": entry.get("link_state") if entry.get("link_state") in LINK_STATES else None,
+        "max_tx_rate": _int_or((rate or {}).get("max_tx"), _int_or(entry.get("tx_rate"), 0)),
+        "min_tx_rate": _int_or(rate.get("min_tx"), 0) if rate is not None else None,
+    }
+
+
+def _ip_link_vfs(system, pf):
+    """-> {index: settings} of the PF's VFs from `ip -j -d link show dev <pf>`, or None when ip
+    cannot say (no ip, no JSON support, no such interface)."""
+    if not pf or not system.which("ip"):
+        return None
+    rc, out, _err = system.run(["ip", "-j", "-d", "link", "show", "dev", pf], QUERY_TIMEOUT)
+    if rc != 0:
+        return None
+    try:
+        doc = json.loads(out)
+    except ValueError:
+        return None
+    if not isinstance(doc, list) or not doc or not isinstance(doc[0], dict):
+        return None
+    found = {}
+    for entry in doc[0].get("vfinfo_list") or []:
+        if isinstance(entry, dict) and _int_or(entry.get("vf"), None) is not None:
+            found[entry["vf"]] = _vf_settings(entry)
+    return found
+
+
+def _empty_vf_settings():
+    return dict((key, None) for key in ("admin_mac", "vlan", "qos", "spoofchk", "trust", "link_state",
+                                        "max_tx_rate", "min_tx_rate"))
+
+
+def _driver_override(system, vf_dev):
+    """driver_override of a PCI device: the kernel shows "(null)" when none is set (sysfs-bus-pci)."""
+    value = _read(system, vf_dev + "/driver_override")
+    return None if value in (None, "", "(null)") else value
+
+
+def _read_vf_state(system):
+    """-> {pf_pci: {"vfs": {index: settings}, "drivers": {index: driver}, "mtu": int}} (index as a string)."""
+    text = _read(system, VF_STATE_PATH)
+    try:
+        doc = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    pfs = doc.get("pfs") if isinstance(doc, dict) else None
+    return pfs if isinstance(pfs, dict) else {}
+
+
+def _pf_extras(inv, dev, pci, netdev):
+    """NUMA placement, whether iproute2 reported the VF settings, autoprobe, the persisted MTU."""
+    system = inv.system
+    node = _read_int(system, dev + "/numa_node")
+    state = inv.vf_state.get(pci) or {}
+    return {"numa_node": node if node is not None and node >= 0 else None,
+            "local_cpulist": _read(system, dev + "/local_cpulist") or None,
+            "vf_settings_known": inv.ip_vfs(netdev) is not None,
+            "sriov_drivers_autoprobe": _read_int(system, dev + "/sriov_drivers_autoprobe"),
+            "persisted_mtu": _int_or(state.get("mtu"), None)}
+
+
+def _net_info(system, name):
+    """`virsh net-info <name>` -> {"active", "autostart", "persistent"} (None when not said)."""
+    out = _virsh(system, ["net-info", name])
+    values = {}
+    for line in out.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            values[key.strip().lower()] = value.strip().lower()
+    flag = lambda key: {"yes": True, "no": False}.get(values.get(key))  # noqa: E731
+    return {"active": flag("active"), "autostart": flag("autostart"), "persistent": flag("persistent")}
+
+
+def _is_managed_network(root):
+    if root.find("metadata/{%s}managed" % NETWORK_MARKER_NS) is not None:
+        return True
+    return MANAGED_MARKER in (root.findtext("description") or "")
+
+
+def _libvirt_networks(system, guests, vf_index):
+    """-> (every libvirt network with its state, pool and the guests that use it, error or None)."""
+    if not guests["available"]:
+        return [], None
+    users = {}
+    for guest in (guests["guests"] or []) + (guests["defined"] or []):
+        for net in guest.get("networks", []):
+            users.setdefault(net, set()).add(guest["name"])
+    out = []
+    try:
+        names = [n.strip() for n in _virsh(system, ["net-list", "--all", "--name"]).splitlines() if n.strip()]
+        for name in sorted(set(names)):
+            pool = dict(guests["networks"].get(name) or _network_pool(system, name, vf_index))
+            pool.update(_net_info(system, name))
+            pool["vf_pool"] = pool["mode"] in POOL_MODES and bool(pool["pfs"] or pool["vf_pci"])
+            pool["guests"] = sorted(users.get(name, ()))
+            out.append(pool)
+    except _GuestsUnknown as exc:
+        return out, str(exc)
+    return out, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1800,7 +1965,9 @@ def _ethtool_info(system, name, have_ethtool):
     return info
 
 
-def _vfs_of(system, dev, usage, reserved=None, uses=None):
+def _vfs_of(system, dev, usage, reserved=None, uses=None, settings=None, persisted=None):
+    """The PF's VFs; settings ({index: ip settings}) and persisted (the PF's managed VF state) add
+    what iproute2 reports and what the console persisted."""
     vfs = []
     for entry in _list(system, dev):
         match = re.match(r"^virtfn(\d+)$", entry)
@@ -1819,7 +1986,11 @@ def _vfs_of(system, dev, usage, reserved=None, uses=None):
             "used_by": sorted(usage.get(pci, [])),
             "used_via": (uses or {}).get(pci, []),
             "reserved_by": sorted((reserved or {}).get(pci, [])),
+            "driver_override": _driver_override(system, link),
         })
+        vfs[-1].update((settings or {}).get(vfs[-1]["index"]) or _empty_vf_settings())
+        vfs[-1]["persisted_settings"] = ((persisted or {}).get("vfs") or {}).get(str(vfs[-1]["index"]))
+        vfs[-1]["persisted_driver"] = ((persisted or {}).get("drivers") or {}).get(str(vfs[-1]["index"]))
     vfs.sort(key=lambda vf: vf["index"])
     return vfs
 
@@ -1845,6 +2016,8 @@ class _Inventory(object):
                 self.param[driver] = _max_vfs_param(system, driver)
         self.forms = dict((d, p["form"]) for d, p in self.param.items() if p["form"])
         self.managed = _managed_counts(system, self.legacy, self.forms)
+        self.vf_state = _read_vf_state(system)
+        self._ip = {}
         self._sources = None
         self._pfs = None
         self._facts = {}  # pci -> (totalvfs, numvfs, busy): one bounded read per PF and run
@@ -1874,6 +2047,16 @@ class _Inventory(object):
                           "device_id": _hex_id(system, dev + "/device")}
         self._pfs = [found[p] for p in sorted(found)]
         return self._pfs
+
+    def ip_vfs(self, netdev):
+        """{index: settings} iproute2 reports for the PF netdev (one `ip` run per PF), or None."""
+        if netdev not in self._ip:
+            self._ip[netdev] = _ip_link_vfs(self.system, netdev)
+        return self._ip[netdev]
+
+    def vfs(self, dev, pci, netdev):
+        return _vfs_of(self.system, dev, self.usage, self.reserved, self.uses, self.ip_vfs(netdev),
+                       self.vf_state.get(pci))
 
     def sources(self):
         if self._sources is None:
@@ -1921,7 +2104,7 @@ def _nic(inv, name, have_ethtool):
     speed = _read_int(system, base + "/speed")
     is_vf = system.exists(dev + "/physfn")
     totalvfs, numvfs, busy = (None, None, False) if is_vf else _sriov_facts(inv, dev, driver)
-    vfs = [] if is_vf else _vfs_of(system, dev, inv.usage, inv.reserved, inv.uses)
+    vfs = [] if is_vf else inv.vfs(dev, pci, name)
     has_capability = (not is_vf) and totalvfs is not None and (system.exists(dev + "/sriov_numvfs") or inv.legacy)
     capable = has_capability and totalvfs > 0
     nic = {
@@ -1951,6 +2134,8 @@ def _nic(inv, name, have_ethtool):
         "persisted_count": inv.managed.get(pci) if not is_vf else None,
         "link": _link_facts(inv.topology, name, driver),
     }
+    if not is_vf:
+        nic.update(_pf_extras(inv, dev, pci, name if has_capability else None))
     if has_capability:
         nic["other_config"] = inv.sources_for(pci)
         nic["persisted_conflict"] = _pf_conflict(inv, pci)
@@ -1971,9 +2156,10 @@ def _sriov_pf(inv, pf):
         "vendor_id": pf["vendor_id"], "device_id": pf["device_id"], "pci_class": _read(system, dev + "/class"),
         "sriov_totalvfs": totalvfs, "sriov_numvfs": numvfs, "sriov_vf_device_id": _sriov_vf_device(system, dev),
         "device_busy": busy, "capable_now": totalvfs is not None and totalvfs > 0, "not_capable_reason": reason,
-        "vfs": _vfs_of(system, dev, inv.usage, inv.reserved, inv.uses),
+        "vfs": inv.vfs(dev, pf["pci"], pf["netdev"]),
         "managed": pf["pci"] in inv.managed, "persisted_count": inv.managed.get(pf["pci"]),
         "other_config": inv.sources_for(pf["pci"]),
+        **_pf_extras(inv, dev, pf["pci"], pf["netdev"])
     }
 
 
@@ -2001,6 +2187,7 @@ def op_inventory(system, args, deadline=None):
             nics.append(_nic(inv, name, have_ethtool))
     listed = set(n["pci_address"] for n in nics)
     guests = inv.guests
+    networks, networks_error = _libvirt_networks(system, guests, inv.vf_index)
     result = {
         "hostname": _read(system, "/proc/sys/kernel/hostname"),
         "machine_id": _read(system, "/etc/machine-id"),
@@ -2026,7 +2213,8 @@ def op_inventory(system, args, deadline=None):
         "guests_error": guests["error"],
         "defined_guests": guests["defined"],
         "defined_guests_error": guests["defined_error"],
-        "libvirt_networks": [guests["networks"][n] for n in sorted(guests["networks"])],
+        "libvirt_networks": networks,
+        "libvirt_networks_error": networks_error,
         "persistence_file": MODPROBE_CONF_PATH if inv.legacy else UDEV_RULES_PATH,
         "ssh_connection": inv.topology["ssh"],
         "default_route_devices": inv.topology["default_route_devices"],
@@ -2695,6 +2883,614 @@ def _set_vfs_legacy(system, req, target, driver, before, inv, release):
 
 
 # ---------------------------------------------------------------------------------------------
+# VF operations: shared helpers (targets, guests, the managed VF state and its udev rules)
+# ---------------------------------------------------------------------------------------------
+
+
+def _vf_target(system, args, need_netdev):
+    """The PF of a VF operation (as set_vfs addresses it) and its VFs {index: {pci_address, dev}}."""
+    pf = args.get("pf")
+    req = {"pf": None if pf is None else _valid_ifname(pf, "pf"),
+           "pci_address": _valid_pci(args.get("pci_address"), "pci_address")}
+    target = _resolve_target(system, req)
+    if need_netdev and target["pf"] is None:
+        raise AgentError("pf_no_netdev", "%s has no network interface: the PF driver holds the VF settings, and "
+                         "`ip link set dev <pf> vf N` needs the PF's interface. Bind the PF to its network driver "
+                         "first." % target["pci"], {"pci_address": target["pci"]})
+    vfs = {}
+    for entry in _list(system, target["dev"]):
+        match = re.match(r"^virtfn(\d+)$", entry)
+        if match:
+            link = target["dev"] + "/" + entry
+            vfs[int(match.group(1))] = {"pci_address": _link_base(system, link), "dev": SYS_PCI + "/" + (
+                _link_base(system, link) or "")}
+    target["vfs"] = vfs
+    return target
+
+
+def _no_such_vf(target, indexes):
+    missing = sorted(set(i for i in indexes if i not in target["vfs"]))
+    if missing:
+        raise AgentError("no_such_vf", "%s has %d VFs (0-%d); there is no VF %s. Create the VFs first (set_vfs)." % (
+            _label(target), len(target["vfs"]), len(target["vfs"]) - 1, ", ".join(str(i) for i in missing)),
+            {"pf": target["pf"], "pci_address": target["pci"], "missing": missing,
+             "sriov_numvfs": len(target["vfs"])})
+
+
+def _guest_check(target, inv, indexes, allow, what):
+    """Refuse to change VFs a running guest uses (vf_in_use), or when that cannot be known
+    (guest_check_failed), unless allowed -> warnings."""
+    guests = inv.guests["guests"]
+    if guests is None:
+        if allow:
+            return ["cannot tell whether running guests use these VFs (%s)" % inv.guests["error"]]
+        raise AgentError("guest_check_failed", "Cannot tell whether running guests use the VFs of %s that this change "
+                         "touches: %s. Allow guest impact to proceed anyway." % (_label(target), inv.guests["error"]),
+                         {"pf": target["pf"], "pci_address": target["pci"], "error": inv.guests["error"]})
+    in_use = []
+    for index in sorted(indexes):
+        names = inv.usage.get(target["vfs"][index]["pci_address"], [])
+        if names:
+            in_use.append({"index": index, "pci_address": target["vfs"][index]["pci_address"], "used_by": names})
+    if not in_use:
+        return []
+    names = sorted(set(n for vf in in_use for n in vf["used_by"]))
+    text = "%s: %s VF %s used by running guest%s %s" % (
+        _label(target), what, ", ".join(str(v["index"]) for v in in_use), "" if len(names) == 1 else "s",
+        ", ".join(names))
+    if allow:
+        return [text + " (allowed by the request)"]
+    raise AgentError("vf_in_use", text + ". Stop or migrate the guest, or allow guest impact.",
+                     {"pf": target["pf"], "pci_address": target["pci"], "guests": names, "vfs": in_use})
+
+
+def _vf_pci_of(system, pf_dev, index):
+    """The PCI address of VF index: its virtfn link, else the PF's routing ID + sriov_offset +
+    index * sriov_stride (PCIe SR-IOV: First VF Offset, VF Stride; sysfs-bus-pci)."""
+    pci = _link_base(system, "%s/virtfn%d" % (pf_dev, index))
+    if pci:
+        return pci
+    offset, stride = _read_int(system, pf_dev + "/sriov_offset"), _read_int(system, pf_dev + "/sriov_stride")
+    pf = _link_base(system, pf_dev)
+    if offset is None or stride is None or not pf or not PCI_RE.match(pf):
+        return None
+    domain, bus, rest = pf.split(":")
+    slot, func = rest.split(".")
+    rid = (int(bus, 16) << 8) + (int(slot, 16) << 3) + int(func) + offset + index * stride
+    return "%s:%02x:%02x.%x" % (domain, rid >> 8, (rid >> 3) & 0x1f, rid & 7)
+
+
+def _own_source(system):
+    """This agent's bytes, for the copy udev runs: what the System seam says it runs (simfleet), the
+    file when run as a script, else what the bootstrap decompressed (remote.protocol.BOOTSTRAP:
+    `a`, checked against its sha256 `s`)."""
+    getter = getattr(system, "agent_source", None)
+    source = getter() if getter is not None else None
+    if source:
+        return source
+    path = globals().get("__file__")
+    if path and os.path.isfile(path):
+        with open(path, "rb") as f:
+            return f.read()
+    main = sys.modules.get("__main__")
+    data, digest = getattr(main, "a", None), getattr(main, "s", None)
+    if isinstance(data, bytes) and isinstance(digest, bytes) and hashlib.sha256(data).hexdigest().encode() == digest:
+        return data
+    return None
+
+
+def _render_vf_rules(system, state):
+    lines = [VF_RULES_HEADER.rstrip("\n")]
+    python = system.which("python3") or "/usr/bin/python3"
+    for pf in sorted(state):
+        entry = state[pf]
+        indexes = sorted(set(int(i) for i in list(entry.get("vfs") or {}) + list(entry.get("drivers") or {})))
+        for index in indexes:
+            vf = _vf_pci_of(system, SYS_PCI + "/" + pf, index)
+            if vf:
+                lines.append(VF_RULE_FORMAT.format(vf=vf, python=python))
+        if _int_or(entry.get("mtu"), None):
+            lines.append(MTU_RULE_FORMAT.format(pci=pf, mtu=entry["mtu"]))
+    return "\n".join(lines) + "\n"
+
+
+def _prune_state(state):
+    out = {}
+    for pf, entry in state.items():
+        kept = dict((k, v) for k, v in entry.items() if v)
+        if kept:
+            out[pf] = kept
+    return out
+
+
+def _save_vf_state(system, state, txn, actions):
+    """Write the managed VF state, its udev rules and the agent copy they run (or remove them when
+    nothing is persisted) -> (persisted, reason or None)."""
+    state = _prune_state(state)
+    old = _read_vf_state(system)
+    if not state:
+        for path in (VF_STATE_PATH, VF_RULES_PATH):
+            if system.exists(path):
+                txn.remove(path)
+                actions.append("removed %s (nothing persisted any more)" % path)
+        return True, None
+    doc = {"comment": MANAGED_MARKER + ". Do not edit: this file is rewritten by the console. VF settings and "
+                      "drivers per PF PCI address and VF index, applied by " + VF_RULES_PATH + ".",
+           "version": 1, "pfs": state}
+    if state != old:
+        txn.write(VF_STATE_PATH, json.dumps(doc, indent=1, sort_keys=True) + "\n", "VF state file")
+        actions.append("persisted the VF state in %s" % VF_STATE_PATH)
+    rules = _render_vf_rules(system, state)
+    if _read(system, VF_RULES_PATH) != rules.strip():
+        txn.write(VF_RULES_PATH, rules, "VF udev rules")
+        actions.append("wrote %s" % VF_RULES_PATH)
+    source = _own_source(system)
+    if source is None:
+        return False, "agent_copy_unavailable"
+    text = source.decode("utf-8", "surrogateescape")
+    try:
+        same = system.read_text(AGENT_COPY_PATH) == text
+    except OSError:
+        same = False
+    if not same:
+        txn.write(AGENT_COPY_PATH, text, "agent copy for udev", mode=0o755)
+        actions.append("installed the agent udev runs as %s" % AGENT_COPY_PATH)
+    return True, None
+
+
+def _persist_entries(system, pci, section, updates, removals, txn, actions):
+    """Merge {index: value} into state[pci][section], drop removals -> (persisted, reason)."""
+    state = _read_vf_state(system)
+    entry = dict(state.get(pci) or {})
+    values = dict(entry.get(section) or {})
+    for index, value in updates.items():
+        values[str(index)] = value
+    for index in removals:
+        values.pop(str(index), None)
+    entry[section] = values
+    state[pci] = entry
+    return _save_vf_state(system, state, txn, actions)
+
+
+# ---------------------------------------------------------------------------------------------
+# vf_config: per-VF settings through the PF driver (ip link set dev <pf> vf N ...)
+# ---------------------------------------------------------------------------------------------
+
+VF_CONFIG_ARGS = ("pf", "pci_address", "vfs", "persist", "allow_guest_impact")
+# ip-link(8): ip link set dev DEV vf NUM [mac LLADDR] [vlan VLANID [qos VLAN-QOS]] [max_tx_rate
+# TXRATE] [min_tx_rate TXRATE] [spoofchk on|off] [state auto|enable|disable] [trust on|off]
+APPLY_ORDER = ("mac", "vlan", "spoofchk", "trust", "link_state", "max_tx_rate", "min_tx_rate")
+
+
+def _valid_vf_entry(item, position):
+    field = "vfs[%d]" % position
+    if not isinstance(item, dict):
+        raise _bad("%s must be an object" % field, field=field)
+    unknown = sorted(set(item) - set(("index",) + VF_FIELDS))
+    if unknown:
+        raise _bad("%s has unknown settings: %s (allowed: %s)" % (field, ", ".join(unknown), ", ".join(VF_FIELDS)),
+                   field=field, unknown=unknown)
+    want = {"index": _valid_count(item.get("index"), field + ".index")}
+    for key, limit in (("vlan", 4095), ("qos", 7), ("max_tx_rate", 10 ** 7), ("min_tx_rate", 10 ** 7)):
+        if item.get(key) is not None:
+            want[key] = _valid_count(item[key], "%s.%s" % (field, key))
+            if want[key] > limit:
+                raise _bad("%s.%s must be at most %d" % (field, key, limit), field=field + "." + key)
+    for key in ("spoofchk", "trust"):
+        if item.get(key) is not None:
+            want[key] = _valid_bool(item[key], "%s.%s" % (field, key), None)
+    if item.get("link_state") is not None:
+        if item["link_state"] not in LINK_STATES:
+            raise _bad("%s.link_state must be one of %s" % (field, ", ".join(LINK_STATES)), field=field + ".link_state")
+        want["link_state"] = item["link_state"]
+    if item.get("mac") is not None:
+        want["mac"] = _valid_mac(item["mac"], field + ".mac")
+    if want.get("qos") and not want.get("vlan"):
+        raise _bad("%s.qos needs a vlan other than 0 in the same entry (802.1p priority of the VF's VLAN)" % field,
+                   field=field + ".qos")
+    if want.get("min_tx_rate") and want.get("max_tx_rate") and want["min_tx_rate"] > want["max_tx_rate"]:
+        raise _bad("%s: min_tx_rate must not exceed max_tx_rate" % field, field=field)
+    return want
+
+
+def _valid_mac(value, field):
+    if value == "stable":
+        return value
+    text = value.lower() if isinstance(value, str) else None
+    if text is None or not MAC_RE.match(text) or int(text[:2], 16) & 1 or text == NULL_MAC:
+        raise _bad("%s must be \"stable\" or a unicast MAC address like 02:00:00:00:00:01" % field, field=field,
+                   value=value if isinstance(value, str) else repr(value))
+    return text
+
+
+def _vf_config_request(args):
+    vfs = args.get("vfs")
+    if not isinstance(vfs, list) or not vfs:
+        raise _bad("vfs must be a non-empty list of {index, settings...}", field="vfs")
+    wants = [_valid_vf_entry(item, n) for n, item in enumerate(vfs)]
+    indexes = [w["index"] for w in wants]
+    if len(set(indexes)) != len(indexes):
+        raise _bad("vfs names a VF index twice", field="vfs", indexes=indexes)
+    return {"vfs": wants, "persist": _valid_bool(args.get("persist"), "persist", True),
+            "allow_guest_impact": _valid_bool(args.get("allow_guest_impact"), "allow_guest_impact", False)}
+
+
+def _stable_mac(system, vf_pci):
+    """A locally administered unicast MAC from the host's machine id and the VF's PCI address:
+    sha256("<machine-id>:<vf pci>"), first 6 bytes, first octet (b & 0xfc) | 0x02."""
+    machine_id = _read(system, "/etc/machine-id") or ""
+    digest = bytearray(hashlib.sha256(("%s:%s" % (machine_id, vf_pci)).encode("ascii")).digest()[:6])
+    digest[0] = (digest[0] & 0xfc) | 0x02
+    return ":".join("%02x" % b for b in digest)
+
+
+def _setting_value(current, key):
+    return current.get("admin_mac") if key == "mac" else current.get(key)
+
+
+def _vf_changes(want, current):
+    """{key: (want, got)} of the settings that differ (qos travels with vlan)."""
+    changes = {}
+    for key in VF_FIELDS:
+        if key in want and want[key] != _setting_value(current, key):
+            changes[key] = (want[key], _setting_value(current, key))
+    if "qos" in changes and "vlan" not in changes:
+        changes["vlan"] = (want.get("vlan", current.get("vlan")), current.get("vlan"))
+    return changes
+
+
+def _ip_words(key, want, merged):
+    if key == "vlan":
+        qos = merged.get("qos") or 0
+        return ["vlan", str(want)] + (["qos", str(qos)] if want and qos else [])
+    if key in ("spoofchk", "trust"):
+        return [key, "on" if want else "off"]
+    if key == "link_state":
+        return ["state", want]
+    return [key, str(want)]
+
+
+def _set_vf(system, target, index, key, words):
+    argv = ["ip", "link", "set", "dev", target["pf"], "vf", str(index)] + words
+    rc, out, err = system.run(argv, QUERY_TIMEOUT)
+    if rc == 0:
+        return " ".join(argv)
+    text = (err or out).strip()[-300:] or "exit status %s" % rc
+    unsupported = "not supported" in text.lower()
+    raise AgentError("vf_setting_unsupported", "%s VF %d: the PF driver %s %s (%s: %s)." % (
+        _label(target), index, "does not support" if unsupported else "refused", key, " ".join(argv), text),
+        {"pf": target["pf"], "pci_address": target["pci"], "index": index, "field": key, "argv": argv,
+         "stderr": text, "unsupported": unsupported})
+
+
+def _apply_vf(system, target, index, want, current, actions, done):
+    """Apply the changed settings of one VF in APPLY_ORDER; done gets (key, previous value, qos)."""
+    merged = dict(current, **dict((k, v) for k, v in want.items() if k != "mac"))
+    changes = _vf_changes(want, current)
+    order = list(APPLY_ORDER)
+    if "min_tx_rate" in changes and (changes["min_tx_rate"][1] or 0) > (changes["min_tx_rate"][0] or 0):
+        order.remove("min_tx_rate")
+        order.insert(order.index("max_tx_rate"), "min_tx_rate")  # lower the minimum before the maximum
+    for key in order:
+        if key in changes:
+            actions.append(_set_vf(system, target, index, key, _ip_words(key, changes[key][0], merged)))
+            done.append((key, changes[key][1], current.get("qos")))
+
+
+def _undo_vf(system, target, index, done, actions):
+    for key, previous, qos in reversed(done):
+        if previous is None:
+            continue
+        try:
+            actions.append("restored: " + _set_vf(system, target, index, key, _ip_words(
+                key, previous, {"qos": qos})))
+        except AgentError as exc:
+            actions.append("could not restore %s of VF %d: %s" % (key, index, exc.message))
+
+
+def _verify_vfs(system, target, wants):
+    after = _ip_link_vfs(system, target["pf"]) or {}
+    for want in wants:
+        got = after.get(want["index"]) or {}
+        for key in VF_FIELDS:
+            if key in want and _setting_value(got, key) != want[key]:
+                raise AgentError("vf_verify_failed", "%s VF %d: %s is %r after the change, not %r: the PF driver did "
+                                 "not keep it." % (_label(target), want["index"], key, _setting_value(got, key),
+                                                   want[key]),
+                                 {"pf": target["pf"], "pci_address": target["pci"], "index": want["index"],
+                                  "field": key, "want": want[key], "got": _setting_value(got, key)})
+    return after
+
+
+def _reported(settings, indexes):
+    return dict((str(i), settings.get(i)) for i in sorted(indexes))
+
+
+def op_vf_config(system, args, deadline):
+    req = _vf_config_request(args)
+    target = _vf_target(system, args, need_netdev=True)
+    _check_binding(system, target, _link_base(system, target["dev"] + "/driver"))
+    _no_such_vf(target, [w["index"] for w in req["vfs"]])
+    inv = _Inventory(system, defined_guests=False, deadline=deadline)
+    before = inv.ip_vfs(target["pf"])
+    if before is None:
+        raise AgentError("vf_settings_unknown", "`ip -j -d link show dev %s` did not report the VF settings (iproute2 "
+                         "without JSON output, or the PF driver does not report VFs)." % target["pf"],
+                         {"pf": target["pf"], "pci_address": target["pci"]})
+    for want in req["vfs"]:
+        if want.get("mac") == "stable":
+            want["mac"] = _stable_mac(system, target["vfs"][want["index"]]["pci_address"])
+    changing = [w["index"] for w in req["vfs"] if _vf_changes(w, before.get(w["index"]) or {})]
+    warnings = _guest_check(target, inv, changing, req["allow_guest_impact"], "this change sets")
+    actions = []
+    for want in req["vfs"]:
+        done = []
+        try:
+            _apply_vf(system, target, want["index"], want, before.get(want["index"]) or {}, actions, done)
+            if done:
+                _verify_vfs(system, target, [want])
+        except AgentError as exc:
+            _undo_vf(system, target, want["index"], done, actions)
+            exc.details["actions"] = list(actions)
+            raise
+    after = _verify_vfs(system, target, req["vfs"])
+    persisted, reason = _persist_vf_settings(system, target, req, actions)
+    indexes = [w["index"] for w in req["vfs"]]
+    result = {"pf": target["pf"], "pci_address": target["pci"], "before": {"vfs": _reported(before, indexes)},
+              "after": {"vfs": _reported(after, indexes)}, "actions": actions, "changed": bool(changing),
+              "persisted": persisted, "persistence_file": VF_STATE_PATH, "warnings": warnings,
+              "reboot_required": False}
+    if reason:
+        result["reason"] = reason
+    return result
+
+
+def _persist_vf_settings(system, target, req, actions):
+    """persist: merge the requested settings into the VF's persisted ones; else drop them."""
+    state = (_read_vf_state(system).get(target["pci"]) or {}).get("vfs") or {}
+    updates, removals = {}, []
+    for want in req["vfs"]:
+        if req["persist"]:
+            merged = dict(state.get(str(want["index"])) or {})
+            merged.update((k, v) for k, v in want.items() if k != "index")
+            updates[want["index"]] = merged
+        else:
+            removals.append(want["index"])
+    txn = _FileTxn(system)
+    try:
+        persisted, reason = _persist_entries(system, target["pci"], "vfs", updates, removals, txn, actions)
+    except AgentError as exc:
+        txn.rollback(actions)
+        exc.details["actions"] = list(actions)
+        exc.message += " The live settings were applied; they are not persisted."
+        raise
+    return (persisted if req["persist"] else False), reason
+
+
+# ---------------------------------------------------------------------------------------------
+# vf_driver: bind VF ranges to vfio-pci or a VF netdev driver (sysfs driver_override)
+# ---------------------------------------------------------------------------------------------
+
+VF_DRIVER_ARGS = ("pf", "pci_address", "ranges", "persist", "allow_guest_impact")
+DRIVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+SYS_PCI_DRIVERS = "/sys/bus/pci/drivers"
+# sysfs-bus-pci: writing a device's address to drivers_probe makes the PCI core probe it again
+# (only a driver named by its driver_override may take it; an empty driver_override means the
+# kernel's own ID match); drivers/<name>/unbind releases it. Writing driver_override neither
+# unbinds nor loads the driver.
+DRIVERS_PROBE = "/sys/bus/pci/drivers_probe"
+
+
+def _vf_driver_request(args):
+    ranges = args.get("ranges")
+    if not isinstance(ranges, list) or not ranges:
+        raise _bad("ranges must be a non-empty list of {first, last, driver}", field="ranges")
+    out = []
+    for n, item in enumerate(ranges):
+        field = "ranges[%d]" % n
+        if not isinstance(item, dict) or sorted(item) != ["driver", "first", "last"]:
+            raise _bad("%s must be {first, last, driver}" % field, field=field)
+        first, last = _valid_count(item["first"], field + ".first"), _valid_count(item["last"], field + ".last")
+        driver = item["driver"]
+        if last < first:
+            raise _bad("%s: last (%d) is before first (%d)" % (field, last, first), field=field)
+        if not isinstance(driver, str) or not DRIVER_NAME_RE.match(driver):
+            raise _bad("%s.driver must be vfio-pci, a VF driver name (igbvf, iavf, ixgbevf, mlx5_core, ...) or "
+                       "default" % field, field=field + ".driver", value=repr(driver))
+        out.append({"first": first, "last": last, "driver": driver})
+    ordered = sorted(out, key=lambda r: r["first"])
+    for prev, cur in [(ordered[n - 1], ordered[n]) for n in range(1, len(ordered))]:
+        if cur["first"] <= prev["last"]:
+            raise _bad("ranges overlap: VFs %d-%d and %d-%d" % (prev["first"], prev["last"], cur["first"], cur["last"]),
+                       field="ranges", reason="overlapping_ranges")
+    return {"ranges": out, "persist": _valid_bool(args.get("persist"), "persist", True),
+            "allow_guest_impact": _valid_bool(args.get("allow_guest_impact"), "allow_guest_impact", False)}
+
+
+def _bind_needed(current, override, driver):
+    if driver == "default":
+        return override is not None or current is None or current in PASSTHROUGH_DRIVERS
+    return override != driver or current != driver
+
+
+def _ensure_driver(system, driver, actions):
+    """A driver that is not loaded has no /sys/bus/pci/drivers/<name>: load it (vfio-pci is a module)."""
+    if system.is_dir(SYS_PCI_DRIVERS + "/" + driver):
+        return
+    rc, _out, err = system.run(["modprobe", driver], QUERY_TIMEOUT) if system.which("modprobe") else (
+        127, "", "modprobe is not installed")
+    if rc == 0:
+        actions.append("loaded the %s module (modprobe %s)" % (driver, driver))
+    if not system.is_dir(SYS_PCI_DRIVERS + "/" + driver):
+        raise AgentError("driver_unavailable", "The driver %s is not loaded and `modprobe %s` did not load it (%s): "
+                         "no VF can be bound to it." % (driver, driver, (err or "").strip()[-200:] or rc),
+                         {"driver": driver, "stderr": (err or "").strip()[-500:]})
+
+
+def _sysfs_write(system, path, value, deadline):
+    """A bounded write: unbinding a VF that vfio-pci gives to a guest waits until QEMU releases it."""
+    writer = getattr(system, "write_sysfs", None)
+    if writer is None:
+        return system.write_text(path, value)
+    return writer(path, value, max(MIN_WRITE_SECONDS, deadline.bound(getattr(system, "write_timeout",
+                                                                            SYSFS_WRITE_TIMEOUT))))
+
+
+def _bind_vf(system, vf_pci, driver, deadline, actions):
+    """driver_override, unbind, drivers_probe -> whether anything was done; "default" clears the
+    override and lets the kernel's own match bind the VF again."""
+    dev = SYS_PCI + "/" + vf_pci
+    current, override = _link_base(system, dev + "/driver"), _driver_override(system, dev)
+    if not _bind_needed(current, override, driver):
+        return False
+    wanted = None if driver == "default" else driver
+    if wanted is not None:
+        _ensure_driver(system, wanted, actions)
+    step = "driver_override"
+    try:
+        if override != wanted:
+            _sysfs_write(system, dev + "/driver_override", (wanted or "") + "\n", deadline)
+            actions.append("set driver_override of %s to %s" % (vf_pci, wanted or "(none)"))
+        if current is not None and current != wanted:
+            step = "unbind"
+            _sysfs_write(system, "%s/%s/unbind" % (SYS_PCI_DRIVERS, current), vf_pci, deadline)
+            actions.append("unbound %s from %s" % (vf_pci, current))
+        if _link_base(system, dev + "/driver") is None:
+            step = "drivers_probe"
+            _sysfs_write(system, DRIVERS_PROBE, vf_pci, deadline)
+            actions.append("probed %s (%s)" % (vf_pci, DRIVERS_PROBE))
+    except OSError as exc:
+        raise AgentError("vf_bind_failed", "Binding VF %s to %s failed at %s: %s." % (
+            vf_pci, driver, step, exc.strerror or exc), {"pci_address": vf_pci, "driver": driver, "step": step,
+                                                          "errno": _errno_name(exc.errno)}) from None
+    now = _link_base(system, dev + "/driver")
+    if wanted is not None and now != wanted:
+        raise AgentError("vf_bind_failed", "VF %s is bound to %s after the probe, not %s." % (vf_pci, now, wanted),
+                         {"pci_address": vf_pci, "driver": driver, "bound": now, "step": "verify"})
+    return True
+
+
+def _driver_state(system, target, indexes):
+    vfs = {}
+    for index in sorted(indexes):
+        dev = target["vfs"][index]["dev"]
+        vfs[str(index)] = {"pci_address": target["vfs"][index]["pci_address"],
+                           "driver": _link_base(system, dev + "/driver"),
+                           "driver_override": _driver_override(system, dev)}
+    return {"vfs": vfs, "sriov_drivers_autoprobe": _read_int(system, target["dev"] + "/sriov_drivers_autoprobe")}
+
+
+def op_vf_driver(system, args, deadline):
+    req = _vf_driver_request(args)
+    target = _vf_target(system, args, need_netdev=False)
+    wanted = dict((i, r["driver"]) for r in req["ranges"] for i in range(r["first"], r["last"] + 1))
+    _no_such_vf(target, wanted)
+    before = _driver_state(system, target, wanted)
+    changing = [i for i in sorted(wanted) if _bind_needed(
+        before["vfs"][str(i)]["driver"], before["vfs"][str(i)]["driver_override"], wanted[i])]
+    inv = _Inventory(system, defined_guests=False, deadline=deadline)
+    warnings = _guest_check(target, inv, changing, req["allow_guest_impact"], "this change rebinds")
+    actions = []
+    for index in changing:
+        try:
+            _bind_vf(system, target["vfs"][index]["pci_address"], wanted[index], deadline, actions)
+        except AgentError as exc:
+            exc.details["actions"] = list(actions)
+            raise
+    after = _driver_state(system, target, wanted)
+    for index in changing:
+        if after["vfs"][str(index)]["driver"] is None:
+            warnings.append("VF %d has no driver after the re-probe: no driver matches it (blacklisted, or "
+                            "sriov_drivers_autoprobe is 0 and nothing was asked)" % index)
+    updates = dict((i, d) for i, d in wanted.items() if d != "default") if req["persist"] else {}
+    txn = _FileTxn(system)
+    try:
+        persisted, reason = _persist_entries(system, target["pci"], "drivers", updates,
+                                             [i for i in wanted if i not in updates], txn, actions)
+    except AgentError as exc:
+        txn.rollback(actions)
+        exc.details["actions"] = list(actions)
+        raise
+    result = {"pf": target["pf"], "pci_address": target["pci"], "before": before, "after": after,
+              "actions": actions, "changed": bool(changing), "persisted": persisted and req["persist"],
+              "persistence_file": VF_STATE_PATH, "warnings": warnings, "reboot_required": False}
+    if reason:
+        result["reason"] = reason
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# apply_persisted: what udev runs (the installed copy) when a VF with persisted state appears
+# ---------------------------------------------------------------------------------------------
+
+APPLY_PERSISTED_ARGS = ("vf_pci", "pf_pci")
+
+
+def _vf_home(system, vf_pci):
+    """-> (PF pci, PF device dir, VF index) from the VF's physfn link and the PF's virtfnN links."""
+    pf = _link_base(system, SYS_PCI + "/" + vf_pci + "/physfn")
+    if not pf:
+        return None
+    pf_dev = SYS_PCI + "/" + pf
+    for entry in _list(system, pf_dev):
+        match = re.match(r"^virtfn(\d+)$", entry)
+        if match and _link_base(system, pf_dev + "/" + entry) == vf_pci:
+            return pf, pf_dev, int(match.group(1))
+    return None
+
+
+def _apply_persisted_vf(system, pf, pf_dev, index, entry, deadline, actions):
+    """The persisted settings (through the PF driver) and then the driver of one VF -> errors."""
+    errors = []
+    settings = (entry.get("vfs") or {}).get(str(index))
+    netdev = _netdev_of(system, pf_dev)
+    if settings and netdev:
+        target = {"pf": netdev, "pci": pf, "dev": pf_dev}
+        want = dict(settings, index=index)
+        try:
+            _apply_vf(system, target, index, want, (_ip_link_vfs(system, netdev) or {}).get(index) or {}, actions, [])
+        except AgentError as exc:
+            errors.append(exc.message)
+    elif settings:
+        errors.append("%s VF %d: the PF has no network interface, the settings cannot be applied" % (pf, index))
+    driver = (entry.get("drivers") or {}).get(str(index))
+    vf_pci = _link_base(system, "%s/virtfn%d" % (pf_dev, index))
+    if driver and vf_pci:
+        try:
+            _bind_vf(system, vf_pci, driver, deadline, actions)
+        except AgentError as exc:
+            errors.append(exc.message)
+    return errors
+
+
+def _apply_persisted_pf(system, pci, deadline, actions, indexes=None):
+    """Apply every persisted VF setting and driver of PF pci whose VF exists -> errors."""
+    entry = _read_vf_state(system).get(pci) or {}
+    pf_dev = SYS_PCI + "/" + pci
+    errors = []
+    known = set(int(i) for i in list(entry.get("vfs") or {}) + list(entry.get("drivers") or {}))
+    for index in sorted(known if indexes is None else known & set(indexes)):
+        if system.exists("%s/virtfn%d" % (pf_dev, index)):
+            errors.extend(_apply_persisted_vf(system, pci, pf_dev, index, entry, deadline, actions))
+    return errors
+
+
+def op_apply_persisted(system, args, deadline):
+    vf_pci, pf_pci = args.get("vf_pci"), args.get("pf_pci")
+    if (vf_pci is None) == (pf_pci is None):
+        raise _bad("give vf_pci (the VF udev added) or pf_pci", field="vf_pci")
+    actions = []
+    if vf_pci is not None:
+        home = _vf_home(system, _valid_pci(vf_pci, "vf_pci"))
+        if home is None:
+            return {"applied": False, "reason": "not_a_vf", "actions": [], "errors": []}
+        errors = _apply_persisted_pf(system, home[0], deadline, actions, [home[2]])
+    else:
+        errors = _apply_persisted_pf(system, _valid_pci(pf_pci, "pf_pci"), deadline, actions)
+    return {"applied": bool(actions), "actions": actions, "errors": errors}
+
+
+# ---------------------------------------------------------------------------------------------
 # GRUB defaults parsing and editing
 # ---------------------------------------------------------------------------------------------
 
@@ -3304,6 +4100,10 @@ OPERATION_TABLE = (
     ("set_vfs", op_set_vfs, SET_VFS_ARGS, True),
     ("kernel_args", op_kernel_args, ("add", "remove", "regenerate"), True),
     ("reboot", op_reboot, ("refuse_if_guests", "expected_boot_id"), True),
+    ("vf_config", op_vf_config, VF_CONFIG_ARGS, True),
+    ("vf_driver", op_vf_driver, VF_DRIVER_ARGS, True),
+    # run by udev while another run may hold the host lock (a set_vfs that re-creates the VFs)
+    ("apply_persisted", op_apply_persisted, APPLY_PERSISTED_ARGS, False),
 )
 OPERATIONS = tuple(name for name, _h, _a, _l in OPERATION_TABLE)
 HANDLERS = dict((name, handler) for name, handler, _a, _l in OPERATION_TABLE)
@@ -3434,6 +4234,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="sriov_agent.py", description="SR-IOV Console hypervisor agent")
     parser.add_argument("--root", default="/", help="prefix for every filesystem path (default /)")
     parser.add_argument("--request-id", default="cli", help=argparse.SUPPRESS)
+    parser.add_argument("--vf", default=None, help="apply_persisted: the VF (PCI address) udev added")
     parser.add_argument("operation", help="one of: " + ", ".join(OPERATIONS))
     parser.add_argument("args", nargs="?", default=None, help="JSON object of arguments ('-' reads stdin)")
     options = parser.parse_args(argv)
@@ -3446,6 +4247,8 @@ def main(argv=None):
         error = AgentError("bad_request", "The arguments are not valid JSON: %s" % exc, {})
         sys.stdout.write(_response(options.operation, options.request_id, error=error))
         return EXIT_BAD_REQUEST
+    if options.vf is not None:  # the udev rule: sriov_agent.py --vf %k apply_persisted
+        args = dict(args, vf_pci=options.vf)
     request = json.dumps({"op": options.operation, "args": args, "request_id": options.request_id})
     status, out, err = run_payload(request.encode("utf-8"), System(options.root))
     sys.stdout.write(out)

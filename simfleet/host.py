@@ -28,6 +28,7 @@ from xml.sax.saxutils import escape
 from . import bootcfg
 from .profiles import MAX_VFS_PARM as PARM_LINES
 from .profiles import PROFILES, NicSpec, Profile
+from .vfmodel import VfModel
 
 FAULTS = (
     "unreachable",  # connection refused
@@ -107,6 +108,17 @@ class Vf:
     netdev: str
     mac: str
     ready_at: float  # monotonic time at which the VF netdev appears (VF driver probe + udev)
+    driver: str | None = None  # the bound driver (a guest holding it through vfio-pci shows vfio-pci)
+    driver_override: str | None = None
+    # what the PF driver holds for the VF (ip link set dev <pf> vf N ...): lost with the VF
+    admin_mac: str = "00:00:00:00:00:00"
+    vlan: int = 0
+    qos: int = 0
+    spoofchk: bool = True
+    trust: bool = False
+    link_state: str = "auto"
+    max_tx_rate: int = 0
+    min_tx_rate: int = 0
 
 
 @dataclass
@@ -117,6 +129,8 @@ class Nic:
     numvfs: int = 0
     vfs: list[Vf] = field(default_factory=list)
     loaded: bool = True  # False: its driver failed to load at boot (e.g. max_vfs=4,0 for a uint parameter)
+    mtu: int = 1500
+    autoprobe: int = 1  # sriov_drivers_autoprobe: 0 leaves new VFs unbound
 
     @property
     def driver(self) -> str | None:
@@ -151,7 +165,7 @@ class Guest:
     allocated: dict[int, str] = field(default_factory=dict)  # interface index -> VF pci or netdev
 
 
-class SimHost:
+class SimHost(VfModel):
     """A simulated hypervisor (the model; the SSH side lives in simfleet.server)."""
 
     def __init__(
@@ -190,6 +204,7 @@ class SimHost:
         self.running_kernel = self.profile.kernel
         self.initramfs: dict = {"modules": set(self.profile.initramfs_modules), "modprobe": {}}
         self.device_locks: dict[str, threading.Lock] = {}
+        self.modules: set[str] = set()  # modules loaded by modprobe since boot (vfio-pci)
         self.pending_writes: dict[str, str] = {}
         self.sysfs_write_timeout: float | None = None  # the seam's bounds (None: the agent's defaults)
         self.sysfs_read_timeout: float | None = None
@@ -701,10 +716,13 @@ class SimHost:
                 self.running_kernel = self._bls_entries()[0][0]
             self.iommu_active = iommu_rule(self.profile.cpu_vendor, cmdline, self._firmware_iommu())
             self.pending_writes = {}
+            self.modules = set()
             for nic in self.nics:
                 nic.numvfs = 0
                 nic.vfs = []
                 nic.loaded = True
+                nic.mtu = 1500
+                nic.autoprobe = 1
             for guest in self.guests:
                 guest.allocated = {}
             for pci, count, source, how in self._boot_writes():
@@ -722,6 +740,8 @@ class SimHost:
                     self._apply_boot_write(nic, count, how)
                 except OSError as exc:
                     self.events.append(f"boot: {source} writing {count} for {pci}: {exc.strerror}")
+            self._boot_vf_events()
+            self._boot_networks()
             for guest in self.guests:
                 if guest.autostart:
                     guest.running, guest.note = self._can_start(guest)
@@ -752,6 +772,8 @@ class SimHost:
             network = self.networks.get(iface.get("network"))
             if network is None:
                 return False, f"network {iface.get('network')} is not defined"
+            if not network.get("active", True):
+                return False, f"network {iface.get('network')} is not active"
             free = [d for d in self._pool(network) if d not in self._allocated_devices()]
             if not free:
                 return False, f"no free VF in network {iface.get('network')}"
@@ -766,6 +788,8 @@ class SimHost:
         """The devices a libvirt network hands out: VF PCI addresses (hostdev) or VF netdevs (macvtap)."""
         nic = next((n for n in self.nics if n.name == network.get("pf")), None)
         if nic is None or network["mode"] not in ("hostdev", "passthrough", "private", "vepa", "bridge"):
+            return []
+        if not network.get("active", True):
             return []
         if network["mode"] == "hostdev":
             return [vf.pci for vf in nic.vfs]
@@ -833,7 +857,8 @@ class SimHost:
         for i in range(count):
             vf_pci = pci_from_rid(domain, rid + spec.vf_offset + i * spec.vf_stride)
             mac = "00:00:00:00:00:00" if spec.vf_zero_mac else self._mac("52:54:00", i, salt=spec.pci)
-            vfs.append(Vf(index=i, pci=vf_pci, netdev=f"{base}v{i}", mac=mac, ready_at=ready_at))
+            vfs.append(Vf(index=i, pci=vf_pci, netdev=f"{base}v{i}", mac=mac, ready_at=ready_at,
+                          driver=self._default_vf_driver(nic) if nic.autoprobe else None))
         nic.numvfs = count
         nic.vfs = vfs
         self._touch()
@@ -943,11 +968,14 @@ class SimHost:
         )
         family = 6 if p.cpu_vendor == "GenuineIntel" else 25
         f("/proc/cpuinfo", "".join(cpu % (i, p.cpu_vendor, family, p.cpu_model, flag) for i in range(2)))
-        drivers = sorted(
-            {n.spec.driver for n in self.nics}
-            | {n.spec.vf_driver for n in self.nics if n.vfs and n.spec.vf_driver}
-        )
+        loaded = self.loaded_drivers()
+        drivers = sorted(d.replace("-", "_") for d in loaded)
         f("/proc/modules", "".join(f"{d} 221184 0 - Live 0x0000000000000000\n" for d in drivers))
+        # sysfs-bus-pci: a driver directory per loaded PCI driver with bind/unbind, and drivers_probe
+        for driver in sorted(loaded):
+            f(f"/sys/bus/pci/drivers/{driver}/bind", "", ("bind", driver))
+            f(f"/sys/bus/pci/drivers/{driver}/unbind", "", ("unbind", driver))
+        f("/sys/bus/pci/drivers_probe", "", ("probe", ""))
         # DMI
         f("/sys/class/dmi/id/sys_vendor", p.sys_vendor + "\n")
         f("/sys/class/dmi/id/product_name", p.product_name + "\n")
@@ -963,13 +991,15 @@ class SimHost:
 
         def pci_dev(spec_bridge, pci, vendor, device, driver, subsystem):
             d = f"/sys/devices/pci0000:00/{spec_bridge}/{pci}"
+            node = p.bridge_nodes.get(spec_bridge, -1 if not p.node_cpus else 0)
             add(d, DIR)
             f(d + "/vendor", f"0x{vendor:04x}\n")
             f(d + "/device", f"0x{device:04x}\n")
             f(d + "/subsystem_vendor", f"0x{subsystem[0]:04x}\n")
             f(d + "/subsystem_device", f"0x{subsystem[1]:04x}\n")
             f(d + "/class", "0x020000\n")
-            f(d + "/numa_node", "0\n")
+            f(d + "/numa_node", f"{node}\n")
+            f(d + "/local_cpulist", (p.node_cpus[node] if node >= 0 and p.node_cpus else p.all_cpus) + "\n")
             f(d + "/enable", "1\n")
             f(
                 d + "/uevent",
@@ -991,7 +1021,7 @@ class SimHost:
                 link(d + "/iommu_group", gdir)
             return d
 
-        def netdev(devdir, name, mac, up, speed, mtu, ifindex):
+        def netdev(devdir, name, mac, up, speed, mtu, ifindex, pci=None):
             nd = devdir + "/net/" + name
             add(nd, DIR)
             f(nd + "/address", mac + "\n")
@@ -999,7 +1029,7 @@ class SimHost:
             f(nd + "/carrier", ("1" if up else "0") + "\n")
             f(nd + "/speed", f"{speed}\n" if up else _err(errno.EINVAL, nd + "/speed"))
             f(nd + "/duplex", "full\n" if up else _err(errno.EINVAL, nd + "/duplex"))
-            f(nd + "/mtu", f"{mtu}\n")
+            f(nd + "/mtu", f"{mtu}\n", ("mtu", pci) if pci else None)
             f(nd + "/ifindex", f"{ifindex}\n")
             f(nd + "/type", "1\n")
             f(nd + "/addr_len", "6\n")
@@ -1032,7 +1062,7 @@ class SimHost:
             s = nic.spec
             d = pci_dev(s.bridge, s.pci, s.vendor, s.device, nic.driver, s.subsystem)
             if nic.has_netdev:
-                netdev(d, s.name, nic.mac, s.link_up, s.speed, 1500, nic.ifindex)
+                netdev(d, s.name, nic.mac, s.link_up, s.speed, nic.mtu, nic.ifindex, nic.pci)
                 master = p.masters.get(s.name)
                 if master in uppers:
                     link(f"{d}/net/{s.name}/master", uppers[master])
@@ -1045,19 +1075,16 @@ class SimHost:
                     f(d + "/sriov_offset", f"{s.vf_offset}\n")
                     f(d + "/sriov_stride", f"{s.vf_stride}\n")
                     f(d + "/sriov_vf_device", f"{s.vf_device or 0:04x}\n")
-                    f(d + "/sriov_drivers_autoprobe", "1\n")
+                    f(d + "/sriov_drivers_autoprobe", f"{nic.autoprobe}\n", ("autoprobe", nic.pci))
                 for vf in nic.vfs:
                     holder = held.get(vf.pci)
-                    binding = p.vf_binding  # "driver" | "vfio-pci" (passthrough host) | "none" (blacklisted)
-                    if holder or binding == "vfio-pci":
-                        driver = "vfio-pci"
-                    else:
-                        driver = s.vf_driver if binding == "driver" else None
+                    driver = "vfio-pci" if holder else vf.driver
                     vd = pci_dev(s.bridge, vf.pci, s.vendor, s.vf_device or 0, driver, s.subsystem)
+                    f(vd + "/driver_override", (vf.driver_override or "(null)") + "\n", ("driver_override", vf.pci))
                     link(f"{d}/virtfn{vf.index}", vd)
                     link(vd + "/physfn", d)
                     next_if += 1
-                    if holder or binding != "driver":
+                    if holder or driver is None or driver != s.vf_driver:
                         continue
                     if now >= vf.ready_at:
                         netdev(vd, vf.netdev, vf.mac, False, s.speed, 1500, next_if)
@@ -1114,7 +1141,19 @@ class SimHost:
             if args[3].startswith("127."):
                 return 0, f"local {args[3]} dev lo src 127.0.0.1 uid 0 \\    cache <local>\n", ""
             return 0, f"{args[3]} via 10.0.0.1 dev {dev} src {self.management_address()} uid 0 \\    cache\n", ""
-        return 1, "", "simfleet: ip {} is not simulated\n".format(" ".join(args))
+        return self._prog_ip_link(args)
+
+    def _prog_modprobe(self, args: list[str]):
+        names = [a for a in args if not a.startswith("-")]
+        if len(names) != 1:
+            return 1, "", "modprobe: simfleet simulates only modprobe <module>\n"
+        known = {"vfio-pci", "vfio_pci"} | {n.spec.vf_driver for n in self.nics if n.spec.vf_driver}
+        if names[0] not in known and names[0] not in {n.spec.driver for n in self.nics}:
+            return 1, "", (f"modprobe: FATAL: Module {names[0]} not found in directory "
+                           f"/lib/modules/{self.running_kernel}\n")
+        self.modules.add("vfio-pci" if names[0] == "vfio_pci" else names[0])
+        self._touch()
+        return 0, "", ""
 
     # -- path resolution over both parts --------------------------------------------------------
 
@@ -1175,6 +1214,16 @@ class SimHost:
         if writer is None:
             raise _err(errno.EACCES, real)
         kind, pci = writer
+        if kind in ("driver_override", "bind", "unbind", "probe", "autoprobe"):
+            self._vf_driver_write(kind, pci, data, real)
+            self._touch()
+            return
+        if kind == "mtu":
+            nic = self._nic_by_pci(pci)
+            code, _out, _text = self._ip_set_mtu(nic, data.strip())
+            if code:
+                raise _err(errno.EINVAL, real)
+            return
         if kind == "numvfs":
             text = data.strip()
             try:
@@ -1303,6 +1352,7 @@ class SimHost:
             "grubby": self._prog_grubby,
             "grub2-editenv": self._prog_editenv,
             "ip": self._prog_ip,
+            "modprobe": self._prog_modprobe,
             "modinfo": self._prog_modinfo,
             "dracut": self._prog_initramfs,
             "update-initramfs": self._prog_initramfs,
@@ -1422,6 +1472,8 @@ class SimHost:
         if not rest:
             return 1, "", "error: no command given\n"
         cmd, opts = rest[0], rest[1:]
+        if cmd in ("net-list", "net-info", "net-define", "net-start", "net-destroy", "net-autostart", "net-undefine"):
+            return self._prog_virsh_net(cmd, opts)
         if cmd == "net-dumpxml":
             names = [o for o in opts if not o.startswith("--")]
             network = self.networks.get(names[0]) if names else None
@@ -1522,10 +1574,13 @@ class SimHost:
                 members.append(f"    <interface dev='{device}' connections='{1 if device in used else 0}'/>\n")
         connections = sum(1 for d in self._pool(network) if d in used)
         managed = " managed='yes'" if network["mode"] == "hostdev" else ""
+        # the live XML of an active network carries connections; an inactive one is its definition
+        head = f"<network connections='{connections}'>" if network.get("active", True) else "<network>"
+        extra = ("  " + network["extra"] + "\n") if network.get("extra") else ""
         return (
-            f"<network connections='{connections}'>\n  <name>{escape(name)}</name>\n"
-            f"  <uuid>{uuid.uuid5(uuid.NAMESPACE_URL, self.name + '/' + name)}</uuid>\n"
-            f"  <forward mode='{network['mode']}'{managed}>\n    <pf dev='{escape(network['pf'])}'/>\n"
+            f"{head}\n  <name>{escape(name)}</name>\n"
+            f"  <uuid>{self._network_uuid(name)}</uuid>\n{extra}"
+            f"  <forward mode='{network['mode']}'{managed}>\n    <pf dev='{escape(network['pf'] or '')}'/>\n"
             + "".join(members)
             + "  </forward>\n</network>\n"
         )
@@ -1707,11 +1762,12 @@ class SimHost:
                             guest.allocated[index] = free[0]
             self._touch()
 
-    def add_network(self, name: str, mode: str, pf: str) -> None:
+    def add_network(self, name: str, mode: str, pf: str, active: bool = True, autostart: bool = True) -> None:
         """A libvirt network whose pool is the VFs of pf: mode hostdev (PCI passthrough) or passthrough
-        (macvtap)."""
+        (macvtap), defined by an administrator (not the console)."""
         with self.lock:
-            self.networks[name] = {"mode": mode, "pf": pf}
+            self.networks[name] = {"mode": mode, "pf": pf, "active": active, "autostart": autostart,
+                                   "persistent": True}
             self._touch()
 
     def write_file(self, path: str, text: str, mode: int | None = None) -> None:
@@ -1790,8 +1846,8 @@ class SimHost:
             self.guests = [g for g in self.guests if g.name != name]
             self._touch()
 
-    def system(self, privileged: bool = True) -> SimSystem:
-        return SimSystem(self, privileged=privileged)
+    def system(self, privileged: bool = True, agent_source: bytes | None = None) -> SimSystem:
+        return SimSystem(self, privileged=privileged, agent_source=agent_source)
 
     def acquire_run(self) -> None:
         with self.lock:
@@ -1892,6 +1948,7 @@ class SimHost:
                 "faults": {k: dict(v) for k, v in self.faults.items()},
                 "reboots_requested": self.reboots_requested,
                 "files": sorted(p for p in self.files if p.startswith("/etc/")),
+                **self.vf_truth(),
             }
 
 
@@ -1946,10 +2003,16 @@ class SimSystem:
     the write itself carries on in a thread (the simulated kernel) until what it waits for is gone.
     """
 
-    def __init__(self, host: SimHost, privileged: bool = True, stop_event: threading.Event | None = None):
+    def __init__(self, host: SimHost, privileged: bool = True, stop_event: threading.Event | None = None,
+                 agent_source: bytes | None = None):
         self.host = host
         self.privileged = privileged
         self.stop_event = stop_event
+        self._agent_source = agent_source
+
+    def agent_source(self):
+        """The agent bytes this run executes (what the console sent), for the copy udev runs."""
+        return self._agent_source
 
     @property
     def write_timeout(self) -> float:

@@ -329,6 +329,11 @@ class Profile:
     managed_vfs: dict[str, int] = field(default_factory=dict)
     networks: dict[str, dict] = field(default_factory=dict)
     guests: tuple[dict, ...] = ()
+    # NUMA: the CPUs of each node (device/local_cpulist) and the node of each PCIe root port
+    # (device/numa_node); no nodes: the kernel reports -1 and every CPU is local.
+    node_cpus: tuple[str, ...] = ("0-15",)
+    bridge_nodes: dict[str, int] = field(default_factory=dict)
+    all_cpus: str = "0-15"
 
     def max_vfs_type(self, driver: str) -> str:
         return self.max_vfs_param.get(driver, "uint")
@@ -453,6 +458,9 @@ DL360G9 = Profile(
     grub_d={"50-cloudimg-settings.cfg": UBUNTU_CLOUDIMG_CFG},
     nics=_bcm5719_ports(("eno1", "eno2", "eno3", "eno4"), 0x02, "0000:00:1c.0")
     + _i350_ports(("eno49", "eno50", "eno51", "eno52"), 0x04, "0000:00:03.0"),
+    node_cpus=("0-11,24-35", "12-23,36-47"),
+    bridge_nodes={"0000:00:1c.0": 0, "0000:00:03.0": 1},  # the I350 sits in a riser slot of CPU 2
+    all_cpus="0-47",
 )
 
 X710 = Profile(
@@ -484,6 +492,9 @@ X710 = Profile(
         kernel_version="6.1.0-17-amd64",
         link_up=("enp59s0f0", "enp59s0f1"),
     ),
+    node_cpus=("0-19,40-59", "20-39,60-79"),
+    bridge_nodes={"0000:00:1c.5": 0, "0000:3a:00.0": 0},
+    all_cpus="0-79",
 )
 
 _CX5_KERNEL = "5.14.0-362.8.1.el9_3.x86_64"
@@ -505,6 +516,9 @@ CX5 = Profile(
         "/usr/lib/kernel/install.d/20-grub.install": GRUB_INSTALL_HOOK,
     },
     kernel_install="cmdline",
+    node_cpus=("0-11,24-35", "12-23,36-47"),
+    bridge_nodes={"0000:00:1c.0": 0, "0000:5d:00.0": 1},
+    all_cpus="0-47",
     nics=(
         NicSpec(
             name="eno1",
@@ -586,6 +600,9 @@ EPYC = Profile(
         kernel_version="6.1.0-17-amd64",
         link_up=("enp129s0f0",),
     ),
+    node_cpus=("0-31,64-95", "32-63,96-127"),
+    bridge_nodes={"0000:00:01.1": 0, "0000:40:01.1": 0, "0000:80:01.1": 1},
+    all_cpus="0-127",
 )
 
 RHEL8 = Profile(
@@ -610,6 +627,9 @@ RHEL8 = Profile(
         oui="98:03:9b",
         version="4.18.0-513.5.1.el8_9.x86_64",
     ),
+    node_cpus=("0-19,40-59", "20-39,60-79"),
+    bridge_nodes={"0000:00:1c.0": 0, "0000:00:02.0": 0},
+    all_cpus="0-79",
 )
 
 LEGACY = Profile(
@@ -640,6 +660,8 @@ LEGACY = Profile(
     root_arg="root=/dev/mapper/vg_root-lv_root",
     management="eth0",
     max_vfs_param={"igb": "array of int"},
+    node_cpus=(),  # this kernel and BIOS describe no NUMA nodes: numa_node reads -1
+    all_cpus="0-23",
 )
 
 RHEL8_BLS_GRUB = RHEL8_GRUB.replace("GRUB_ENABLE_BLSCFG=false", "GRUB_ENABLE_BLSCFG=true")

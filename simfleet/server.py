@@ -338,9 +338,9 @@ class FleetHost(SimHost):
         except SyntaxError:
             return 1, "", traceback.format_exc(limit=0)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.fleet._executor, self._run_agent, code, request, privileged)
+        return await loop.run_in_executor(self.fleet._executor, self._run_agent, code, request, privileged, source)
 
-    def _run_agent(self, code, request: bytes, privileged: bool) -> tuple[int, str, str]:
+    def _run_agent(self, code, request: bytes, privileged: bool, source: bytes | None = None) -> tuple[int, str, str]:
         self.acquire_run()
         try:
             namespace = {"__name__": "sriov_agent"}
@@ -348,7 +348,7 @@ class FleetHost(SimHost):
             run_payload = namespace.get("run_payload")
             if run_payload is None:
                 return 1, "", "KeyError: 'run_payload' (the agent has no run_payload)\n"
-            system = SimSystem(self, privileged=privileged, stop_event=self.fleet._stop_event)
+            system = SimSystem(self, privileged=privileged, stop_event=self.fleet._stop_event, agent_source=source)
             status, out, err = run_payload(request, system)
             return int(status), out or "", err or ""
         except BaseException:  # noqa: BLE001 - like an uncaught exception in python3 -c

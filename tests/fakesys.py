@@ -17,6 +17,7 @@ that read their data from, and record their calls under, $FAKE_ROOT. Run the age
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 SH = shutil.which("sh") or "/bin/sh"
@@ -197,17 +198,20 @@ class FakeHost:
         if "default" in routes:
             table += "%s\t00000000\t0100000A\t0003\t0\t0\t100\t00000000\t0\t0\t0\n" % routes["default"]
         self.write("proc/net/route", table)
-        self.program("ip", """#!%s
-R="$FAKE_ROOT/fake/ip"
-if [ "$1 $2 $3" = "-o addr show" ]; then exec /bin/cat "$R/addr"; fi
-if [ "$1 $2 $3" = "-o route get" ]; then
-  if [ -f "$R/route-$4" ]; then exec /bin/cat "$R/route-$4"; fi
-  echo "RTNETLINK answers: Network is unreachable" >&2; exit 2
-fi
-exit 64
-""" % SH)
+        self.program_ip()
         if ssh_connection is not None:
             self.extra_env["SSH_CONNECTION"] = ssh_connection
+
+    def program_ip(self, unsupported=None):
+        """A fake iproute2 `ip`: `-o addr show` / `-o route get` from set_network's files, and the
+        VF settings a PF driver holds: `ip -j -d link show dev <pf>` prints them as iproute2's
+        print_vfinfo() does, `ip link set dev <pf> vf N ...` and `ip link set dev <pf> mtu N`
+        change them (kept in fake/ip/vf-<pf>.json; lost by remove_vfs, as the kernel loses them).
+        unsupported: {pf: [setting, ...]} the PF driver refuses with EOPNOTSUPP."""
+        self.write("fake/ip/unsupported.json", json.dumps(unsupported or {}))
+        if not self.exists("fake/ip/addr"):
+            self.write("fake/ip/addr", "")
+        self.program("ip", "#!%s\n%s" % (sys.executable, FAKE_IP))
 
     def program_modinfo(self, params):
         """params: {driver: `modinfo -F parm` output}."""
@@ -250,6 +254,9 @@ exec /bin/cat "$f"
             if os.path.lexists(self.root / "sys/class/net" / name):
                 (self.root / "sys/class/net" / name).unlink()
             os.unlink(self.root / nic["dev_rel"] / ("virtfn%d" % index))
+            vf_state = self.root / "fake/ip" / ("vf-%s.json" % pf)
+            if vf_state.exists():
+                vf_state.unlink()
             os.unlink(self.root / "sys/bus/pci/devices" / vf_pci)
             shutil.rmtree(self.root / self._dev_dir(nic["bridge"], vf_pci))
         nic["vfs"] = 0
@@ -343,17 +350,9 @@ exit %d
             self.write("fake/virsh/%s.xml" % name, domain_xml(name, xml))
         for name, xml in (networks or {}).items():
             self.write("fake/virsh/net-%s.xml" % name, xml)
-        self.program("virsh", """#!%s
-V="$FAKE_ROOT/fake/virsh"
-case "$1" in
-  list) if [ "$2" = "--inactive" ]; then exec /bin/cat "$V/inactive"; fi; exec /bin/cat "$V/list" ;;
-  dumpxml) shift; if [ "$1" = "--inactive" ]; then shift; fi
-           [ "$1" = "--domain" ] || exit 64; exec /bin/cat "$V/$2.xml" ;;
-  net-dumpxml) [ -f "$V/net-$2.xml" ] || { echo "error: Network not found: '$2'" >&2; exit 1; }
-               exec /bin/cat "$V/net-$2.xml" ;;
-esac
-exit 64
-""" % SH)
+        for name in networks or {}:
+            self.write("fake/virsh/net-%s.state" % name, json.dumps({"active": True, "autostart": True}))
+        self.program("virsh", "#!%s\n%s" % (sys.executable, FAKE_VIRSH))
 
     def env(self):
         return dict({"PATH": str(self.bin), "FAKE_ROOT": str(self.root), "LC_ALL": "C"}, **self.extra_env)
@@ -372,6 +371,160 @@ exit 64
                 elif path.is_file():
                     out[rel] = path.read_bytes()
         return out
+
+
+FAKE_IP = r"""
+import json, os, sys
+R = os.environ["FAKE_ROOT"]
+D = R + "/fake/ip"
+a = sys.argv[1:]
+
+def out(path):
+    sys.stdout.write(open(path).read())
+
+def vf_count(dev):
+    base = R + "/sys/class/net/%s/device" % dev
+    return len([e for e in os.listdir(base) if e.startswith("virtfn")]) if os.path.isdir(base) else 0
+
+def load(dev):
+    path = "%s/vf-%s.json" % (D, dev)
+    return json.load(open(path)) if os.path.exists(path) else {}
+
+def entry(n, s):
+    e = {"vf": n, "link_type": "ether", "address": s.get("mac", "00:00:00:00:00:00"),
+         "broadcast": "ff:ff:ff:ff:ff:ff", "vlan_list": [{}],
+         "rate": {"max_tx": s.get("max_tx_rate", 0), "min_tx": s.get("min_tx_rate", 0)},
+         "spoofchk": s.get("spoofchk", True), "link_state": s.get("link_state", "auto"),
+         "trust": s.get("trust", False), "query_rss_en": False}
+    if s.get("vlan"):
+        e["vlan_list"] = [dict({"vlan": s["vlan"]}, **({"qos": s["qos"]} if s.get("qos") else {}))]
+    return e
+
+def show(dev):
+    if not os.path.isdir(R + "/sys/class/net/" + dev):
+        sys.stderr.write('Device "%s" does not exist.\n' % dev)
+        sys.exit(1)
+    state = load(dev)
+    mtu = int(open(R + "/sys/class/net/%s/mtu" % dev).read())
+    vfs = [entry(n, state.get(str(n), {})) for n in range(vf_count(dev))]
+    doc = {"ifindex": 4, "ifname": dev, "flags": ["BROADCAST", "MULTICAST"], "mtu": mtu, "operstate": "DOWN",
+           "link_type": "ether", "num_vf": len(vfs)}
+    if vfs:
+        doc["vfinfo_list"] = vfs
+    print(json.dumps([doc]))
+
+WORDS = {"mac": "mac", "vlan": "vlan", "qos": "qos", "spoofchk": "spoofchk", "trust": "trust",
+         "state": "link_state", "max_tx_rate": "max_tx_rate", "min_tx_rate": "min_tx_rate"}
+
+def set_vf(dev, n, words):
+    if n >= vf_count(dev):
+        sys.stderr.write("RTNETLINK answers: Invalid argument\n")
+        sys.exit(2)
+    refused = json.load(open(D + "/unsupported.json")).get(dev, [])
+    state = load(dev)
+    vf = state.setdefault(str(n), {})
+    i = 0
+    while i < len(words):
+        key, value = WORDS[words[i]], words[i + 1]
+        if key in refused:
+            sys.stderr.write("RTNETLINK answers: Operation not supported\n")
+            sys.exit(2)
+        if key in ("spoofchk", "trust"):
+            value = value == "on"
+        elif key not in ("mac", "link_state"):
+            value = int(value)
+        vf[key] = value
+        if key == "vlan" and value == 0:
+            vf["qos"] = 0
+        i += 2
+    json.dump(state, open("%s/vf-%s.json" % (D, dev), "w"))
+
+if a[:3] == ["-o", "addr", "show"]:
+    out(D + "/addr")
+elif a[:3] == ["-o", "route", "get"]:
+    if not os.path.exists(D + "/route-" + a[3]):
+        sys.stderr.write("RTNETLINK answers: Network is unreachable\n")
+        sys.exit(2)
+    out(D + "/route-" + a[3])
+elif a[:5] == ["-j", "-d", "link", "show", "dev"]:
+    show(a[5])
+elif a[:3] == ["link", "set", "dev"] and a[4:5] == ["vf"]:
+    set_vf(a[3], int(a[5]), a[6:])
+elif a[:3] == ["link", "set", "dev"] and a[4:5] == ["mtu"]:
+    open(R + "/sys/class/net/%s/mtu" % a[3], "w").write(a[5] + "\n")
+else:
+    sys.exit(64)
+"""
+
+
+FAKE_VIRSH = r"""
+import json, os, re, sys
+V = os.environ["FAKE_ROOT"] + "/fake/virsh"
+a = sys.argv[1:]
+
+def cat(path):
+    if not os.path.exists(path):
+        sys.stderr.write("error: failed to get %s\n" % os.path.basename(path))
+        sys.exit(1)
+    sys.stdout.write(open(path).read())
+
+def net(name):
+    if not os.path.exists("%s/net-%s.xml" % (V, name)):
+        sys.stderr.write("error: failed to get network '%s'\nerror: Network not found: no network with matching "
+                         "name '%s'\n" % (name, name))
+        sys.exit(1)
+    path = "%s/net-%s.state" % (V, name)
+    return json.load(open(path)) if os.path.exists(path) else {"active": True, "autostart": True}
+
+def save(name, state):
+    json.dump(state, open("%s/net-%s.state" % (V, name), "w"))
+    with open(V + "/calls", "a") as f:
+        f.write(json.dumps(a) + "\n")
+
+def fail(text):
+    sys.stderr.write("error: " + text + "\n")
+    sys.exit(1)
+
+cmd = a[0] if a else ""
+if cmd == "list":
+    cat(V + ("/inactive" if "--inactive" in a else "/list"))
+elif cmd == "dumpxml":
+    cat("%s/%s.xml" % (V, a[-1]))
+elif cmd == "net-dumpxml":
+    net(a[1])
+    cat("%s/net-%s.xml" % (V, a[1]))
+elif cmd == "net-list":
+    print("\n".join(sorted(f[4:-4] for f in os.listdir(V) if f.startswith("net-") and f.endswith(".xml"))))
+elif cmd == "net-info":
+    st = net(a[1])
+    yes = lambda v: "yes" if v else "no"
+    print("Name:           %s\nUUID:           0\nActive:         %s\nPersistent:     yes\n"
+          "Autostart:      %s\nBridge:         \n" % (a[1], yes(st["active"]), yes(st["autostart"])))
+elif cmd == "net-define":
+    xml = open(a[1]).read()
+    name = re.search(r"<name>([^<]+)</name>", xml).group(1)
+    old = net(name) if os.path.exists("%s/net-%s.xml" % (V, name)) else {"active": False, "autostart": False}
+    open("%s/net-%s.xml" % (V, name), "w").write(xml)
+    save(name, old)
+    print("Network %s defined from %s" % (name, a[1]))
+elif cmd in ("net-start", "net-destroy"):
+    st = net(a[1])
+    if st["active"] == (cmd == "net-start"):
+        fail("Requested operation is not valid: network is %s" % ("already active" if st["active"] else "not active"))
+    st["active"] = cmd == "net-start"
+    save(a[1], st)
+elif cmd == "net-autostart":
+    st = net(a[1])
+    st["autostart"] = "--disable" not in a
+    save(a[1], st)
+elif cmd == "net-undefine":
+    net(a[1])
+    save(a[1], {})
+    os.remove("%s/net-%s.xml" % (V, a[1]))
+    os.remove("%s/net-%s.state" % (V, a[1]))
+else:
+    sys.exit(64)
+"""
 
 
 def hostdev_xml(pcis):

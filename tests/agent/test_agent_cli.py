@@ -84,12 +84,17 @@ def test_dl360_inventory(cli, dl360):
     eno49 = nics["eno49"]
     assert eno49["sriov_numvfs"] == 2 and eno49["managed"] is True and eno49["persisted_count"] == 2
     assert nics["eno50"]["managed"] is False and nics["eno50"]["persisted_count"] is None
+    # without iproute2 the PF driver's VF settings are unknown (null), and nothing is persisted
+    unknown = {"admin_mac": None, "vlan": None, "qos": None, "spoofchk": None, "trust": None, "link_state": None,
+               "max_tx_rate": None, "min_tx_rate": None, "driver_override": None, "persisted_settings": None,
+               "persisted_driver": None}
     assert eno49["vfs"] == [
-        {"index": 0, "pci_address": "0000:04:10.0", "netdev": "eno49v0", "driver": "igbvf",
-         "mac": "00:00:00:00:00:00", "used_by": [], "used_via": [], "reserved_by": []},
-        {"index": 1, "pci_address": "0000:04:10.4", "netdev": "eno49v1", "driver": "igbvf",
-         "mac": "00:00:00:00:00:00", "used_by": [], "used_via": [], "reserved_by": []},
+        dict({"index": 0, "pci_address": "0000:04:10.0", "netdev": "eno49v0", "driver": "igbvf",
+              "mac": "00:00:00:00:00:00", "used_by": [], "used_via": [], "reserved_by": []}, **unknown),
+        dict({"index": 1, "pci_address": "0000:04:10.4", "netdev": "eno49v1", "driver": "igbvf",
+              "mac": "00:00:00:00:00:00", "used_by": [], "used_via": [], "reserved_by": []}, **unknown),
     ]
+    assert eno49["vf_settings_known"] is False and eno49["numa_node"] is None
     vf = nics["eno49v1"]
     assert vf["is_vf"] is True and vf["physfn"] == "0000:04:00.0" and vf["driver"] == "igbvf"
     assert vf["device_id"] == "1520" and vf["sriov_capable"] is False
