@@ -33,6 +33,7 @@ from .vf_ranges import (
     planned_count,
     ranges_text,
     recreated,
+    split_key,
     split_subject,
     split_target,
     vf_mark,
@@ -314,15 +315,13 @@ class VfConfig(Operation):
     def observe(self, inventory: dict, keys) -> dict:
         seen = {}
         for key in keys:
-            subject, _dot, field = key.partition(".")
-            pci, index = split_subject(subject)
+            pci, index, field = split_key(key)
             vf = vf_of(inventory, pci, index) if index is not None else None
             seen[key] = None if vf is None else _observed_key(vf, field)
         return seen
 
     def difference(self, key: str, want, got, word: str, names: dict) -> str:
-        subject, _dot, field = key.partition(".")
-        pci, index = split_subject(subject)
+        pci, index, field = split_key(key)
         who = f"{names.get(pci, pci)} VF {index} {vf_mark(pci, index)}"
         if field == PERSISTED:
             return f"{who}: {word} no persisted settings, the host persists {got!r}"

@@ -31,6 +31,7 @@ from .vf_ranges import (
     planned_count,
     ranges_text,
     recreated,
+    split_key,
     split_subject,
     split_target,
     vf_mark,
@@ -195,8 +196,7 @@ class VfDriver(Operation):
     def observe(self, inventory: dict, keys) -> dict:
         seen = {}
         for key in keys:
-            subject, _dot, field = key.partition(".")
-            pci, index = split_subject(subject)
+            pci, index, field = split_key(key)
             vf = vf_of(inventory, pci, index) if index is not None else None
             if vf is None:
                 seen[key] = None
@@ -207,8 +207,7 @@ class VfDriver(Operation):
         return seen
 
     def difference(self, key: str, want, got, word: str, names: dict) -> str:
-        subject, _dot, field = key.partition(".")
-        pci, index = split_subject(subject)
+        pci, index, field = split_key(key)
         who = f"{names.get(pci, pci)} VF {index} {vf_mark(pci, index)}"
         if field == "default":
             return f"{who}: {word} the default driver, the host has an override or a passthrough driver"

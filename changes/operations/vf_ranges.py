@@ -89,6 +89,13 @@ def split_subject(subject: str) -> tuple[str, int | None]:
     return pci, int(index) if index.isdigit() else None
 
 
+def split_key(key: str) -> tuple[str, int | None, str]:
+    """A plan key "<pf pci>#<index>.<field>" → (pci, index, field); the PCI address has a dot too."""
+    pci, _sep, rest = key.partition("#")
+    index, _dot, field = rest.partition(".")
+    return pci, int(index) if index.isdigit() else None, field
+
+
 def vf_mark(pci: str, index: int) -> str:
     """How a sentence names one VF so that the pages can flag it: "(0000:04:00.0#1)"."""
     return f"({vf_subject(pci, index)})"

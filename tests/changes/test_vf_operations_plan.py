@@ -8,7 +8,7 @@ from django.urls import reverse
 from changes import services
 from changes.forms import ChangeForm
 from changes.models import ChangeRequest
-from changes.operations import OperationError, validate_operations
+from changes.operations import OperationError, get, validate_operations
 from hosts.models import LibvirtNetwork, VirtualFunction
 
 from .conftest import change_data, make_host
@@ -217,3 +217,18 @@ def test_the_wizard_offers_the_vf_operations_and_previews_their_ranges(client_fo
     rows = {(s["operation"].name, i): f.initial for s in again.sections for i, f in enumerate(s["forms"]) if f.initial}
     assert rows[("vf_config", 0)] == {"target": "eno49#4-6", "persist": True, "vlan": 100, "trust": "on"}
     assert rows[("vf_driver", 1)] == {"target": "eno49#4-6", "driver": "igbvf", "persist": True}
+
+
+def test_verification_reads_each_vf_field_from_the_agents_inventory():
+    inventory = {"nics": [{"pci_address": "0000:04:00.0", "name": "eno49", "vfs": [
+        {"index": 1, "vlan": 100, "trust": True, "admin_mac": "02:AB:00:00:00:01", "driver": "vfio-pci",
+         "driver_override": "vfio-pci", "persisted_settings": {"vlan": 100, "mac": "stable"},
+         "persisted_driver": "vfio-pci"}]}]}
+    config, driver = get("vf_config"), get("vf_driver")
+    keys = ["0000:04:00.0#1.vlan", "0000:04:00.0#1.mac_stable", "0000:04:00.0#1.persisted.vlan",
+            "0000:04:00.0#1.persisted.mac_stable", "0000:04:00.0#2.vlan"]
+    assert config.observe(inventory, keys) == dict(zip(keys, [100, True, 100, True, None], strict=True))
+    assert driver.observe(inventory, ["0000:04:00.0#1.driver", "0000:04:00.0#1.default"]) == {
+        "0000:04:00.0#1.driver": "vfio-pci", "0000:04:00.0#1.default": False}
+    assert config.difference("0000:04:00.0#1.vlan", 100, 0, "expected", {"0000:04:00.0": "eno49"}) == (
+        "eno49 VF 1 (0000:04:00.0#1): expected VLAN 100, the host has none")
