@@ -12,10 +12,11 @@ from ..models import LibvirtNetwork
 from .facts import apply_facts, text
 
 
-def plan_networks(host, reported, stored: list, writes) -> list:
+def plan_networks(host, inventory: dict, stored: list, writes) -> list:
     """Fills writes.new_networks / writes.networks / writes.gone_networks; returns the host's
     networks as they are after this discovery (for drift)."""
-    if not isinstance(reported, list):
+    reported = inventory.get("libvirt_networks")
+    if not isinstance(reported, list) or inventory.get("libvirt_networks_error"):
         return list(stored)
     existing = {network.name: network for network in stored}
     current, seen = [], set()

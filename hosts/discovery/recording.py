@@ -341,7 +341,7 @@ def _plan_inventory(host, result, now, rows, writes) -> None:
 
     numvfs_changes = _plan_nics(host, inv.get("nics") or [], now, seen_until, first, rows, writes)
     # What drift (the operations' drift()) reads of this host without a query of its own.
-    host.observed_networks = plan_networks(host, inv.get("libvirt_networks"), rows.networks[host.pk], writes)
+    host.observed_networks = plan_networks(host, inv, rows.networks[host.pk], writes)
     _set(host, changed, **_nic_figures(rows.nics[host.pk] + writes.new_nics))
     if changed - {"last_discovery_at", "facts_refreshed_at", "last_contact_at", "discovery_requested_at"}:
         _set(host, changed, updated_at=now)
