@@ -23,7 +23,9 @@ from .pages_fleet import _agent, host_key, inventory_result
 
 FIRST_PER_HOST = 6
 REPEAT_PER_HOST = 3
-NETWORKS_READ = 1  # per chunk, whatever its size: the stored libvirt networks of its hosts
+# Per chunk, whatever its size: the stored libvirt networks of its hosts are read, and a first
+# discovery inserts them (one statement).
+NETWORKS_FIRST, NETWORKS_REPEAT = 2, 1
 
 
 def _run(sim, op, args):
@@ -71,6 +73,12 @@ def counted(hosts, sims):
     return queries
 
 
+def statements(queries) -> int:
+    """Queries the recording sends; the SAVEPOINT pair is the test's own transaction around it (in
+    production the chunk's transaction is the outermost one)."""
+    return sum(1 for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT")))
+
+
 def writes_to(queries, table):
     return [q["sql"] for q in queries if q["sql"].startswith(("UPDATE", "INSERT")) and f'"{table}"' in q["sql"]]
 
@@ -83,9 +91,9 @@ def test_queries_per_chunk_do_not_grow_with_nics_vfs_or_hosts():
 
     first_small, first_big = counted(small_hosts, small_sims), counted(big_hosts, big_sims)
     assert VirtualFunction.objects.filter(nic__host__in=big_hosts).count() > 100
-    assert len(first_small) <= FIRST_PER_HOST * len(small_hosts) + NETWORKS_READ
+    assert statements(first_small) <= FIRST_PER_HOST * len(small_hosts) + NETWORKS_FIRST
     repeat_small, repeat_big = counted(small_hosts, small_sims), counted(big_hosts, big_sims)
-    assert len(repeat_small) <= REPEAT_PER_HOST * len(small_hosts) + NETWORKS_READ
+    assert statements(repeat_small) <= REPEAT_PER_HOST * len(small_hosts) + NETWORKS_REPEAT
     assert len(repeat_big) == len(repeat_small)
     if connection.vendor == "postgresql":
         assert len(first_big) == len(first_small)
