@@ -2257,7 +2257,7 @@ WRITE_ERRORS = {
 }
 
 SET_VFS_ARGS = ("pf", "pci_address", "count", "persist", "take_over", "allow_guest_impact", "force", "wait_seconds",
-                "allow_autostart_impact", "allow_management_link", "apply_to_all_ports")
+                "allow_autostart_impact", "allow_management_link", "apply_to_all_ports", "mtu")
 
 
 def _set_vfs_request(args):
@@ -2602,6 +2602,49 @@ def _other_config_plan(req, target, count, inv):
 
 
 def op_set_vfs(system, args, deadline):
+    """The VF count (_set_vfs_count), then the PF MTU and the persisted state of re-created VFs."""
+    mtu = args.get("mtu")
+    if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 9216):
+        raise _bad("mtu must be an integer from 68 to 9216", field="mtu", value=repr(mtu))
+    if mtu is not None and _resolve_target(system, _set_vfs_request(args))["pf"] is None:
+        raise AgentError("pf_no_netdev", "%s has no network interface, so it has no MTU to set." % args.get(
+            "pci_address"), {"pci_address": args.get("pci_address")})
+    result = _set_vfs_count(system, args, deadline)
+    return _set_vfs_after(system, args, result, mtu, deadline)
+
+
+def _set_vfs_after(system, args, result, mtu, deadline):
+    pf, pci, actions = result["pf"], result["pci_address"], result["actions"]
+    persist = _valid_bool(args.get("persist"), "persist", True)
+    mtu_path = "%s/%s/mtu" % (SYS_NET, pf) if pf else None
+    result.setdefault("before", {})["mtu"] = _read_int(system, mtu_path) if mtu_path else None
+    if result["count"] and result["before"].get("sriov_numvfs") != result["count"] and not result.get(
+            "reboot_required"):
+        # New VFs start with the PF driver's defaults and no driver_override: udev runs the
+        # installed agent for them too, this run does not wait for it.
+        result.setdefault("warnings", []).extend(_apply_persisted_pf(system, pci, deadline, actions))
+    if mtu is not None and result["before"]["mtu"] != mtu:
+        rc, out, err = system.run(["ip", "link", "set", "dev", pf, "mtu", str(mtu)], QUERY_TIMEOUT)
+        if rc != 0:
+            raise AgentError("mtu_failed", "%s: the VF count is applied, but setting the MTU to %d failed: %s" % (
+                pf, mtu, (err or out).strip()[-300:]), {"pf": pf, "pci_address": pci, "mtu": mtu, "actions": actions})
+        actions.append("ip link set dev %s mtu %d" % (pf, mtu))
+    result.setdefault("after", {})["mtu"] = _read_int(system, mtu_path) if mtu_path else None
+    state = _read_vf_state(system)
+    if mtu is not None and (persist or (state.get(pci) or {}).get("mtu") is not None):
+        state[pci] = dict(state.get(pci) or {}, mtu=mtu if persist else None)  # not persisted: dropped
+        txn = _FileTxn(system)
+        try:
+            ok, _reason = _save_vf_state(system, state, txn, actions)
+        except AgentError:
+            txn.rollback(actions)
+            raise
+        if persist and result.get("persisted") is not None:
+            result["persisted"] = bool(result["persisted"] and ok)
+    return result
+
+
+def _set_vfs_count(system, args, deadline):
     req = _set_vfs_request(args)
     target = _resolve_target(system, req)
     count = req["count"]
@@ -3420,6 +3463,147 @@ def op_vf_driver(system, args, deadline):
 
 
 # ---------------------------------------------------------------------------------------------
+# libvirt_network: a VF pool (libvirt network with <forward mode='hostdev'><pf dev=.../>)
+# ---------------------------------------------------------------------------------------------
+
+LIBVIRT_NETWORK_ARGS = ("name", "pf", "pci_address", "state", "autostart")
+NETWORK_XML_DIR = "/run/sriov-console"
+
+
+def _libvirt_network_request(args):
+    name = args.get("name")
+    if not isinstance(name, str) or not NETWORK_NAME_RE.match(name):
+        raise _bad("name must be 1-50 characters from A-Z a-z 0-9 _ . -", field="name",
+                   value=name if isinstance(name, str) else repr(name))
+    state = args.get("state", "present")
+    if state not in ("present", "absent"):
+        raise _bad("state must be present or absent", field="state", value=repr(state))
+    return {"name": name, "state": state, "autostart": _valid_bool(args.get("autostart"), "autostart", True)}
+
+
+def _pool_xml(name, pf):
+    """formatnetwork: a hostdev pool of the PF's VFs (managed='yes': libvirt binds a VF to vfio-pci
+    when a guest gets it), marked as the console's in <metadata>."""
+    return ("<network>\n  <name>%s</name>\n  <metadata>\n    <sc:managed xmlns:sc=\"%s\">%s</sc:managed>\n"
+            "  </metadata>\n  <forward mode='hostdev' managed='yes'>\n    <pf dev='%s'/>\n  </forward>\n"
+            "</network>\n" % (name, NETWORK_MARKER_NS, MANAGED_MARKER, pf))
+
+
+def _network_now(system, name):
+    """-> the network's pool, state and mark, or None when libvirt has no such network."""
+    names = [n.strip() for n in _virsh(system, ["net-list", "--all", "--name"]).splitlines()]
+    if name not in names:
+        return None
+    pool = _network_pool(system, name, _vf_index(system))
+    pool.update(_net_info(system, name))
+    return pool
+
+
+def _network_users(system, name):
+    """Running guests and stopped guests that start at boot whose interfaces name the network."""
+    guests = _guests(system, defined=True)
+    if guests["guests"] is None or guests["defined"] is None:
+        raise _GuestsUnknown(guests["error"] or guests["defined_error"])
+    return sorted(set(g["name"] for g in guests["guests"] + guests["defined"] if name in g["networks"]))
+
+
+def _virsh_step(system, argv, code, what, actions):
+    rc, out, err = system.run(["virsh"] + argv, QUERY_TIMEOUT)
+    if rc != 0:
+        text = (err or out).strip()[-500:]
+        raise AgentError(code, "%s failed: %s" % (what, text or "exit status %s" % rc),
+                         {"argv": ["virsh"] + argv, "stderr": text, "actions": list(actions)})
+    actions.append("virsh " + " ".join(argv))
+
+
+def _define_pool(system, req, pf, actions):
+    path = "%s/%s.xml" % (NETWORK_XML_DIR, req["name"])
+    _write_file(system, path, _pool_xml(req["name"], pf), "network definition", mode=0o600)
+    try:
+        _virsh_step(system, ["net-define", path], "network_define_failed", "Defining network %s" % req["name"],
+                    actions)
+    finally:
+        try:
+            system.remove(path)
+        except OSError:
+            pass
+
+
+def _network_present(system, req, existing, actions):
+    target = _vf_target(system, req["args"], need_netdev=True)
+    pf, name = target["pf"], req["name"]
+    same = existing is not None and existing["mode"] == "hostdev" and existing["pfs"] == [pf]
+    if existing is not None and not same and not existing["managed"]:
+        raise AgentError("network_exists", "A libvirt network named %s already exists (forward mode %s, %s) and SR-IOV "
+                         "Console did not define it. Choose another name, or remove it by hand." % (
+                             name, existing["mode"], ", ".join(existing["pfs"]) or "no PF"),
+                         {"name": name, "existing": existing})
+    if existing is not None and not same and existing["active"]:
+        users = _network_users(system, name)
+        if users:
+            raise AgentError("network_in_use", "Network %s is used by %s: redefining it over %s needs a restart of "
+                             "the network." % (name, ", ".join(users), pf), {"name": name, "guests": users})
+        _virsh_step(system, ["net-destroy", name], "network_stop_failed", "Stopping network %s" % name, actions)
+    if not same:
+        _define_pool(system, req, pf, actions)
+    now = _network_now(system, name)
+    if not now["active"]:
+        try:
+            _virsh_step(system, ["net-start", name], "network_start_failed", "Starting network %s" % name, actions)
+        except AgentError:
+            if existing is None:  # do not leave behind a definition this run made
+                system.run(["virsh", "net-undefine", name], QUERY_TIMEOUT)
+                actions.append("virsh net-undefine %s (it did not start)" % name)
+            raise
+    if now["autostart"] != req["autostart"]:
+        _virsh_step(system, ["net-autostart", name] + ([] if req["autostart"] else ["--disable"]),
+                    "network_autostart_failed", "Setting autostart of network %s" % name, actions)
+
+
+def _network_absent(system, req, existing, actions):
+    name = req["name"]
+    if existing is None:
+        return
+    if not existing["managed"]:
+        raise AgentError("network_not_managed", "The libvirt network %s was not defined by SR-IOV Console; it is left "
+                         "alone. Remove it by hand if that is what you want." % name, {"name": name})
+    users = _network_users(system, name)
+    if users:
+        raise AgentError("network_in_use", "Network %s is used by %s (running, or starting at boot): not removing it. "
+                         "Move those guests to another network first." % (name, ", ".join(users)),
+                         {"name": name, "guests": users})
+    if existing["active"]:
+        _virsh_step(system, ["net-destroy", name], "network_stop_failed", "Stopping network %s" % name, actions)
+    if existing.get("persistent") is not False:
+        _virsh_step(system, ["net-undefine", name], "network_undefine_failed", "Undefining network %s" % name,
+                    actions)
+
+
+def op_libvirt_network(system, args, deadline):
+    req = _libvirt_network_request(args)
+    req["args"] = args
+    if not system.which("virsh"):
+        raise AgentError("virsh_missing", "virsh is not installed: libvirt networks cannot be managed here.", {})
+    actions = []
+    try:
+        existing = _network_now(system, req["name"])
+        if req["state"] == "present":
+            _network_present(system, req, existing, actions)
+        else:
+            _network_absent(system, req, existing, actions)
+        after = _network_now(system, req["name"])
+    except _GuestsUnknown as exc:
+        raise AgentError("guest_check_failed", "Cannot read libvirt's networks or guests: %s" % exc,
+                         {"error": str(exc), "actions": actions}) from None
+    if req["state"] == "present" and not (after and after["active"] and after["autostart"] == req["autostart"]):
+        raise AgentError("network_verify_failed", "Network %s is not active with autostart %s after the change." % (
+            req["name"], "on" if req["autostart"] else "off"), {"name": req["name"], "after": after,
+                                                                "actions": actions})
+    return {"name": req["name"], "state": req["state"], "before": existing, "after": after, "actions": actions,
+            "changed": bool(actions), "persisted": True, "warnings": [], "reboot_required": False}
+
+
+# ---------------------------------------------------------------------------------------------
 # apply_persisted: what udev runs (the installed copy) when a VF with persisted state appears
 # ---------------------------------------------------------------------------------------------
 
@@ -4102,6 +4286,7 @@ OPERATION_TABLE = (
     ("reboot", op_reboot, ("refuse_if_guests", "expected_boot_id"), True),
     ("vf_config", op_vf_config, VF_CONFIG_ARGS, True),
     ("vf_driver", op_vf_driver, VF_DRIVER_ARGS, True),
+    ("libvirt_network", op_libvirt_network, LIBVIRT_NETWORK_ARGS, True),
     # run by udev while another run may hold the host lock (a set_vfs that re-creates the VFs)
     ("apply_persisted", op_apply_persisted, APPLY_PERSISTED_ARGS, False),
 )

@@ -459,7 +459,8 @@ else:
 
 FAKE_VIRSH = r"""
 import json, os, re, sys
-V = os.environ["FAKE_ROOT"] + "/fake/virsh"
+R = os.environ["FAKE_ROOT"]
+V = R + "/fake/virsh"
 a = sys.argv[1:]
 
 def cat(path):
@@ -501,7 +502,7 @@ elif cmd == "net-info":
     print("Name:           %s\nUUID:           0\nActive:         %s\nPersistent:     yes\n"
           "Autostart:      %s\nBridge:         \n" % (a[1], yes(st["active"]), yes(st["autostart"])))
 elif cmd == "net-define":
-    xml = open(a[1]).read()
+    xml = open(R + a[1]).read()  # the agent names a host path; the host is under FAKE_ROOT
     name = re.search(r"<name>([^<]+)</name>", xml).group(1)
     old = net(name) if os.path.exists("%s/net-%s.xml" % (V, name)) else {"active": False, "autostart": False}
     open("%s/net-%s.xml" % (V, name), "w").write(xml)
