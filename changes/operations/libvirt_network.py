@@ -21,9 +21,8 @@ import re
 
 from django import forms
 
-from . import get, known
 from .base import HostPlan, IntentValue, Operation, OperationError, PlanContext
-from .vf_ranges import check_pf, find_pf
+from .vf_ranges import check_pf, find_pf, needed_with
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,50}$")
 STATES = ("present", "absent")
@@ -77,9 +76,7 @@ class LibvirtNetwork(Operation):
                 + (", autostarted" if op["autostart"] else ", not autostarted"))
 
     def needs(self, operations: list[dict]) -> set[str]:
-        mine = any(o.get("op") == self.name for o in operations)
-        boots = any(known(o.get("op")) and get(o["op"]).awaits_boot for o in operations)
-        return {"libvirt_networks"} if mine or boots else set()
+        return needed_with(operations, self.name, "libvirt_networks")
 
     # -- planning -------------------------------------------------------------------------
     def plan(self, op: dict, ctx: PlanContext, out: HostPlan) -> None:

@@ -20,13 +20,13 @@ import re
 
 from django import forms
 
-from . import get, known
 from .base import HostPlan, IntentValue, Operation, OperationError, PlanContext
 from .vf_ranges import (
     check_pf,
     grouped,
     guest_impact,
     merge,
+    needed_with,
     nic_vfs,
     parse_ranges,
     plan_pf,
@@ -184,9 +184,7 @@ class VfConfig(Operation):
         return f"VF settings of {op['pf']}#{op['vfs']}: {words}{tail}"
 
     def needs(self, operations: list[dict]) -> set[str]:
-        mine = any(o.get("op") == self.name for o in operations)
-        boots = any(known(o.get("op")) and get(o["op"]).awaits_boot for o in operations)
-        return {"vfs"} if mine or boots else set()
+        return needed_with(operations, self.name, "vfs")
 
     # -- planning -------------------------------------------------------------------------
     def plan(self, op: dict, ctx: PlanContext, out: HostPlan) -> None:

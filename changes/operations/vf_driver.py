@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from django import forms
 
-from . import get, known
 from .base import HostPlan, IntentValue, Operation, OperationError, PlanContext
 from .validators import DRIVER_RE
 from .vf_ranges import (
@@ -25,6 +24,7 @@ from .vf_ranges import (
     grouped,
     guest_impact,
     merge,
+    needed_with,
     nic_vfs,
     parse_ranges,
     plan_pf,
@@ -88,9 +88,7 @@ class VfDriver(Operation):
         return f"bind {op['pf']}#{op['vfs']} to {driver}" + (", persisted" if op["persist"] else ", not persisted")
 
     def needs(self, operations: list[dict]) -> set[str]:
-        mine = any(o.get("op") == self.name for o in operations)
-        boots = any(known(o.get("op")) and get(o["op"]).awaits_boot for o in operations)
-        return {"vfs"} if mine or boots else set()
+        return needed_with(operations, self.name, "vfs")
 
     # -- planning -------------------------------------------------------------------------
     def plan(self, op: dict, ctx: PlanContext, out: HostPlan) -> None:

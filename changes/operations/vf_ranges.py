@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from . import get, known
 from .base import HostPlan, OperationError, PlanContext
 from .validators import IFNAME_RE, PCI_RE
 
@@ -71,9 +72,18 @@ def check_pf(value, where: str) -> str:
 
 
 def split_target(text: str) -> tuple[str, str]:
-    """The wizard's "eno49#0-3" → ("eno49", "0-3"); without "#", every VF is not assumed: ("eno49", "")."""
+    """The wizard's "eno49#0-3" → ("eno49", "0-3"). Without "#" the VFs are "" (refused by validate:
+    a change names the VFs it touches rather than taking every VF of the PF by default)."""
     pf, _sep, vfs = (text or "").strip().partition("#")
     return pf.strip(), vfs.strip()
+
+
+def needed_with(operations: list[dict], name: str, what: str) -> set[str]:
+    """Operation.needs of the VF operations: their inventory when the change has one of them, or a
+    step that reboots (their after_boot checks what the host persisted)."""
+    mine = any(o.get("op") == name for o in operations)
+    boots = any(known(o.get("op")) and get(o["op"]).awaits_boot for o in operations)
+    return {what} if mine or boots else set()
 
 
 def find_pf(nics: list, pf: str):
