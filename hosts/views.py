@@ -199,7 +199,8 @@ def _detail_context(pk) -> dict:
     )
     host = get_object_or_404(
         Hypervisor.objects.select_related("credential", "host_key_accepted_by").prefetch_related(
-            "labels", "intents", Prefetch("nics", queryset=nics)
+            "labels", "intents", Prefetch("nics", queryset=nics),
+            Prefetch("libvirt_networks", queryset=LibvirtNetwork.objects.order_by("name")),
         ),
         pk=pk,
     )

@@ -55,6 +55,9 @@ def test_the_host_and_nic_pages_show_every_vf_setting_its_guest_and_drift(client
     assert "sriov-eno49" in pools and "web-1, db-2" in pools and "SR-IOV Console" in pools
     assert "default" not in pools  # a NAT network hands out no VF of this NIC
     assert "CPUs 0-15,32-47" in nic_page and "drifted" in nic_page
+    host_page = client.get(reverse("hosts:detail", args=[host.pk])).content.decode()
+    networks = host_page[host_page.index('id="networks-title"'):]
+    assert "sriov-eno49" in networks and "yes (2 VFs)" in networks and "default" in networks
 
 
 def usage(client, status=200, **params):
