@@ -10,7 +10,8 @@ simfleet can run these exact bytes against a simulated host.
 CLI for operators and tests:
     python3 sriov_agent.py [--root DIR] <operation> [JSON-args]
 
-Operations (OPERATIONS below): inventory, set_vfs, kernel_args, reboot. An operation is one
+Operations (OPERATIONS below): inventory, set_vfs, kernel_args, reboot, vf_config, vf_driver,
+libvirt_network, and apply_persisted (what udev runs for a VF with persisted state). An operation is one
 function `op_<name>(system, args, deadline)` registered in OPERATIONS with its arguments; shared
 helpers cover guests, the host lock, bounded device access and persistence.
 
@@ -35,7 +36,7 @@ import time
 import traceback
 import xml.etree.ElementTree as ElementTree
 
-AGENT_VERSION = "1.1.0"
+AGENT_VERSION = "1.2.0"
 
 # ---------------------------------------------------------------------------------------------
 # Constants (immutable: this module may be exec'd many times concurrently in one process)

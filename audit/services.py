@@ -13,6 +13,7 @@ import json
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from console.middleware import client_ip as request_client_ip
@@ -21,6 +22,11 @@ from console.middleware import current_client_ip, current_request_id
 from . import witness
 from .chain import GENESIS, compute_hash
 from .models import AuditEvent
+
+# Sent inside the recording transaction with `events` (the AuditEvents just appended, in chain order)
+# by record() and record_many(), whether the rows were saved one by one or in bulk: listeners
+# (notifications) must not depend on post_save, which a bulk insert never sends.
+events_recorded = Signal()
 
 SECRET_KEYS = {"private_key", "password", "secret", "token", "private_key_encrypted", "passphrase"}
 REDACTED = "[redacted]"
@@ -142,6 +148,7 @@ def record(action, *, actor=None, actor_name=None, obj=None, host=None, change=N
         (event,) = _append([fields], using)
         event.save(using=using)
         witness.witness_after_commit(event.id, event.hash, event.created_at, using)
+        events_recorded.send(sender=AuditEvent, events=[event], using=using)
     return event
 
 
@@ -155,7 +162,11 @@ def record_many(events, *, using=None):
     using = using or router.db_for_write(AuditEvent)
     with transaction.atomic(using=using, savepoint=False):
         lock_chain(using)
-        return AuditEvent.objects.using(using).bulk_create(_append(snapshots, using))
+        created = AuditEvent.objects.using(using).bulk_create(_append(snapshots, using))
+        newest = created[-1]
+        witness.witness_after_commit(newest.id, newest.hash, newest.created_at, using)
+        events_recorded.send(sender=AuditEvent, events=created, using=using)
+    return created
 
 
 def bulk_record(rows, *, using="default", batch_size=2000):

@@ -6,20 +6,22 @@ e-mail server and no enabled webhook configured, nothing is registered at all.""
 from functools import partial
 
 from django.db import transaction
-from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from audit.models import AuditEvent
+from audit.services import events_recorded
 
 from . import dispatch
 from .events import topic_of
 
 
-@receiver(post_save, sender=AuditEvent, dispatch_uid="notifications.audit_event")
-def on_audit_event(sender, instance, created, **kwargs):
-    if not created or topic_of(instance) is None:
+@receiver(events_recorded, sender=AuditEvent, dispatch_uid="notifications.audit_events")
+def on_audit_events(sender, events, using, **kwargs):
+    relevant = [event for event in events if topic_of(event) is not None]
+    if not relevant:
         return
     from .services import anything_configured
 
     if anything_configured():  # nobody to tell (no e-mail, no webhook): nothing to enqueue
-        transaction.on_commit(partial(dispatch.event_recorded, instance.pk), robust=True)
+        for event in relevant:
+            transaction.on_commit(partial(dispatch.event_recorded, event.pk), using=using, robust=True)

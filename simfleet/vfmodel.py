@@ -140,6 +140,8 @@ class VfModel:
         return doc
 
     def _prog_ip_link(self, args: list[str]):
+        if args[:1] == ["-j"] and self.legacy:  # iproute2 before 4.13 has no JSON output
+            return 255, "", 'Option "-j" is unknown, try "ip -help".\n'
         if args[:4] == ["-j", "-d", "link", "show"] or args[:3] == ["-j", "link", "show"]:
             rest = [a for a in args if a not in ("-j", "-d", "link", "show", "dev")]
             nics = [n for n in self.nics if n.has_netdev and (not rest or n.name == rest[0])]

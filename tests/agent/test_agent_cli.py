@@ -175,7 +175,7 @@ def test_set_vfs_writes_and_persists_then_times_out_without_a_kernel(cli, dl360)
     assert dl360.read(UDEV) == udev_text(rule("0000:04:00.0", 4))
     details = doc["error"]["details"]
     assert details["expected"] == 4 and details["ready"] == 0
-    # ownership is recorded BEFORE the sysfs write (finding 7: a persistence failure cannot orphan it)
+    # ownership is recorded BEFORE the sysfs write (a persistence failure cannot orphan it)
     assert details["actions"] == [
         "persisted 4 VFs for 0000:04:00.0 in /etc/udev/rules.d/70-sriov-console.rules",
         "wrote 4 to sriov_numvfs of eno49 (0000:04:00.0) (was 0)",

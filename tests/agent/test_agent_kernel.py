@@ -111,7 +111,7 @@ def test_zero_to_four_creates_vfs_and_persists(agent, host):
     assert doc["ok"] and doc["_exit"] == 0, doc
     res = doc["result"]
     assert system.writes == [("eno49", 4)]
-    assert res["actions"] == [  # ownership recorded first (finding 7)
+    assert res["actions"] == [  # ownership recorded first
         "persisted 4 VFs for 0000:04:00.0 in /etc/udev/rules.d/70-sriov-console.rules",
         "wrote 4 to sriov_numvfs of eno49 (0000:04:00.0) (was 0)"]
     assert res["before"]["sriov_numvfs"] == 0 and res["before"]["vfs"] == []
@@ -185,7 +185,7 @@ def test_failure_after_reset_reports_state(agent, host):
     doc = call(agent, system, "set_vfs", args(5))
     assert doc["error"]["code"] == "enomem"
     details = doc["error"]["details"]
-    # finding 7: the reset to 0 succeeded, writing 5 failed -> the previous count is put back
+    # the reset to 0 succeeded, writing 5 failed -> the previous count is put back
     assert details["sriov_numvfs_after_failure"] == 0
     assert details["sriov_numvfs_now"] == 2 and details["sriov_numvfs_before"] == 2
     assert details["partially_applied"] is False

@@ -1,4 +1,4 @@
-"""Issue 7 additions to the agent: the reboot guard against running guests and the forced
+"""The agent's reboot guard against running guests and the forced
 regeneration of the boot configuration (re-run of an interrupted kernel_args step)."""
 
 # ruff: noqa: UP031  (printf-style kept on purpose: it mirrors the Python 3.6 agent)

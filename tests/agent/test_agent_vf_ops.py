@@ -329,3 +329,17 @@ def test_set_vfs_sets_and_persists_the_pf_mtu(cli, dl360):
     res = cli("set_vfs", dict(PF, count=4, mtu=9000, persist=False), expect="ok")["result"]
     assert res["after"]["mtu"] == 9000  # the live MTU stays; it is no longer restored at boot
     assert not dl360.exists(STATE) and not dl360.exists(RULES)
+
+
+def test_through_the_bootstrap_the_agent_knows_its_own_bytes(python):
+    """The copy the VF udev rule runs is made of the exact bytes the controller sent: the bootstrap
+    keeps them (and their sha256) where the agent finds them."""
+    from remote.protocol import BOOTSTRAP, encode_payload
+
+    source = fakesys.AGENT_PATH.read_bytes()
+    check = BOOTSTRAP.replace("sys.exit(g['remote_main'](r[n:]))",
+                              "sys.stdout.write(str(g['_own_source'](object()) == a))")
+    assert check != BOOTSTRAP
+    proc = subprocess.run([python, "-c", check], input=encode_payload(source, {"op": "inventory"}),
+                          capture_output=True, timeout=60)
+    assert proc.stdout == b"True", proc.stderr

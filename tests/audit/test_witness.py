@@ -21,7 +21,7 @@ from django.utils import timezone
 from audit import guard, witness
 from audit.chain import GENESIS, HASHED_FIELDS, compute_hash
 from audit.models import AuditEvent, VerifyRun
-from audit.services import record
+from audit.services import record, record_many
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -199,6 +199,15 @@ def test_events_recorded_in_a_rolled_back_savepoint_leave_no_witness(history):
     code, output = verify()
     assert code == 0, output
     assert "newest witnessed event 16" in output
+
+
+def test_events_recorded_in_bulk_are_witnessed(history):
+    """Discovery appends its events with record_many(); the witness must follow that tail too, or
+    a cut of a discovery's events would go unseen."""
+    record_many([{"action": "host.state_changed", "data": {"n": n}} for n in range(3)])
+    code, output = verify()
+    assert code == 0, output
+    assert "newest witnessed event 18" in output
 
 
 class Collector:

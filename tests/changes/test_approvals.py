@@ -8,11 +8,11 @@ from django.core.exceptions import PermissionDenied
 from django.test import override_settings
 from django.utils import timezone
 
-from audit import witness
 from audit.models import AuditEvent
 from changes import approvals, retries, services
 from changes.models import Approval, ChangeRequest, HostRun, Rollout
 from tests.conftest import make_user
+from tests.support.callbacks import service_callbacks
 
 from .conftest import change_data, make_host
 
@@ -73,7 +73,7 @@ def test_approval_schedules_a_rollout_with_host_runs(submitted, approver, django
     assert rollout.attempt == 1 and rollout.plan_hash == submitted.plan_hash
     assert list(rollout.host_runs.values_list("state", flat=True)) == ["pending"]
     # advance_rollout, after commit (besides the audit witness lines of the events)
-    assert len([c for c in callbacks if not witness.is_witness_callback(c)]) == 1
+    assert len(service_callbacks(callbacks)) == 1
     assert actions(submitted) == [
         "change.created",
         "change.submitted",

@@ -66,8 +66,14 @@ class Browser:
             "response",
             lambda r: self._bad_status(f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None,
         )
-        page.on("requestfailed", lambda r: self.bad_responses.append(f"{r.failure} {r.method} {r.url}"))
+        page.on("requestfailed", self._failed_request)
         page.on("download", lambda d: self.downloads.append(d.url))
+
+    def _failed_request(self, request):
+        # ERR_ABORTED is the browser cancelling a request itself: a navigation away while a poll was
+        # in flight, or htmx dropping a superseded one. Nobody sees it; every other failure counts.
+        if request.failure != "net::ERR_ABORTED":
+            self.bad_responses.append(f"{request.failure} {request.method} {request.url}")
 
     def _bad_status(self, line):
         self.bad_responses.append(line)

@@ -137,7 +137,7 @@ def test_vf_change_from_a_selection_approved_and_watched_live(browser, celery_wo
     for host in (host_a, host_b):
         expect(host_run_state(page, host.name)).to_have_text("Succeeded")
     expect(rollout(page)).to_contain_text("2 of 2 hosts done")
-    expect(rollout(page).get_by_role("progressbar")).to_have_attribute("value", "2")
+    expect(rollout(page).get_by_role("progressbar")).to_have_attribute("aria-valuenow", "2")
     assert polls, "the rollout section never updated itself"
 
     # Polling stopped: no request goes out for more than two polling periods.

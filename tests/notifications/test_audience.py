@@ -16,6 +16,7 @@ from notifications.formats import SIGNATURE_HEADER, verify
 from notifications.models import Delivery, Subscription, Topic
 from tests.changes.conftest import make_host
 from tests.notifications.helpers import submitted_change, webhook
+from tests.support.callbacks import service_callbacks
 
 
 @pytest.fixture
@@ -49,10 +50,10 @@ def test_only_committed_actions_notify(people, email_on, django_capture_on_commi
                 raise RuntimeError("the request failed after the submit")
         except RuntimeError:
             pass
-    assert callbacks == [] and not ChangeRequest.objects.exists()
+    assert service_callbacks(callbacks) == [] and not ChangeRequest.objects.exists()
     with django_capture_on_commit_callbacks() as callbacks:
         submitted_change(people["otto"])
-    assert len(callbacks) == 1  # change.submitted; change.created tells nobody
+    assert len(service_callbacks(callbacks)) == 1  # change.submitted; change.created tells nobody
 
 
 def test_approvers_hear_of_waiting_changes_unless_they_opted_out(people, email_on):
@@ -113,7 +114,7 @@ def test_without_email_or_webhooks_nothing_is_queued(people, settings, django_ca
     settings.NOTIFY_EMAIL_ENABLED = False
     with django_capture_on_commit_callbacks() as callbacks:
         submitted_change(people["otto"])
-    assert callbacks == []
+    assert service_callbacks(callbacks) == []
 
 
 @pytest.mark.parametrize("payload_format", ["slack", "teams"])

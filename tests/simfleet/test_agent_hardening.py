@@ -42,7 +42,7 @@ def with_guest_on_vf(host, index=1, count=4):
     return vf
 
 
-# -- finding 1: a failing dumpxml means "guests unknown", never "no VFs in use" ---------------------
+# -- a failing dumpxml means "guests unknown", never "no VFs in use" ---------------------
 
 
 def test_dumpxml_failure_fails_closed():
@@ -60,7 +60,7 @@ def test_dumpxml_failure_fails_closed():
     assert doc["error"]["code"] == "guest_check_failed" and host.reboots_requested == 0
 
 
-# -- finding 2: no virsh does not mean no guests -----------------------------------------------
+# -- no virsh does not mean no guests -----------------------------------------------
 
 
 def test_missing_virsh_with_qemu_running_fails_closed():
@@ -93,7 +93,7 @@ def test_vfio_bound_vf_is_in_use_even_when_no_guest_claims_it():
     assert set_vfs(host, 0, allow_guest_impact=True)["ok"]
 
 
-# -- finding 3: take_over and allow_guest_impact are separate ----------------------------------
+# -- take_over and allow_guest_impact are separate ----------------------------------
 
 
 def test_take_over_does_not_allow_guest_impact():
@@ -107,7 +107,7 @@ def test_take_over_does_not_allow_guest_impact():
     assert host.true_state()["numvfs"][ENO49] == 4
 
 
-# -- finding 11: passthrough hosts never get VF netdevs; that is not a timeout -------------------
+# -- passthrough hosts never get VF netdevs; that is not a timeout -------------------
 
 
 @pytest.mark.parametrize("binding", ["vfio-pci", "none"])
@@ -128,7 +128,7 @@ def test_slow_vf_netdevs_are_reported_not_failed():
     assert len(doc["result"]["after"]["vfs"]) == 2
 
 
-# -- finding 15 / 7: the driver refuses to free assigned VFs; the guests keep running ------------
+# -- the driver refuses to free assigned VFs; the guests keep running ------------
 
 
 @pytest.mark.parametrize("profile,pf,pci,code", [
@@ -188,7 +188,7 @@ def test_sysfs_write_hang_times_out_without_restore_attempt():
     assert host.wait_until(lambda s: s["numvfs"][ENO49] == 2 and not s["pending_writes"], 5)
 
 
-# -- finding 13: equal count on someone else's PF is not adopted silently -----------------------
+# -- equal count on someone else's PF is not adopted silently -----------------------
 
 
 def test_equal_count_on_unmanaged_pf_is_not_adopted_without_take_over():
@@ -200,7 +200,7 @@ def test_equal_count_on_unmanaged_pf_is_not_adopted_without_take_over():
     assert set_vfs(host, 2, take_over=True)["result"]["persisted"] is True
 
 
-# -- finding 8: one mutating run per host -------------------------------------------------------
+# -- one mutating run per host -------------------------------------------------------
 
 
 def test_concurrent_runs_are_serialised_by_the_host_lock():
@@ -218,7 +218,7 @@ def test_concurrent_runs_are_serialised_by_the_host_lock():
     assert done["doc"]["ok"]
 
 
-# -- finding 5: BLS hosts use grubby even when grub2-mkconfig exists ----------------------------
+# -- BLS hosts use grubby even when grub2-mkconfig exists ----------------------------
 
 
 def test_bls_host_uses_grubby_and_the_args_reach_the_next_boot():
@@ -232,7 +232,7 @@ def test_bls_host_uses_grubby_and_the_args_reach_the_next_boot():
     assert "intel_iommu=on" in host.cmdline.split() and host.iommu_active
 
 
-# -- finding 12a: GRUB files keep their permissions ---------------------------------------------
+# -- GRUB files keep their permissions ---------------------------------------------
 
 
 def test_grub_file_mode_is_kept():

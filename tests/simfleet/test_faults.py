@@ -122,7 +122,7 @@ def test_readonly_etc(fleet):
     assert not doc["ok"] and doc["error"]["code"] == "readonly_fs"
     doc = agent(fleet, host, "set_vfs", {"pf": "enp59s0f0", "pci_address": "0000:3b:00.0", "count": 2})
     assert not doc["ok"] and doc["error"]["code"] == "readonly_fs"
-    # the ownership record is written before sysfs (finding 7): it failed, so no VF was created
+    # the ownership record is written before sysfs: it failed, so no VF was created
     assert host.true_state()["numvfs"]["0000:3b:00.0"] == 0
     assert host.true_state()["persisted"] == {}
 

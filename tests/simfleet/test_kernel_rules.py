@@ -169,7 +169,7 @@ def test_iommu_by_vendor_on_epyc_host():
 def test_grubby_and_grub2_mkconfig_hosts():
     cx5 = SimHost("k11", "cx5")
     s = cx5.system()
-    # RHEL 9 has grub2-mkconfig too, but on BLS it does not change the entries' options (finding 5)
+    # RHEL 9 has grub2-mkconfig too, but on BLS it does not change the entries' options
     assert s.which("grubby") and s.which("grub2-mkconfig") and not s.which("update-grub")
     s.atomic_write("/etc/default/grub", s.read_text("/etc/default/grub") + 'GRUB_CMDLINE_LINUX_DEFAULT="y=1"\n')
     assert s.run(["grub2-mkconfig", "-o", "/boot/grub2/grub.cfg"], 30)[0] == 0
