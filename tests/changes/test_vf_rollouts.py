@@ -129,14 +129,26 @@ def test_a_libvirt_vf_pool_is_defined_started_and_autostarted_and_drift_is_found
     succeeded(approved([host], operator, approver, [REBOOT_ALWAYS]))  # verified: the pool is active again
     assert sim.true_state()["networks"]["sriov-eno49"]["active"]
 
+    # Someone removes it by hand: drift; the console's own removal then has nothing to do.
     agent_call(sim, "libvirt_network", {"name": "sriov-eno49", "pf": "eno49", "pci_address": ENO49,
                                         "state": "absent", "autostart": False})
     assert drift_of(host) == ["The libvirt network sriov-eno49, which the console defined over eno49, is no longer "
                               "defined on the host."]
-    removal = approved([host], operator, approver, [{"op": "libvirt_network", "name": "sriov-eno49",
-                                                     "state": "absent"}])
+    absent = [{"op": "libvirt_network", "name": "sriov-eno49", "state": "absent"}]
+    removal = approved([host], operator, approver, absent)
     assert [a["text"] for a in removal.plan_items.get().actions] == [
         "libvirt network sriov-eno49: not defined, nothing to do"]
+
+    # Defined again by the console, then removed by it: undefined on the host, the intent forgotten.
+    succeeded(approved([host], operator, approver, ops))
+    assert "sriov-eno49" in sim.true_state()["networks"]
+    removal = approved([host], operator, approver, absent)
+    assert [a["text"] for a in removal.plan_items.get().actions] == [
+        "libvirt network sriov-eno49: stop and undefine it"]
+    succeeded(removal)
+    assert "sriov-eno49" not in sim.true_state()["networks"]
+    assert not host.intents.filter(operation="libvirt_network").exists()
+    assert drift_of(host) == []
 
 
 def test_the_pf_mtu_is_set_with_the_vf_count_and_kept_through_a_reboot(celery_worker, fleet, operator, approver):
