@@ -23,6 +23,7 @@ from django import forms
 from .base import HostPlan, IntentValue, Operation, OperationError, PlanContext
 from .vf_ranges import (
     check_pf,
+    count_removed,
     grouped,
     guest_impact,
     merge,
@@ -344,6 +345,8 @@ class VfConfig(Operation):
                                "reports its PF.")
                 continue
             vf = next((v for v in nic_vfs(nic) if v.index == index and v.present), None)
+            if vf is None and count_removed(intents, pci, index):
+                continue
             if vf is None:
                 reasons.append(f"{nic.name} VF {index} {mark} was configured by the console but no longer exists "
                                "(the VF count changed?).")

@@ -21,6 +21,7 @@ from .base import HostPlan, IntentValue, Operation, OperationError, PlanContext
 from .validators import DRIVER_RE
 from .vf_ranges import (
     check_pf,
+    count_removed,
     grouped,
     guest_impact,
     merge,
@@ -221,6 +222,8 @@ class VfDriver(Operation):
             want = (intent.value or {}).get("driver")
             nic, mark = by_pci.get(pci), vf_mark(pci, index)
             vf = next((v for v in nic_vfs(nic) if v.index == index and v.present), None) if nic else None
+            if vf is None and nic is not None and count_removed(intents, pci, index):
+                continue
             if vf is None:
                 reasons.append(f"{pci} VF {index} {mark} was bound to {want} by the console but the host no longer "
                                "reports it.")

@@ -189,6 +189,13 @@ def vf_of(inventory: dict, pci: str, index: int) -> dict | None:
     return next((vf for vf in pf.get("vfs") or [] if vf.get("index") == index), None)
 
 
+def count_removed(intents: list, pci: str, index: int) -> bool:
+    """Whether the VF count the console applied to the PF (set_vfs's intent) no longer has this VF:
+    the console removed it on purpose, which is not drift of the VF's own intent."""
+    return any(i.operation == "set_vfs" and i.subject == pci and isinstance(i.value, int) and i.value <= index
+               for i in intents)
+
+
 def nic_vfs(nic) -> list:
     """The NIC's VFs as discovery just recorded them (no query), else from the database."""
     vfs = getattr(nic, "observed_vfs", None)

@@ -9,7 +9,9 @@ from changes import services
 from changes.forms import ChangeForm
 from changes.models import ChangeRequest
 from changes.operations import OperationError, get, validate_operations
-from hosts.models import LibvirtNetwork, VirtualFunction
+from hosts.drift import update_drift
+from hosts.intents import record_intent
+from hosts.models import Hypervisor, LibvirtNetwork, VirtualFunction
 
 from .conftest import change_data, make_host
 
@@ -232,3 +234,19 @@ def test_verification_reads_each_vf_field_from_the_agents_inventory():
         "0000:04:00.0#1.driver": "vfio-pci", "0000:04:00.0#1.default": False}
     assert config.difference("0000:04:00.0#1.vlan", 100, 0, "expected", {"0000:04:00.0": "eno49"}) == (
         "eno49 VF 1 (0000:04:00.0#1): expected VLAN 100, the host has none")
+
+
+def test_drift_names_the_vf_and_ignores_vfs_the_console_removed_with_a_smaller_count(credential):
+    host = host_with_vfs(credential, numvfs=2)
+    record_intent(host.pk, "vf_config", "0000:04:00.0#1", {"vlan": 100, "persisted": True}, "VF 1: VLAN 100")
+    record_intent(host.pk, "vf_driver", "0000:04:00.0#0", {"driver": "vfio-pci", "persisted": True}, "VF 0")
+    record_intent(host.pk, "vf_config", "0000:04:00.0#5", {"vlan": 5, "persisted": True}, "VF 5: VLAN 5")
+    update_drift(Hypervisor.objects.filter(pk=host.pk).prefetch_related("nics__vfs"))
+    assert Hypervisor.objects.get(pk=host.pk).drift_reasons == [
+        "eno49 VF 0 (0000:04:00.0#0) is bound to igbvf; the console bound it to vfio-pci.",
+        "eno49 VF 1 (0000:04:00.0#1) has VLAN none; the console applied VLAN 100.",
+        "eno49 VF 5 (0000:04:00.0#5) was configured by the console but no longer exists (the VF count changed?).",
+    ]
+    record_intent(host.pk, "set_vfs", "0000:04:00.0", 2, "2 VFs on eno49")  # the console set 2 VFs since
+    update_drift(Hypervisor.objects.filter(pk=host.pk).prefetch_related("nics__vfs"))
+    assert len(Hypervisor.objects.get(pk=host.pk).drift_reasons) == 2
