@@ -3053,7 +3053,7 @@ def _save_vf_state(system, state, txn, actions):
     state = _prune_state(state)
     old = _read_vf_state(system)
     if not state:
-        for path in (VF_STATE_PATH, VF_RULES_PATH):
+        for path in (VF_STATE_PATH, VF_RULES_PATH, AGENT_COPY_PATH):
             if system.exists(path):
                 txn.remove(path)
                 actions.append("removed %s (nothing persisted any more)" % path)
@@ -3631,8 +3631,11 @@ def _apply_persisted_vf(system, pf, pf_dev, index, entry, deadline, actions):
     netdev = _netdev_of(system, pf_dev)
     if settings and netdev:
         target = {"pf": netdev, "pci": pf, "dev": pf_dev}
-        want = dict(settings, index=index)
         try:
+            # the file is root's, but it is still checked as a request would be
+            want = _valid_vf_entry(dict(settings, index=index) if isinstance(settings, dict) else None, index)
+            if want.get("mac") == "stable":
+                want["mac"] = _stable_mac(system, _link_base(system, "%s/virtfn%d" % (pf_dev, index)))
             _apply_vf(system, target, index, want, (_ip_link_vfs(system, netdev) or {}).get(index) or {}, actions, [])
         except AgentError as exc:
             errors.append(exc.message)
@@ -3640,7 +3643,9 @@ def _apply_persisted_vf(system, pf, pf_dev, index, entry, deadline, actions):
         errors.append("%s VF %d: the PF has no network interface, the settings cannot be applied" % (pf, index))
     driver = (entry.get("drivers") or {}).get(str(index))
     vf_pci = _link_base(system, "%s/virtfn%d" % (pf_dev, index))
-    if driver and vf_pci:
+    if driver and not (isinstance(driver, str) and DRIVER_NAME_RE.match(driver)):
+        errors.append("%s VF %d: the persisted driver %r is not a driver name" % (pf, index, driver))
+    elif driver and vf_pci:
         try:
             _bind_vf(system, vf_pci, driver, deadline, actions)
         except AgentError as exc:

@@ -1369,6 +1369,9 @@ class SimHost(VfModel):
         if (name in mutating or handler == self._prog_systemctl_unit
                 or (name == "grub2-editenv" and "set" in args)) and not privileged:
             return 1, "", f"{name}: Permission denied\n"
+        if not privileged and ((name == "ip" and args[:2] == ["link", "set"]) or name == "modprobe"):
+            return 2, "", "RTNETLINK answers: Operation not permitted\n" if name == "ip" else (
+                "modprobe: ERROR: could not insert module: Operation not permitted\n")
         if handler is not None:
             if name in ("update-grub", "grub-mkconfig", "grub2-mkconfig"):
                 return self._prog_mkconfig(args, name)

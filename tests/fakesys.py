@@ -202,13 +202,15 @@ class FakeHost:
         if ssh_connection is not None:
             self.extra_env["SSH_CONNECTION"] = ssh_connection
 
-    def program_ip(self, unsupported=None):
+    def program_ip(self, unsupported=None, ignored=None):
         """A fake iproute2 `ip`: `-o addr show` / `-o route get` from set_network's files, and the
         VF settings a PF driver holds: `ip -j -d link show dev <pf>` prints them as iproute2's
         print_vfinfo() does, `ip link set dev <pf> vf N ...` and `ip link set dev <pf> mtu N`
         change them (kept in fake/ip/vf-<pf>.json; lost by remove_vfs, as the kernel loses them).
-        unsupported: {pf: [setting, ...]} the PF driver refuses with EOPNOTSUPP."""
+        unsupported: {pf: [setting, ...]} the PF driver refuses with EOPNOTSUPP; ignored: {pf: [setting]}
+        it accepts and does not keep."""
         self.write("fake/ip/unsupported.json", json.dumps(unsupported or {}))
+        self.write("fake/ip/ignored.json", json.dumps(ignored or {}))
         if not self.exists("fake/ip/addr"):
             self.write("fake/ip/addr", "")
         self.program("ip", "#!%s\n%s" % (sys.executable, FAKE_IP))
@@ -433,7 +435,8 @@ def set_vf(dev, n, words):
             value = value == "on"
         elif key not in ("mac", "link_state"):
             value = int(value)
-        vf[key] = value
+        if key not in json.load(open(D + "/ignored.json")).get(dev, []):
+            vf[key] = value
         if key == "vlan" and value == 0:
             vf["qos"] = 0
         i += 2

@@ -117,7 +117,7 @@ def test_vf_config_persist_false_drops_the_persisted_settings_and_keeps_the_live
     cli("vf_config", dict(PF, vfs=[{"index": 1, "trust": True}], persist=True), expect="ok")
     res = cli("vf_config", dict(PF, vfs=[{"index": 1, "trust": True}], persist=False), expect="ok")["result"]
     assert res["persisted"] is False and vf_state(dl360)["1"]["trust"] is True
-    assert not dl360.exists(STATE) and not dl360.exists(RULES)
+    assert not dl360.exists(STATE) and not dl360.exists(RULES) and not dl360.exists(COPY)
 
 
 @pytest.mark.parametrize("vfs, words", [
@@ -343,3 +343,34 @@ def test_through_the_bootstrap_the_agent_knows_its_own_bytes(python):
     proc = subprocess.run([python, "-c", check], input=encode_payload(source, {"op": "inventory"}),
                           capture_output=True, timeout=60)
     assert proc.stdout == b"True", proc.stderr
+
+
+def test_a_setting_the_driver_does_not_keep_fails_verification(cli, dl360):
+    dl360.program_ip(ignored={"eno49": ["trust"]})
+    doc = cli("vf_config", dict(PF, vfs=[{"index": 2, "trust": True}]), expect="vf_verify_failed")
+    assert {k: doc["error"]["details"][k] for k in ("index", "field", "want", "got")} == {
+        "index": 2, "field": "trust", "want": True, "got": False}
+    assert not dl360.exists(STATE)
+
+
+def test_vf_config_fails_closed_when_guests_cannot_be_known(cli, dl360):
+    os.remove(str(dl360.bin / "virsh"))
+    dl360.write("proc/4242/comm", "qemu-system-x86\n")
+    doc = cli("vf_config", dict(PF, vfs=[{"index": 0, "vlan": 3}]), expect="guest_check_failed")
+    assert "qemu process" in doc["error"]["message"] and vf_state(dl360) == {}
+
+
+def test_a_vf_the_kernel_does_not_rebind_is_reported(cli, dl360):
+    """Through the real device-access child (both interpreters): plain files take the writes, but
+    nothing unbinds igbvf, so the VF is not on vfio-pci afterwards."""
+    vf = dl360.vf_pci("eno49", 0)
+    dl360.write("sys/bus/pci/devices/%s/driver_override" % vf, "(null)\n")
+    dl360.write("sys/bus/pci/drivers/igbvf/unbind", "")
+    dl360.write("sys/bus/pci/drivers/vfio-pci/bind", "")
+    doc = cli("vf_driver", dict(PF, ranges=[{"first": 0, "last": 0, "driver": "vfio-pci"}]), expect="vf_bind_failed")
+    details = doc["error"]["details"]
+    assert (details["step"], details["bound"], details["pci_address"]) == ("verify", "igbvf", vf)
+    assert details["actions"] == ["set driver_override of %s to vfio-pci" % vf, "unbound %s from igbvf" % vf]
+    assert dl360.read("sys/bus/pci/devices/%s/driver_override" % vf) == "vfio-pci\n"
+    assert dl360.read("sys/bus/pci/drivers/igbvf/unbind") == vf
+    assert not dl360.exists(STATE)

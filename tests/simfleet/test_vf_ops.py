@@ -172,3 +172,15 @@ def test_pf_mtu_is_persisted_across_reboot(make_fleet):
     reboot(host)
     mtu = host.true_state()["mtu"]
     assert (mtu["0000:04:00.0"], mtu["0000:04:00.1"]) == (9000, 1500)
+
+
+def test_a_hand_made_change_shows_against_the_persisted_settings(make_fleet):
+    fleet = make_fleet(hosts=["dl360g9"])
+    host = fleet.hosts[0]
+    ok(fleet, host, "set_vfs", dict(ENO49, count=2))
+    ok(fleet, host, "vf_config", dict(ENO49, vfs=[{"index": 1, "vlan": 100}]))
+    assert host.run_program(["ip", "link", "set", "dev", "eno49", "vf", "1", "vlan", "7"])[0] == 0
+    vf1 = next(n for n in ok(fleet, host, "inventory")["nics"] if n["name"] == "eno49")["vfs"][1]
+    assert (vf1["vlan"], vf1["persisted_settings"]) == (7, {"vlan": 100})  # drift the console can word
+    res = ok(fleet, host, "vf_config", dict(ENO49, vfs=[{"index": 1, "vlan": 100}]))
+    assert res["before"]["vfs"]["1"]["vlan"] == 7 and res["after"]["vfs"]["1"]["vlan"] == 100
