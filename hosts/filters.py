@@ -223,8 +223,13 @@ def free_per_pf(params):
         links = Hypervisor.labels.through.objects.filter(hypervisor_id=OuterRef("host_id"),
                                                          label__name=params["label"].strip())
         pfs = pfs.filter(Exists(links))
+    return with_vf_usage(pfs, free="free", used="used").order_by("host__name", "name")
+
+
+def with_vf_usage(nics, *, free="vfs_free", used="vfs_in_use"):
+    """NICs annotated with their present VFs that no guest uses (free) and that a guest uses."""
     present = Q(vfs__present=True)
-    return pfs.annotate(
-        free=Count("vfs", filter=present & Q(vfs__guest="")),
-        used=Count("vfs", filter=present & ~Q(vfs__guest="")),
-    ).order_by("host__name", "name")
+    return nics.annotate(**{
+        free: Count("vfs", filter=present & Q(vfs__guest="")),
+        used: Count("vfs", filter=present & ~Q(vfs__guest="")),
+    })

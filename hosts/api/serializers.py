@@ -234,6 +234,8 @@ class LibvirtNetworkSerializer(serializers.ModelSerializer):
 
 class NicSerializer(serializers.ModelSerializer):
     host_name = serializers.CharField(source="host.name", read_only=True)
+    vfs_free = serializers.IntegerField(read_only=True, help_text="Present VFs no guest uses")
+    vfs_in_use = serializers.IntegerField(read_only=True, help_text="Present VFs a guest uses")
     sriov_capable = serializers.BooleanField(read_only=True)
     last_seen_at = serializers.DateTimeField(source="seen_at", read_only=True, allow_null=True)
 
@@ -261,6 +263,8 @@ class NicSerializer(serializers.ModelSerializer):
             "sriov_numvfs",
             "persisted_numvfs",
             "persisted",
+            "vfs_free",
+            "vfs_in_use",
             "numa_node",
             "local_cpulist",
             "persisted_mtu",

@@ -13,7 +13,7 @@ from console.dispatch import BROKER_DOWN
 from hosts import credentials as credential_services
 from hosts import hostkeys, importers
 from hosts import services as host_services
-from hosts.filters import annotated_hosts
+from hosts.filters import annotated_hosts, with_vf_usage
 from hosts.models import Credential, LibvirtNetwork, Nic, VirtualFunction
 
 from . import serializers as s
@@ -219,7 +219,7 @@ class NicViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleViewSe
     action_permissions = {"list": READ, "retrieve": READ}
 
     def get_queryset(self):
-        queryset = Nic.objects.select_related("host")
+        queryset = with_vf_usage(Nic.objects.select_related("host"))
         if self.action == "retrieve":
             queryset = queryset.prefetch_related(
                 Prefetch("vfs", queryset=VirtualFunction.objects.select_related("nic__host").order_by("index"))

@@ -92,3 +92,4 @@ def test_a_viewer_reads_vf_facts_but_cannot_create_a_change(host, viewer, api_fo
         ("sriov-eno49", ["eno49"], ["web-1"], True)]
     nic = api.get("/api/v1/nics/", {"host": host.pk}).json()["results"][0]
     assert {"numa_node", "local_cpulist", "persisted_mtu", "sriov_drivers_autoprobe"} <= set(nic)
+    assert (nic["vfs_free"], nic["vfs_in_use"]) == (3, 1)  # the free VFs per PF
