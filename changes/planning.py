@@ -15,12 +15,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from hosts.intents import intents_of
-from hosts.models import Hypervisor, Nic, VirtualFunction
+from hosts.models import Hypervisor, LibvirtNetwork, Nic, VirtualFunction
 
-from .operations import HostPlan, PlanContext, get, in_phase_order
+from .operations import HostPlan, PlanContext, all_operations, get, in_phase_order
 
 # Nic columns planning never reads (fewer bytes and less model work on big fleets).
-NIC_DEFERRED = ("vendor_name", "device_name", "driver_version", "firmware", "mac", "operstate", "speed", "mtu",
+NIC_DEFERRED = ("vendor_name", "device_name", "driver_version", "firmware", "mac", "operstate", "speed",
                 "first_seen_at", "last_seen_at", "gone_at")
 
 HOST_STATUS_ERRORS = {
@@ -120,6 +120,7 @@ def compute_plan(change, hosts: list[Hypervisor], now=None) -> Plan:
     for vf in held.only("nic_id", "index", "guest").order_by("nic_id", "index"):
         vfs_by_nic.setdefault(vf.nic_id, []).append(vf)
 
+    all_vfs, networks = extra_inventory(change.operations, host_ids)
     intents = intents_of(host_ids)
     ordered = in_phase_order(change.operations)
     planned = []
@@ -133,6 +134,8 @@ def compute_plan(change, hosts: list[Hypervisor], now=None) -> Plan:
             vfs_by_nic=vfs_by_nic,
             intents={(i.operation, i.subject): i.value for i in intents.get(host.pk, [])},
             change=change,
+            all_vfs=all_vfs,
+            networks=networks.get(host.pk, []),
         )
         # Per host, whatever the order they were given in, by phase (kernel args → VF counts →
         # reboot: the reboot decides from what the others planned). Numbers stay the requester's.
@@ -143,6 +146,21 @@ def compute_plan(change, hosts: list[Hypervisor], now=None) -> Plan:
             out.warnings.append("nothing to change on this host")
         planned.append(PlannedHost(host=host, plan=out, order=order))
     return Plan(hosts=planned, errors=[])
+
+
+def extra_inventory(operations: list[dict], host_ids: list[int]) -> tuple[dict, dict]:
+    """What the operations ask for besides NICs (Operation.needs): every present VF by NIC id,
+    libvirt networks by host id. One query each, only when asked for."""
+    needs = set().union(*(operation.needs(operations) for operation in all_operations()))
+    all_vfs: dict[int, list[VirtualFunction]] = {}
+    networks: dict[int, list[LibvirtNetwork]] = {}
+    if "vfs" in needs:
+        for vf in VirtualFunction.objects.filter(nic__host_id__in=host_ids, present=True).order_by("nic_id", "index"):
+            all_vfs.setdefault(vf.nic_id, []).append(vf)
+    if "libvirt_networks" in needs:
+        for network in LibvirtNetwork.objects.filter(host_id__in=host_ids).order_by("host_id", "name"):
+            networks.setdefault(network.host_id, []).append(network)
+    return all_vfs, networks
 
 
 def inventory_age_warnings(host: Hypervisor, now, max_age, out: HostPlan) -> list[str]:

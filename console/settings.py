@@ -306,6 +306,9 @@ HOST_KEY_TOFU = env_bool("HOST_KEY_TOFU")
 # CHANGE_OPERATIONS_EXTRA adds more by dotted path (a site's own, or a test's).
 CHANGE_OPERATIONS = [
     "changes.operations.set_vfs.SetVfs",
+    "changes.operations.vf_driver.VfDriver",
+    "changes.operations.vf_config.VfConfig",
+    "changes.operations.libvirt_network.LibvirtNetwork",
     "changes.operations.kernel_args.KernelArgs",
     "changes.operations.reboot.Reboot",
 ] + env_list("CHANGE_OPERATIONS_EXTRA")

@@ -7,7 +7,7 @@ their public half (the private key is never displayed).
 
 from django.contrib import admin
 
-from .models import Credential, Hypervisor, Intent, Label, Nic, VirtualFunction
+from .models import Credential, Hypervisor, Intent, Label, LibvirtNetwork, Nic, VirtualFunction
 
 FACT_FIELDS = (
     "status",
@@ -87,6 +87,14 @@ class IntentInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class LibvirtNetworkInline(ReadOnlyInline):
+    model = LibvirtNetwork
+    extra = 0
+    can_delete = False
+    fields = ("name", "mode", "active", "autostart", "vf_pool", "managed", "pfs", "guests")
+    readonly_fields = fields
+
+
 @admin.register(Hypervisor)
 class HypervisorAdmin(ReadOnlyAdmin):
     list_display = (
@@ -109,15 +117,17 @@ class HypervisorAdmin(ReadOnlyAdmin):
         ("Host key", {"fields": KEY_FIELDS, "classes": ("collapse",)}),
         ("Observed", {"fields": FACT_FIELDS, "classes": ("collapse",)}),
     )
-    inlines = [NicInline, IntentInline]
+    inlines = [NicInline, LibvirtNetworkInline, IntentInline]
 
 
 class VirtualFunctionInline(ReadOnlyInline):
     model = VirtualFunction
     extra = 0
     can_delete = False
-    fields = ("index", "pci_address", "netdev", "mac", "driver", "guest", "present")
+    fields = ("index", "pci_address", "netdev", "mac", "driver", "guest", "admin_mac", "vlan", "trust", "spoofchk",
+              "present")
     readonly_fields = fields
+
 
 
 @admin.register(Nic)

@@ -8,9 +8,9 @@ EXISTS: no join can multiply rows, and the list costs a constant number of queri
 import django_filters
 from django import forms
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q
 
-from .models import Hypervisor, Label, Nic
+from .models import Hypervisor, Label, Nic, VirtualFunction
 
 YES_NO = (("yes", "Yes"), ("no", "No"))
 KEY_STATES = (
@@ -166,3 +166,70 @@ class HostFilterSet(django_filters.FilterSet):
         elif "name" not in queryset.query.order_by and "-name" not in queryset.query.order_by:
             queryset = queryset.order_by(*queryset.query.order_by, "name")  # stable pages
         return queryset
+
+
+# -- VF usage (the fleet-wide "VF usage" page and the API's VF list) ---------------------------
+
+IN_USE = (("yes", "In use"), ("no", "Free"))
+
+
+def vf_driver_choices():
+    drivers = VirtualFunction.objects.filter(present=True).exclude(driver="").order_by("driver")
+    return [(d, d) for d in drivers.values_list("driver", flat=True).distinct()]
+
+
+class VfUsageFilterSet(django_filters.FilterSet):
+    """Present VFs of present PFs, by host, label, PF, guest, driver and whether a guest uses them.
+    Every filter is a column of the VF, its NIC or an EXISTS on the host's labels: no join multiplies rows."""
+
+    host = django_filters.CharFilter(field_name="nic__host__name", lookup_expr="icontains", label="Host",
+                                     widget=forms.TextInput(attrs={"type": "search", "placeholder": "host name"}))
+    label = django_filters.ModelChoiceFilter(
+        queryset=Label.objects.all(), to_field_name="name", method="filter_label", empty_label="any", label="Label",
+    )
+    pf = django_filters.CharFilter(field_name="nic__name", label="PF",
+                                   widget=forms.TextInput(attrs={"placeholder": "eno49"}))
+    guest = django_filters.CharFilter(field_name="guest", lookup_expr="icontains", label="Guest",
+                                      widget=forms.TextInput(attrs={"type": "search", "placeholder": "guest name"}))
+    driver = django_filters.ChoiceFilter(choices=vf_driver_choices, empty_label="any", label="Driver")
+    in_use = _choice(IN_USE, "filter_in_use", "Use")
+
+    class Meta:
+        model = VirtualFunction
+        fields = []
+
+    def filter_label(self, queryset, name, value):
+        links = Hypervisor.labels.through.objects.filter(hypervisor_id=OuterRef("nic__host_id"), label_id=value.pk)
+        return queryset.filter(Exists(links))
+
+    def filter_in_use(self, queryset, name, value):
+        return _yes_no(queryset, ~Q(guest=""), value)
+
+
+def usage_vfs():
+    """The VF usage page's rows: present VFs of present NICs, host and NIC with them (one query a page)."""
+    return (VirtualFunction.objects.filter(present=True, nic__present=True)
+            .select_related("nic", "nic__host").order_by("nic__host__name", "nic__name", "index"))
+
+
+def free_per_pf(params):
+    """PFs with VFs, the same host/label/PF filters as the VF rows, with their free and used VF counts."""
+    pfs = Nic.objects.filter(present=True, sriov_numvfs__gt=0).select_related("host")
+    if (params.get("host") or "").strip():
+        pfs = pfs.filter(host__name__icontains=params["host"].strip())
+    if (params.get("pf") or "").strip():
+        pfs = pfs.filter(name=params["pf"].strip())
+    if (params.get("label") or "").strip():
+        links = Hypervisor.labels.through.objects.filter(hypervisor_id=OuterRef("host_id"),
+                                                         label__name=params["label"].strip())
+        pfs = pfs.filter(Exists(links))
+    return with_vf_usage(pfs, free="free", used="used").order_by("host__name", "name")
+
+
+def with_vf_usage(nics, *, free="vfs_free", used="vfs_in_use"):
+    """NICs annotated with their present VFs that no guest uses (free) and that a guest uses."""
+    present = Q(vfs__present=True)
+    return nics.annotate(**{
+        free: Count("vfs", filter=present & Q(vfs__guest="")),
+        used: Count("vfs", filter=present & ~Q(vfs__guest="")),
+    })

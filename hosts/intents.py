@@ -64,5 +64,20 @@ def annotate_nics(host: Hypervisor, nics: Iterable[Nic], intents: Iterable[Inten
     intents = list(host.intents.all()) if intents is None else list(intents)
     reasons = list(host.drift_reasons or [])
     for nic in nics:
-        nic.intents = [i for i in intents if i.subject.split("#")[0] == nic.pci_address]
+        mine = [i for i in intents if i.subject.split("#")[0] == nic.pci_address]
+        # One VF's intents (subject "<pci>#<index>") are shown with that VF (annotate_vfs).
+        nic.vf_intents = [i for i in mine if i.subject.partition("#")[2].isdigit()]
+        nic.intents = [i for i in mine if i not in nic.vf_intents]
         nic.drift = [r for r in reasons if nic.pci_address in r]
+
+
+def annotate_vfs(nic: Nic, vfs: Iterable) -> None:
+    """For the pages, after annotate_nics: each VF gets `intents` (what the console applied to that
+    VF: subject ``<pf pci>#<index>``) and `drift` (the NIC's drift sentences that name it as
+    ``(<pf pci>#<index>)``)."""
+    intents = getattr(nic, "vf_intents", [])
+    reasons = getattr(nic, "drift", [])
+    for vf in vfs:
+        subject = f"{nic.pci_address}#{vf.index}"
+        vf.intents = [i for i in intents if i.subject == subject]
+        vf.drift = [r for r in reasons if f"({subject})" in r]

@@ -223,6 +223,12 @@ class Nic(models.Model):
     #  link_drops_on_vf_change, link_drop_seconds}; None without a network interface.
     link = models.JSONField(null=True, blank=True)
     other_config = models.JSONField(default=list, blank=True)
+    # -- per-PF facts for configuring its VFs --
+    numa_node = models.IntegerField(null=True, blank=True)  # device/numa_node; None when -1 or missing
+    local_cpulist = models.CharField(max_length=200, blank=True)  # device/local_cpulist ("0-15,32-47")
+    persisted_mtu = models.IntegerField(null=True, blank=True)  # the MTU the console's persistence sets
+    sriov_drivers_autoprobe = models.IntegerField(null=True, blank=True)
+    vf_settings_known = models.BooleanField(null=True)  # `ip -j -d link show dev <pf>` was read
     present = models.BooleanField(default=True, db_index=True)
     first_seen_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
@@ -272,6 +278,18 @@ class VirtualFunction(models.Model):
     guest = models.CharField(max_length=200, blank=True)
     # How each guest holds it: "vm1: hostdev", "vm2: macvtap eno49v3 (passthrough)".
     used_via = models.CharField(max_length=300, blank=True)
+    # -- what the PF assigns to the VF (`ip -j -d link show dev <pf>`, vfinfo_list); None: not reported --
+    admin_mac = models.CharField(max_length=17, blank=True)
+    vlan = models.IntegerField(null=True, blank=True)
+    qos = models.IntegerField(null=True, blank=True)
+    spoofchk = models.BooleanField(null=True)
+    trust = models.BooleanField(null=True)
+    link_state = models.CharField(max_length=10, blank=True)  # auto, enable, disable
+    max_tx_rate = models.IntegerField(null=True, blank=True)  # Mbit/s, 0 = no limit
+    min_tx_rate = models.IntegerField(null=True, blank=True)
+    driver_override = models.CharField(max_length=50, blank=True)
+    persisted_settings = models.JSONField(null=True, blank=True)  # the console's persisted vf_config settings
+    persisted_driver = models.CharField(max_length=50, blank=True)  # the console's persisted binding
     present = models.BooleanField(default=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     gone_at = models.DateTimeField(null=True, blank=True)
@@ -287,6 +305,33 @@ class VirtualFunction(models.Model):
     def seen_at(self):
         """When discovery last saw it (see Nic.seen_at)."""
         return self.nic.seen_at if self.present else self.last_seen_at
+
+
+class LibvirtNetwork(models.Model):
+    """A libvirt network of a host (`virsh net-list --all`), as the last discovery saw it. A VF pool
+    is a hostdev/passthrough/macvtap network over PFs; `managed`: the console defined it. Rows of
+    networks the host no longer reports are deleted (the audit trail keeps their history)."""
+
+    host = models.ForeignKey(Hypervisor, on_delete=models.CASCADE, related_name="libvirt_networks")
+    name = models.CharField(max_length=100)
+    active = models.BooleanField(null=True)
+    autostart = models.BooleanField(null=True)
+    persistent = models.BooleanField(null=True)
+    mode = models.CharField(max_length=20, blank=True)  # forward mode: hostdev, passthrough, nat...
+    vf_pool = models.BooleanField(default=False)
+    managed = models.BooleanField(default=False)
+    pfs = models.JSONField(default=list, blank=True)  # PF interface names
+    vf_pci = models.JSONField(default=list, blank=True)  # the VFs its pool hands out
+    in_use_pci = models.JSONField(null=True, blank=True)
+    connections = models.IntegerField(null=True, blank=True)
+    guests = models.JSONField(default=list, blank=True)  # running and autostart guests using it
+
+    class Meta:
+        ordering = ["host", "name"]
+        constraints = [models.UniqueConstraint(fields=["host", "name"], name="libvirt_network_unique_name")]
+
+    def __str__(self):
+        return f"{self.host_id}/{self.name}"
 
 
 class Intent(models.Model):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_credentials
+from . import views, views_credentials, views_vfs
 
 app_name = "hosts"
 
@@ -14,6 +14,7 @@ urlpatterns = [
     path("<int:pk>/delete/", views.host_delete, name="delete"),
     path("<int:pk>/refresh/", views.host_refresh, name="refresh"),
     path("nics/<int:pk>/", views.nic_detail, name="nic"),
+    path("vfs/", views_vfs.vf_usage, name="vf_usage"),
     # Administrators: SSH credentials and host-key trust (hosts/views_credentials.py).
     path("credentials/", views_credentials.credential_list, name="credentials"),
     path("credentials/add/", views_credentials.credential_add, name="credential_add"),

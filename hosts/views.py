@@ -26,8 +26,8 @@ from console.roles import has_permission, require_permission
 from . import importers, selection, services, truth
 from .filters import DEFAULT_PER_PAGE, PER_PAGE_CHOICES, HostFilterSet, annotated_hosts
 from .forms import HostForm, ImportConfirmForm, ImportUploadForm
-from .intents import annotate_nics
-from .models import Hypervisor, Nic, VirtualFunction
+from .intents import annotate_nics, annotate_vfs
+from .models import Hypervisor, LibvirtNetwork, Nic, VirtualFunction
 
 TIMELINE_LENGTH = 50
 # A discovery requested longer ago than this and still without a result stops being polled:
@@ -199,13 +199,16 @@ def _detail_context(pk) -> dict:
     )
     host = get_object_or_404(
         Hypervisor.objects.select_related("credential", "host_key_accepted_by").prefetch_related(
-            "labels", "intents", Prefetch("nics", queryset=nics)
+            "labels", "intents", Prefetch("nics", queryset=nics),
+            Prefetch("libvirt_networks", queryset=LibvirtNetwork.objects.order_by("name")),
         ),
         pk=pk,
     )
     context = _discovery_context(host)
     host_nics = list(host.nics.all())
     annotate_nics(host, host_nics)
+    for nic in host_nics:
+        annotate_vfs(nic, nic.vfs.all())
     context.update(
         truth.host_truth(host, host_nics),
         nics=host_nics,
@@ -249,7 +252,9 @@ def nic_detail(request, pk):
     )
     vfs = list(nic.vfs.all())
     annotate_nics(nic.host, [nic])
-    context = {"nic": nic, "host": nic.host, "vfs": vfs, **truth.nic_truth(nic)}
+    annotate_vfs(nic, vfs)
+    pools = [n for n in LibvirtNetwork.objects.filter(host_id=nic.host_id).order_by("name") if nic.name in n.pfs]
+    context = {"nic": nic, "host": nic.host, "vfs": vfs, "pools": pools, **truth.nic_truth(nic)}
     return render_page(request, "hosts/nic.html", context)
 
 

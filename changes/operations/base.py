@@ -63,6 +63,10 @@ class PlanContext:
     change: Any  # changes.models.ChangeRequest (perhaps not saved yet: the live preview)
     number: int = 0  # the operation's number in the change, as the requester gave it
     claimed: dict = field(default_factory=dict)  # shared by the operations of one host
+    # Loaded only when an operation asks for them (Operation.needs): every present VF of the host's
+    # NICs with all its facts (nic id -> [VirtualFunction] by index), and its libvirt networks.
+    all_vfs: dict = field(default_factory=dict)
+    networks: list = field(default_factory=list)
 
     @property
     def where(self) -> str:
@@ -144,6 +148,12 @@ class Operation:
         """When the host reboots in this change: add to ``out.after[self.namespace]`` what must hold
         after the boot; return the checks in words. May add blocking errors."""
         return []
+
+    def needs(self, operations: list[dict]) -> set[str]:
+        """What planning must load besides the NICs for a change with these operations (whether or
+        not they include this one: after_boot is asked of every operation): "vfs" (every present
+        VF with its facts, ``ctx.all_vfs``) and/or "libvirt_networks" (``ctx.networks``)."""
+        return set()
 
     def limit_parallelism(self, op: dict, parallelism: int) -> int:
         """Hosts at once for a change with this operation (a reboot caps it)."""

@@ -8,9 +8,12 @@
 interface (driver unbound, vfio-pci) is selected by its PCI address. The three allow flags relax
 one check each (set_vfs_checks.py): the PF carrying the management SSH connection, guests that
 start at boot losing a VF, and, on a kernel < 3.8 whose driver takes one max_vfs for every port,
-the same count on every port of that driver. Namespace ``numvfs``
-of the plan: ``{pci: count}``; after a reboot also ``boot:<pci>`` → the persisted count of a PF
-the change does not set, which must come back. Intent: one per PF, the count the console applied.
+the same count on every port of that driver. ``mtu`` (68-9216, optional) sets the PF's MTU after
+the count (`ip link set dev <pf> mtu N`), kept by the managed persistence with persist.
+Namespace ``numvfs`` of the plan: ``{pci: count}``, ``mtu:<pci>`` → the MTU and
+``persisted_mtu:<pci>`` → the MTU set at boot; after a reboot also ``boot:<pci>`` → the persisted
+count of a PF the change does not set, which must come back. Intents: one per PF, the count the
+console applied, and ``<pci>#mtu`` → the MTU.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ RESET_NOTE = "reset to 0 first, the kernel refuses a direct change"
 BOOT = "boot:"
 # Optional flags of the operation, each false unless the requester says so.
 FLAGS = ("take_over", "allow_management_link", "allow_autostart_impact", "apply_to_all_ports")
+MTU = "mtu:"
+PERSISTED_MTU = "persisted_mtu:"
+MTU_SUBJECT = "#mtu"
+MTU_RANGE = (68, 9216)  # the IPv4 minimum; the largest jumbo frame common NIC drivers accept
 
 
 class SetVfsForm(forms.Form):
@@ -39,6 +46,7 @@ class SetVfsForm(forms.Form):
     allow_management_link = forms.BooleanField(required=False, label="Management link")
     allow_autostart_impact = forms.BooleanField(required=False, label="Autostart guests")
     apply_to_all_ports = forms.BooleanField(required=False, label="All ports")
+    mtu = forms.IntegerField(min_value=MTU_RANGE[0], max_value=MTU_RANGE[1], required=False, label="PF MTU")
 
     def clean(self):
         data = super().clean()
@@ -66,7 +74,7 @@ class SetVfs(Operation):
 
     # -- input ----------------------------------------------------------------------------
     def validate(self, op: dict, where: str) -> dict:
-        self.check_fields(op, {"select", "count", "persist", *FLAGS}, where)
+        self.check_fields(op, {"select", "count", "persist", "mtu", *FLAGS}, where)
         select = op.get("select")
         if not isinstance(select, dict) or set(select) != {"by", "value"}:
             raise OperationError(f'{where}: select must be {{"by": ..., "value": ...}}')
@@ -85,16 +93,23 @@ class SetVfs(Operation):
         wrong = [name for name, v in {"persist": persist, **flags}.items() if not isinstance(v, bool)]
         if wrong:
             raise OperationError(f"{where}: {' and '.join(wrong)} must be true or false")
+        mtu = op.get("mtu")
+        if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)
+                                or not MTU_RANGE[0] <= mtu <= MTU_RANGE[1]):
+            raise OperationError(f"{where}: mtu must be a whole number from {MTU_RANGE[0]} to {MTU_RANGE[1]}")
         if by == "vendor_device":
             value = value.lower()
         normal = {"op": self.name, "select": {"by": by, "value": value}, "count": count, "persist": persist,
                   "take_over": flags.pop("take_over")}
+        if mtu is not None:
+            normal["mtu"] = mtu
         # The other flags only when set: a change that does not use them keeps its earlier shape.
         return normal | {name: True for name, v in flags.items() if v}
 
     def summary(self, op: dict) -> str:
         by = {"name": "PF", "pci": "PF at", "driver": "PFs driven by", "vendor_device": "PFs of device"}
         words = f"set {op['count']} VFs on {by[op['select']['by']]} {op['select']['value']}"
+        words += f", MTU {op['mtu']}" if op.get("mtu") else ""
         words += ", persisted" if op["persist"] else ", not persisted"
         words += ", taking over" if op.get("take_over") else ""
         allowed = [text for name, text in (("allow_management_link", "the management link"),
@@ -157,14 +172,20 @@ class SetVfs(Operation):
         reset = (not legacy) and current > 0 and count > 0 and count != current
         flags = self._host_truth(op, ctx, out, nic, current, count, reset, legacy)
         needs_persist = op["persist"] and not (nic.persisted and nic.persisted_numvfs == count)
+        mtu_words = self._plan_mtu(op, out, nic)
         text = self._words(nic, current, count, reset, needs_persist)
+        mtu_write = bool(mtu_words) and (nic.mtu != op["mtu"] or (op["persist"] and nic.persisted_mtu != op["mtu"]))
+        if mtu_write:
+            text = text.removesuffix(", nothing to do")
+        text += mtu_words
+        needs_persist = needs_persist or (mtu_write and op["persist"])
         if legacy and count != current:
             text += " (kernel older than 3.8: max_vfs in modprobe.d, applies after a reboot)"
             if nic.max_vfs_form == "single":
                 text += f"; same count on every port of {nic.driver} (its max_vfs is one number)"
             out.warnings.append(f"{nic.label}: the new count applies only after a reboot (kernel {ctx.host.kernel})")
         step = None
-        if count != current or needs_persist or (op["take_over"] and nic.persisted_conflict):
+        if count != current or needs_persist or mtu_write or (op["take_over"] and nic.persisted_conflict):
             # The agent's safety flags, each only where the approved plan/policy says so:
             # take_over skips only the "externally managed" and "other boot configuration"
             # refusals, allow_guest_impact only the guest checks; the others only when the plan
@@ -173,9 +194,28 @@ class SetVfs(Operation):
                 "pf": nic.name or None, "pci_address": nic.pci_address, "count": count, "persist": op["persist"],
                 "take_over": take_over, "allow_guest_impact": bool(ctx.change.allow_guest_impact),
             } | {flag: True for flag in flags}}
+            if op.get("mtu"):
+                step["args"]["mtu"] = op["mtu"]
         action = out.add_action(self, text, step=step, label=nic.label, subject=nic.pci_address, was=current)
         if step and op["persist"]:
             action["tags"].append("persisted")
+
+    def _plan_mtu(self, op: dict, out: HostPlan, nic) -> str:
+        """The MTU part of the plan of one PF, in words ("; MTU 1500 → 9000"); "" without an MTU."""
+        mtu = op.get("mtu")
+        if not mtu:
+            return ""
+        pci = nic.pci_address
+        if nic.mtu is not None:
+            out.before.setdefault(self.namespace, {})[MTU + pci] = nic.mtu
+        after = out.after.setdefault(self.namespace, {})
+        after[MTU + pci] = mtu
+        if op["persist"]:
+            after[PERSISTED_MTU + pci] = mtu
+        kept = "; persisted" if op["persist"] else ""
+        if nic.mtu == mtu:
+            return f"; MTU already {mtu}" + (kept if nic.persisted_mtu != mtu else "")
+        return f"; MTU {nic.mtu if nic.mtu is not None else 'unknown'} → {mtu}{kept}"
 
     def _host_truth(self, op, ctx, out, nic, current: int, count: int, reset: bool, legacy: bool) -> list[str]:
         """The checks of the host as discovery saw it; returns the agent flags the plan allows."""
@@ -292,14 +332,29 @@ class SetVfs(Operation):
 
     def intents(self, action: dict, current: dict) -> list[IntentValue]:
         args = action["step"]["args"]
-        return [IntentValue(args["pci_address"], args["count"],
-                            f"{args['count']} VFs on {args['pf'] or args['pci_address']}")]
+        out = [IntentValue(args["pci_address"], args["count"],
+                           f"{args['count']} VFs on {args['pf'] or args['pci_address']}")]
+        if args.get("mtu"):
+            words = f"MTU {args['mtu']} on {args['pf'] or args['pci_address']}"
+            out.append(IntentValue(args["pci_address"] + MTU_SUBJECT, args["mtu"], words))
+        return out
 
     # -- verification and drift -------------------------------------------------------------
     def observe(self, inventory: dict, keys) -> dict:
-        return {key: _count(_pf(inventory, key.removeprefix(BOOT))) for key in keys}
+        seen = {}
+        for key in keys:
+            if key.startswith((MTU, PERSISTED_MTU)):
+                prefix, pci = key.split(":", 1)
+                seen[key] = (_pf(inventory, pci) or {}).get(prefix)
+            else:
+                seen[key] = _count(_pf(inventory, key.removeprefix(BOOT)))
+        return seen
 
     def difference(self, key: str, want, got, word: str, names: dict) -> str:
+        if key.startswith((MTU, PERSISTED_MTU)):
+            prefix, pci = key.split(":", 1)
+            what = "MTU" if prefix == "mtu" else "persisted MTU"
+            return f"{names.get(pci, pci)} ({pci}): {word} {what} {want}, the host has {got if got else 'none'}"
         pci = key.removeprefix(BOOT)
         got_text = "no such PF" if got is None else f"{got} VFs"
         if key.startswith(BOOT):
@@ -311,6 +366,9 @@ class SetVfs(Operation):
         by_pci = {nic.pci_address: nic for nic in nics}
         reasons = []
         for intent in sorted((i for i in intents if i.operation == self.name), key=lambda i: i.subject):
+            if intent.subject.endswith(MTU_SUBJECT):
+                reasons.extend(_mtu_drift(by_pci.get(intent.subject.removesuffix(MTU_SUBJECT)), intent))
+                continue
             nic = by_pci.get(intent.subject)
             name = nic.label if nic else intent.subject
             if nic is None or not nic.present:
@@ -328,13 +386,16 @@ class SetVfs(Operation):
         value = (cleaned.get("value") or "").strip()
         if not value:
             return None
-        return {"op": self.name, "select": {"by": cleaned.get("by") or "name", "value": value},
-                "count": cleaned.get("count"), "persist": bool(cleaned.get("persist")),
-                **{name: bool(cleaned.get(name)) for name in FLAGS}}
+        op = {"op": self.name, "select": {"by": cleaned.get("by") or "name", "value": value},
+              "count": cleaned.get("count"), "persist": bool(cleaned.get("persist")),
+              **{name: bool(cleaned.get(name)) for name in FLAGS}}
+        if cleaned.get("mtu"):
+            op["mtu"] = cleaned["mtu"]
+        return op
 
     def to_form(self, op: dict) -> dict:
         return {"by": op["select"]["by"], "value": op["select"]["value"], "count": op["count"],
-                "persist": op["persist"], **{name: op.get(name, False) for name in FLAGS}}
+                "persist": op["persist"], "mtu": op.get("mtu"), **{name: op.get(name, False) for name in FLAGS}}
 
 
 def by_group(op: dict) -> bool:
@@ -355,3 +416,9 @@ def _pf(inventory: dict, pci: str) -> dict | None:
 
 def _count(nic: dict | None):
     return None if nic is None else (nic.get("sriov_numvfs") or 0)
+
+
+def _mtu_drift(nic, intent) -> list[str]:
+    if nic is None or not nic.present or nic.mtu is None or nic.mtu == intent.value:
+        return []
+    return [f"{nic.name} ({nic.pci_address}) has MTU {nic.mtu}; the console applied {intent.value}."]

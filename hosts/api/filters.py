@@ -1,13 +1,13 @@
 """Filters of the inventory collections: the hosts page's own filter set where it exists."""
 
 import django_filters
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
 from api.filters import id_filter
 from hosts.filters import YES_NO, HostFilterSet
-from hosts.models import Nic, VirtualFunction
+from hosts.models import Hypervisor, LibvirtNetwork, Nic, VirtualFunction
 
 
 class HostApiFilter(HostFilterSet):
@@ -43,8 +43,16 @@ class NicFilter(django_filters.FilterSet):
         return queryset.filter(capable) if value == "yes" else queryset.exclude(capable)
 
 class VfFilter(django_filters.FilterSet):
+    """The VF usage page's filters too: host_name, label, pf, guest, driver, in_use."""
+
     nic = id_filter("nic_id", "NIC id")
     host = id_filter("nic__host_id", "Host id")
+    host_name = django_filters.CharFilter(field_name="nic__host__name", lookup_expr="icontains", max_length=63)
+    label = django_filters.CharFilter(method="filter_label", max_length=63, label="Host label")
+    pf = django_filters.CharFilter(field_name="nic__name", max_length=15, label="PF interface name")
+    guest = django_filters.CharFilter(field_name="guest", lookup_expr="icontains", max_length=200)
+    driver = django_filters.CharFilter(field_name="driver", max_length=50)
+    vlan = django_filters.NumberFilter(field_name="vlan")
     present = django_filters.BooleanFilter(field_name="present")
     in_use = django_filters.BooleanFilter(method="filter_in_use", label="Used by a guest")
 
@@ -54,4 +62,20 @@ class VfFilter(django_filters.FilterSet):
 
     def filter_in_use(self, queryset, name, value):
         return queryset.exclude(guest="") if value else queryset.filter(guest="")
+
+    def filter_label(self, queryset, name, value):
+        links = Hypervisor.labels.through.objects.filter(hypervisor_id=OuterRef("nic__host_id"), label__name=value)
+        return queryset.filter(Exists(links))
+
+
+class LibvirtNetworkFilter(django_filters.FilterSet):
+    host = id_filter("host_id", "Host id")
+    host_name = django_filters.CharFilter(field_name="host__name", max_length=63)
+    name = django_filters.CharFilter(field_name="name", max_length=100)
+    vf_pool = django_filters.BooleanFilter(field_name="vf_pool")
+    managed = django_filters.BooleanFilter(field_name="managed")
+
+    class Meta:
+        model = LibvirtNetwork
+        fields = []
 

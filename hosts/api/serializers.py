@@ -3,7 +3,7 @@ hosts.credentials and hosts.hostkeys validate the meaning, exactly as for the we
 
 from rest_framework import serializers
 
-from hosts.models import Credential, Hypervisor, Intent, Nic, VirtualFunction
+from hosts.models import Credential, Hypervisor, Intent, LibvirtNetwork, Nic, VirtualFunction
 
 TEXT_MAX = 100_000
 
@@ -209,10 +209,31 @@ class VfSerializer(serializers.ModelSerializer):
             "driver",
             "guest",
             "used_via",
+            "admin_mac",
+            "vlan",
+            "qos",
+            "spoofchk",
+            "trust",
+            "link_state",
+            "max_tx_rate",
+            "min_tx_rate",
+            "driver_override",
+            "persisted_settings",
+            "persisted_driver",
             "present",
             "last_seen_at",
             "gone_at",
         ]
+        read_only_fields = fields
+
+
+class LibvirtNetworkSerializer(serializers.ModelSerializer):
+    host_name = serializers.CharField(source="host.name", read_only=True)
+
+    class Meta:
+        model = LibvirtNetwork
+        fields = ["id", "host", "host_name", "name", "active", "autostart", "persistent", "mode", "vf_pool", "managed",
+                  "pfs", "vf_pci", "in_use_pci", "connections", "guests"]
         read_only_fields = fields
 
 
@@ -221,6 +242,8 @@ class NicSerializer(serializers.ModelSerializer):
     binding_state says how the host holds it."""
 
     host_name = serializers.CharField(source="host.name", read_only=True)
+    vfs_free = serializers.IntegerField(read_only=True, help_text="Present VFs no guest uses")
+    vfs_in_use = serializers.IntegerField(read_only=True, help_text="Present VFs a guest uses")
     sriov_capable = serializers.BooleanField(read_only=True)
     last_seen_at = serializers.DateTimeField(source="seen_at", read_only=True, allow_null=True)
 
@@ -255,6 +278,13 @@ class NicSerializer(serializers.ModelSerializer):
             "device_busy",
             "link",
             "other_config",
+            "vfs_free",
+            "vfs_in_use",
+            "numa_node",
+            "local_cpulist",
+            "persisted_mtu",
+            "sriov_drivers_autoprobe",
+            "vf_settings_known",
             "present",
             "first_seen_at",
             "last_seen_at",

@@ -13,11 +13,11 @@ from console.dispatch import BROKER_DOWN
 from hosts import credentials as credential_services
 from hosts import hostkeys, importers
 from hosts import services as host_services
-from hosts.filters import annotated_hosts
-from hosts.models import Credential, Nic, VirtualFunction
+from hosts.filters import annotated_hosts, with_vf_usage
+from hosts.models import Credential, LibvirtNetwork, Nic, VirtualFunction
 
 from . import serializers as s
-from .filters import HostApiFilter, NicFilter, VfFilter
+from .filters import HostApiFilter, LibvirtNetworkFilter, NicFilter, VfFilter
 
 # ---------------------------------------------------------------------------------------------
 # Inventory
@@ -219,7 +219,7 @@ class NicViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleViewSe
     action_permissions = {"list": READ, "retrieve": READ}
 
     def get_queryset(self):
-        queryset = Nic.objects.select_related("host")
+        queryset = with_vf_usage(Nic.objects.select_related("host"))
         if self.action == "retrieve":
             queryset = queryset.prefetch_related(
                 Prefetch("vfs", queryset=VirtualFunction.objects.select_related("nic__host").order_by("index"))
@@ -237,6 +237,17 @@ class VfViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleViewSet
 
     def get_queryset(self):
         return VirtualFunction.objects.select_related("nic__host")
+
+
+class LibvirtNetworkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleViewSet):
+    """The hosts' libvirt networks as discovered; `vf_pool` marks those that hand out VFs of a PF."""
+
+    serializer_class = s.LibvirtNetworkSerializer
+    filterset_class = LibvirtNetworkFilter
+    action_permissions = {"list": READ, "retrieve": READ}
+
+    def get_queryset(self):
+        return LibvirtNetwork.objects.select_related("host")
 
 
 class CredentialViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsoleViewSet):

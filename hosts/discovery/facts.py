@@ -20,7 +20,7 @@ from typing import Any
 
 from django.db import models
 
-from ..models import Hypervisor, Nic, VirtualFunction
+from ..models import Hypervisor, LibvirtNetwork, Nic, VirtualFunction
 
 # A source may return KEEP: the stored value stays (e.g. running guests when virsh failed).
 KEEP = object()
@@ -240,6 +240,9 @@ def nic_items(inv: dict) -> list:
         items.append(dict(pf, name="", sriov_capability=True, sriov_capable=bool(pf.get("capable_now")),
                           sriov_not_capable_reason=pf.get("not_capable_reason"), link=None))
     return items
+def _persisted_settings(vf: dict):
+    value = vf.get("persisted_settings")
+    return value if isinstance(value, dict) else None
 
 
 # -- the field lists ---------------------------------------------------------------------------
@@ -290,6 +293,12 @@ NIC_FACTS = (
     Fact("device_busy", "device_busy", to_bool),
     Fact("link", _link),
     Fact("other_config", _json_list("other_config")),
+    # -- VF configuration facts of the PF --
+    Fact("numa_node", "numa_node"),
+    Fact("local_cpulist", "local_cpulist"),
+    Fact("persisted_mtu", "persisted_mtu"),
+    Fact("sriov_drivers_autoprobe", "sriov_drivers_autoprobe"),
+    Fact("vf_settings_known", "vf_settings_known"),
 )
 
 VF_FACTS = (
@@ -299,6 +308,18 @@ VF_FACTS = (
     Fact("driver", "driver"),
     Fact("guest", _guest),
     Fact("used_via", _used_via),
+    # -- what the PF assigns to the VF (vf_config, vf_driver) --
+    Fact("admin_mac", "admin_mac", to_lower_text),
+    Fact("vlan", "vlan"),
+    Fact("qos", "qos"),
+    Fact("spoofchk", "spoofchk"),
+    Fact("trust", "trust"),
+    Fact("link_state", "link_state"),
+    Fact("max_tx_rate", "max_tx_rate"),
+    Fact("min_tx_rate", "min_tx_rate"),
+    Fact("driver_override", "driver_override"),
+    Fact("persisted_settings", _persisted_settings),
+    Fact("persisted_driver", "persisted_driver"),
 )
 
 # Observed facts whose change is worth a `host.state_changed` event (besides per-NIC VF counts).
@@ -330,3 +351,35 @@ def apply_facts(obj, item: dict, changed: set[str]) -> None:
 def text(model, field_name: str, value) -> str:
     """A key (PCI address) cut to its column like every other text fact."""
     return to_text(value, model._meta.get_field(field_name))
+
+
+# -- libvirt networks (hosts/discovery/networks.py writes them) ----------------------------------
+
+
+def _names(key: str):
+    def read(network: dict):
+        value = network.get(key)
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+    return read
+
+
+def _in_use(network: dict):
+    value = network.get("in_use_pci")
+    return [str(v) for v in value] if isinstance(value, list) else None
+
+
+NETWORK_FACTS = (
+    Fact("active", "active"),
+    Fact("autostart", "autostart"),
+    Fact("persistent", "persistent"),
+    Fact("mode", "mode"),
+    Fact("vf_pool", "vf_pool", to_bool),
+    Fact("managed", "managed", to_bool),
+    Fact("pfs", _names("pfs")),
+    Fact("vf_pci", _names("vf_pci")),
+    Fact("in_use_pci", _in_use),
+    Fact("connections", "connections"),
+    Fact("guests", _names("guests")),
+)
+BOUND[LibvirtNetwork] = _bound(LibvirtNetwork, NETWORK_FACTS)

@@ -25,10 +25,11 @@ import remote
 from audit.services import record_many
 
 from .. import drift
-from ..models import Hypervisor, Nic, VirtualFunction
+from ..models import Hypervisor, LibvirtNetwork, Nic, VirtualFunction
 from .bulk import update_rows
 from .facts import WATCHED_FACTS, apply_facts, nic_items, text
 from .failures import FAILURE_STATUS, NO_CREDENTIAL, failure_reason
+from .networks import plan_networks
 
 logger = logging.getLogger("hosts.discovery")
 
@@ -70,6 +71,9 @@ class Writes:
     nics: dict = field(default_factory=dict)  # Nic → changed field names
     new_vfs: list = field(default_factory=list)
     vfs: dict = field(default_factory=dict)  # VirtualFunction → changed field names
+    new_networks: list = field(default_factory=list)
+    networks: dict = field(default_factory=dict)  # LibvirtNetwork → changed field names
+    gone_networks: list = field(default_factory=list)  # pks
     events: list = field(default_factory=list)  # (action, obj, data), obj's pk read at append time
 
     def merge(self, other: Writes) -> None:
@@ -77,6 +81,9 @@ class Writes:
         self.nics.update(other.nics)
         self.new_vfs += other.new_vfs
         self.vfs.update(other.vfs)
+        self.new_networks += other.new_networks
+        self.networks.update(other.networks)
+        self.gone_networks += other.gone_networks
 
 
 def record_results(items: list[Item], *, actor=None, started_at=None) -> list[DiscoveryOutcome]:
@@ -106,12 +113,15 @@ class Rows:
 
     nics: dict = field(default_factory=dict)  # host id → [Nic]
     vfs: dict = field(default_factory=dict)  # NIC id → [VirtualFunction]
+    networks: dict = field(default_factory=dict)  # host id → [LibvirtNetwork]
 
 
 def _locked(ids) -> tuple[dict[int, Hypervisor], Rows]:
     hosts = Hypervisor.objects.select_for_update(of=("self",)).select_related("credential")
     hosts = {host.pk: host for host in hosts.filter(pk__in=ids).order_by("pk")}
-    rows = Rows({pk: [] for pk in hosts})
+    rows = Rows({pk: [] for pk in hosts}, networks={pk: [] for pk in hosts})
+    for network in LibvirtNetwork.objects.filter(host_id__in=list(hosts)).order_by() if hosts else []:
+        rows.networks[network.host_id].append(network)
     nics = list(Nic.objects.filter(host_id__in=list(hosts)).order_by()) if hosts else []
     for nic in nics:
         nic.host = hosts[nic.host_id]  # str(nic) and seen_at without a query
@@ -169,6 +179,10 @@ def _write(chunk: Writes, hosts: list[Hypervisor]) -> None:
     _bulk_update(Nic, list(chunk.nics), set().union(*chunk.nics.values()))
     VirtualFunction.objects.bulk_create(chunk.new_vfs)
     _bulk_update(VirtualFunction, list(chunk.vfs), set().union(*chunk.vfs.values()))
+    if chunk.gone_networks:
+        LibvirtNetwork.objects.filter(pk__in=chunk.gone_networks).delete()
+    LibvirtNetwork.objects.bulk_create(chunk.new_networks)
+    _bulk_update(LibvirtNetwork, list(chunk.networks), set().union(*chunk.networks.values()))
     _bulk_update(Hypervisor, hosts, chunk.host_fields)
 
 
@@ -327,6 +341,8 @@ def _plan_inventory(host, result, now, rows, writes) -> None:
         _set(host, changed, pending_host_key="", pending_host_key_fingerprint="", pending_host_key_seen_at=None)
 
     numvfs_changes = _plan_nics(host, nic_items(inv), now, seen_until, first, rows, writes)
+    # What drift (the operations' drift()) reads of this host without a query of its own.
+    host.observed_networks = plan_networks(host, inv, rows.networks[host.pk], writes)
     _set(host, changed, **_nic_figures(rows.nics[host.pk] + writes.new_nics))
     if changed - {"last_discovery_at", "facts_refreshed_at", "last_contact_at", "discovery_requested_at"}:
         _set(host, changed, updated_at=now)
@@ -406,6 +422,7 @@ def _plan_gone_nic(nic, now, seen_until, vfs, writes) -> None:
 def _plan_vfs(nic, reported, now, seen_until, stored, writes) -> None:
     existing = {vf.index: vf for vf in stored}
     seen = set()
+    nic.observed_vfs = list(stored)  # what drift reads of this NIC's VFs without a query of its own
     for item in reported:
         index = _index(item)
         if index is None or index in seen:
@@ -419,6 +436,7 @@ def _plan_vfs(nic, reported, now, seen_until, stored, writes) -> None:
         _set(vf, changed, present=True, gone_at=None)
         if is_new:
             writes.new_vfs.append(vf)
+            nic.observed_vfs.append(vf)
         elif changed:
             _set(vf, changed, last_seen_at=now)
             writes.vfs[vf] = changed

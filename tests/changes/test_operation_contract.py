@@ -143,5 +143,6 @@ def test_unknown_operations_are_refused_with_the_known_ones(db, operator):
     from django.core.exceptions import ValidationError
 
     assert PATH not in settings.CHANGE_OPERATIONS
-    with pytest.raises(ValidationError, match="unknown op 'check_hostname'; known: set_vfs, kernel_args, reboot"):
+    known = "set_vfs, vf_driver, vf_config, libvirt_network, kernel_args, reboot"
+    with pytest.raises(ValidationError, match=f"unknown op 'check_hostname'; known: {known}"):
         services.create_change(change_data([], ops=[{"op": "check_hostname"}]), operator)

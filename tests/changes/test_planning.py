@@ -166,7 +166,8 @@ def test_plan_hash_is_stable_and_changes_with_the_inventory(credential):
 def test_operation_validation_messages():
     with pytest.raises(OperationError, match="give at least one operation"):
         validate_operations([])
-    with pytest.raises(OperationError, match="unknown op 'format_disk'; known: set_vfs, kernel_args, reboot"):
+    known = "set_vfs, vf_driver, vf_config, libvirt_network, kernel_args, reboot"
+    with pytest.raises(OperationError, match=f"unknown op 'format_disk'; known: {known}"):
         validate_operations([{"op": "format_disk"}])
     with pytest.raises(OperationError, match="count must be a whole number"):
         validate_operations([op("eno49", -1)])

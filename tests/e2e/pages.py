@@ -85,7 +85,7 @@ def wizard_picked_hosts(page) -> list[str]:
 
 
 def wizard_vf_row(page, n=1):
-    """The n-th row of the "set the VF count" table (select by, value, VFs, persist, take over)."""
+    """The n-th row of the "set the VF count" table (select by, value, VFs, persist, take over, MTU)."""
     table = page.get_by_role("table").filter(has=page.get_by_role("columnheader", name="Select PFs by"))
     return table.get_by_role("row").nth(n)
 
@@ -93,7 +93,7 @@ def wizard_vf_row(page, n=1):
 def wizard_set_vfs(page, pf, count, n=1):
     row = wizard_vf_row(page, n)
     row.get_by_role("textbox").fill(pf)
-    spin = row.get_by_role("spinbutton")
+    spin = row.get_by_role("spinbutton", name=f"VFs ({n})", exact=True)
     spin.fill(str(count))
     spin.press("Tab")  # change event → the preview is re-planned
 

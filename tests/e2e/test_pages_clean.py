@@ -39,7 +39,7 @@ def test_every_main_page_is_clean(browser, discovered_hosts, admin_user, operato
     b = browser()
     page = b.login(admin_user)
     urls = [
-        "/", "/hosts/", host.get_absolute_url(), host.nics.get(name="eno49").get_absolute_url(),
+        "/", "/hosts/", host.get_absolute_url(), host.nics.get(name="eno49").get_absolute_url(), "/hosts/vfs/",
         f"/hosts/{host.pk}/key/", "/hosts/add/", "/hosts/import/", "/hosts/credentials/",
         "/changes/", f"/changes/{change['id']}/", "/changes/new/", "/changes/queue/",
         "/audit/", event.get_absolute_url(), "/api/docs/", "/api/tokens/", "/admin/",

@@ -22,9 +22,11 @@ from simfleet.host import SimHost
 from .pages_fleet import _agent, host_key, inventory_result
 
 FIRST_PER_HOST = 6
-# An unchanged chunk: savepoint and release, one read each of hosts, NICs, VFs and intents, one bulk
-# update of the hosts' contact times -- whatever the number of hosts.
-REPEAT_PER_CHUNK = 7
+# A first discovery also reads and inserts the chunk's libvirt networks (one statement each).
+NETWORKS_FIRST = 2
+# An unchanged chunk: savepoint and release, one read each of hosts, NICs, VFs, libvirt networks and
+# intents, one bulk update of the hosts' contact times -- whatever the number of hosts.
+REPEAT_PER_CHUNK = 8
 
 
 def _run(sim, op, args):
@@ -72,6 +74,12 @@ def counted(hosts, sims):
     return queries
 
 
+def statements(queries) -> int:
+    """Queries the recording sends; the SAVEPOINT pair is the test's own transaction around it (in
+    production the chunk's transaction is the outermost one)."""
+    return sum(1 for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT")))
+
+
 def writes_to(queries, table):
     return [q["sql"] for q in queries if q["sql"].startswith(("UPDATE", "INSERT")) and f'"{table}"' in q["sql"]]
 
@@ -84,7 +92,7 @@ def test_queries_per_chunk_do_not_grow_with_nics_vfs_or_hosts():
 
     first_small, first_big = counted(small_hosts, small_sims), counted(big_hosts, big_sims)
     assert VirtualFunction.objects.filter(nic__host__in=big_hosts).count() > 100
-    assert len(first_small) <= FIRST_PER_HOST * len(small_hosts)
+    assert statements(first_small) <= FIRST_PER_HOST * len(small_hosts) + NETWORKS_FIRST
     repeat_small, repeat_big = counted(small_hosts, small_sims), counted(big_hosts, big_sims)
     assert len(repeat_small) <= REPEAT_PER_CHUNK
     assert len(repeat_big) == len(repeat_small)

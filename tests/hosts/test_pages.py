@@ -20,8 +20,8 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 # Queries per page, whatever the fleet size (session + user + permissions are part of each).
 LIST_QUERIES = 9
-DETAIL_QUERIES = 10  # with the intents the console applied
-NIC_QUERIES = 7  # with the intents the console applied
+DETAIL_QUERIES = 11  # with the intents the console applied and the libvirt networks
+NIC_QUERIES = 8  # with the intents the console applied and the libvirt networks (its VF pools)
 
 
 @pytest.fixture
