@@ -184,3 +184,34 @@ def test_a_hand_made_change_shows_against_the_persisted_settings(make_fleet):
     assert (vf1["vlan"], vf1["persisted_settings"]) == (7, {"vlan": 100})  # drift the console can word
     res = ok(fleet, host, "vf_config", dict(ENO49, vfs=[{"index": 1, "vlan": 100}]))
     assert res["before"]["vfs"]["1"]["vlan"] == 7 and res["after"]["vfs"]["1"]["vlan"] == 100
+
+
+def test_the_boot_unit_applies_the_persisted_state_before_libvirt_starts_networks(make_fleet):
+    fleet = make_fleet(hosts=["rhel8"])
+    host = fleet.hosts[0]
+    pf = next(n for n in ok(fleet, host, "inventory")["nics"] if n["name"] == "ens1f0")
+    target = {"pf": pf["name"], "pci_address": pf["pci_address"]}
+    ok(fleet, host, "set_vfs", dict(target, count=2, mtu=9000))
+    ok(fleet, host, "vf_config", dict(target, vfs=[{"index": 1, "vlan": 100}]))
+    reboot(host)
+    state = host.true_state()
+    units = [run["unit"] for run in state["boot_runs"]]
+    # ordered before libvirt: it ran first, with the unit's PATH (ip is /usr/sbin/ip on RHEL)
+    assert units[0] == "sriov-console-vf-boot.service", units
+    first = state["boot_runs"][0]
+    assert first["status"] == 0 and first["response"]["result"]["errors"] == [], first
+    assert f"ip link set dev {pf['name']} vf 1 vlan 100" in first["response"]["result"]["actions"]
+    assert settings(host, pf["pci_address"])[1]["vlan"] == 100
+    assert state["mtu"][pf["pci_address"]] == 9000
+    # the VF units udev's add events start afterwards find nothing left to do
+    assert all(run["status"] == 0 and run["response"]["result"]["actions"] == [] for run in state["boot_runs"][1:])
+
+
+def test_without_path_which_searches_only_the_c_library_default(make_fleet):
+    from simfleet.host import SimSystem
+
+    host = make_fleet(hosts=["rhel8"]).hosts[0]
+    udev_run = SimSystem(host, env_path=None)  # udev passes a RUN program only the device's properties
+    assert udev_run.which("ip") is None and udev_run.run(["ip", "link"], 5)[0] == 127
+    udev_run.ensure_path("/usr/sbin:/usr/bin")
+    assert udev_run.which("ip") == "/usr/sbin/ip"
