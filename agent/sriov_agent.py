@@ -364,6 +364,8 @@ class System(object):
         import fcntl
 
         path = self.path(self._lock_dir() + "/" + name)
+        if not os.path.isdir(os.path.dirname(path)):
+            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + timeout
         while True:
@@ -3714,7 +3716,85 @@ def _vf_home(system, vf_pci):
     return None
 
 
-def _apply_persisted_vf(system, pf, pf_dev, index, entry, deadline, actions):
+VF_LOCK_DIR = "sriov-console"  # under /run
+VF_LOCK_TIMEOUT = 20.0
+LIBVIRT_DAEMONS = ("libvirtd", "virtqemud")
+
+
+def _vf_lock(system, vf_pci, deadline):
+    """One run at a time per VF (/run/sriov-console/vf-<pci>.lock): the VF unit, the boot unit and an
+    SSH run that re-creates or rebinds the VF would otherwise interleave their sysfs writes."""
+    lock = getattr(system, "lock", None)
+    if lock is None:
+        return _FdLock(None)
+    try:
+        return lock("%s/vf-%s.lock" % (VF_LOCK_DIR, vf_pci), max(0.0, min(VF_LOCK_TIMEOUT, deadline.left() - 10)))
+    except OSError as exc:
+        raise AgentError("busy", "Another run is changing VF %s (%s)." % (vf_pci, exc.strerror or exc),
+                         {"pci_address": vf_pci, "errno": _errno_name(exc.errno)}) from None
+
+
+def _vfio_openers(system, vf_pci):
+    """Processes that have the VF's VFIO group open (/proc/<pid>/fd/* -> /dev/vfio/<group>): QEMU of
+    libvirt or started by hand, DPDK. Unbinding vfio-pci under them waits, uninterruptibly at the
+    end, until they let go (vfio_unregister_group_dev)."""
+    group = _link_base(system, "%s/%s/iommu_group" % (SYS_PCI, vf_pci))
+    if not group:
+        return []
+    found = []
+    for pid in _list(system, "/proc"):
+        if not pid.isdigit():
+            continue
+        for fd in _list(system, "/proc/%s/fd" % pid):
+            try:
+                target = system.read_link("/proc/%s/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if target == "/dev/vfio/" + group:
+                found.append("%s (pid %s)" % (_read(system, "/proc/%s/comm" % pid) or "?", pid))
+                break
+    return found
+
+
+def _libvirt_running(system):
+    """Whether a libvirt daemon runs: asking virsh before it does would start it through its socket
+    (libvirtd.socket), and the boot unit is ordered before it."""
+    return any(_read(system, "/proc/%s/comm" % p) in LIBVIRT_DAEMONS for p in _list(system, "/proc") if p.isdigit())
+
+
+def _apply_usage(system):
+    """{VF pci: [guest names]} of running libvirt guests, or None when libvirt runs but cannot say."""
+    if not _libvirt_running(system) or not system.which("virsh"):
+        return {}
+    guests = _guests(system)
+    return None if guests["guests"] is None else _usage_by_pci(guests["guests"])
+
+
+def _vf_holders(system, vf_pci, usage):
+    """Why a VF must be left as it is now (a re-issued add event reaches VFs guests hold) -> [str]."""
+    if usage is None:
+        return ["libvirt cannot say which guests use it"]
+    holders = ["running guest %s" % name for name in usage.get(vf_pci, [])]
+    return holders + ["%s has its VFIO group open" % who for who in _vfio_openers(system, vf_pci)]
+
+
+def _apply_persisted_vf(system, pf, pf_dev, index, entry, deadline, actions, usage, skipped):
+    """One VF's persisted state, unless something uses the VF (left as it is, in skipped) -> errors."""
+    vf_pci = _link_base(system, "%s/virtfn%d" % (pf_dev, index))
+    if not vf_pci:
+        return []
+    try:
+        with _vf_lock(system, vf_pci, deadline):
+            holders = _vf_holders(system, vf_pci, usage)
+            if holders:
+                skipped.append({"pf_pci": pf, "index": index, "pci_address": vf_pci, "in_use": holders})
+                return []
+            return _apply_persisted_vf_now(system, pf, pf_dev, index, entry, deadline, actions)
+    except AgentError as exc:
+        return [exc.message]
+
+
+def _apply_persisted_vf_now(system, pf, pf_dev, index, entry, deadline, actions):
     """The persisted settings (through the PF driver) and then the driver of one VF -> errors."""
     errors = []
     settings = (entry.get("vfs") or {}).get(str(index))
@@ -3743,15 +3823,18 @@ def _apply_persisted_vf(system, pf, pf_dev, index, entry, deadline, actions):
     return errors
 
 
-def _apply_persisted_pf(system, pci, deadline, actions, indexes=None):
+def _apply_persisted_pf(system, pci, deadline, actions, indexes=None, skipped=None):
     """Apply every persisted VF setting and driver of PF pci whose VF exists -> errors."""
     entry = _read_vf_state(system).get(pci) or {}
     pf_dev = SYS_PCI + "/" + pci
     errors = []
     known = set(int(i) for i in list(entry.get("vfs") or {}) + list(entry.get("drivers") or {}))
-    for index in sorted(known if indexes is None else known & set(indexes)):
-        if system.exists("%s/virtfn%d" % (pf_dev, index)):
-            errors.extend(_apply_persisted_vf(system, pci, pf_dev, index, entry, deadline, actions))
+    wanted = [i for i in sorted(known if indexes is None else known & set(indexes))
+              if system.exists("%s/virtfn%d" % (pf_dev, i))]
+    usage = _apply_usage(system) if wanted else {}
+    for index in wanted:
+        errors.extend(_apply_persisted_vf(system, pci, pf_dev, index, entry, deadline, actions, usage,
+                                          [] if skipped is None else skipped))
     return errors
 
 
@@ -3774,7 +3857,7 @@ def _apply_persisted_mtu(system, pci, entry, actions):
     return []
 
 
-def _apply_everything(system, deadline, actions):
+def _apply_everything(system, deadline, actions, skipped):
     """The boot unit: wait until udev has handled the queued add events (the VFs the boot
     configuration created, their drivers' probes), then every persisted PF MTU and VF."""
     errors = []
@@ -3787,7 +3870,7 @@ def _apply_everything(system, deadline, actions):
             errors.append("%r in %s is not a PF PCI address" % (pci, VF_STATE_PATH))
             continue
         errors.extend(_apply_persisted_mtu(system, pci, entry, actions))
-        errors.extend(_apply_persisted_pf(system, pci, deadline, actions))
+        errors.extend(_apply_persisted_pf(system, pci, deadline, actions, skipped=skipped))
     return errors
 
 
@@ -3795,15 +3878,17 @@ def op_apply_persisted(system, args, deadline):
     vf_pci, everything = args.get("vf_pci"), _valid_bool(args.get("all"), "all", False)
     if (vf_pci is None) == (not everything):
         raise _bad("give vf_pci (the VF the kernel added) or all: true (the boot unit)", field="vf_pci")
-    actions = []
+    actions, skipped = [], []
     if vf_pci is not None:
         home = _vf_home(system, _valid_pci(vf_pci, "vf_pci"))
         if home is None:
-            return {"applied": False, "reason": "not_a_vf", "actions": [], "errors": []}
-        errors = _apply_persisted_pf(system, home[0], deadline, actions, [home[2]])
+            return {"applied": False, "reason": "not_a_vf", "actions": [], "errors": [], "skipped": []}
+        errors = _apply_persisted_pf(system, home[0], deadline, actions, [home[2]], skipped)
     else:
-        errors = _apply_everything(system, deadline, actions)
-    return {"applied": bool(actions), "actions": actions, "errors": errors}
+        errors = _apply_everything(system, deadline, actions, skipped)
+    # a VF in use is left as it is: a guest, QEMU or DPDK holds it (a re-issued add event, e.g.
+    # `udevadm trigger --action=add`, reaches VFs in use); the next boot applies the state
+    return {"applied": bool(actions), "actions": actions, "errors": errors, "skipped": skipped}
 
 
 # ---------------------------------------------------------------------------------------------

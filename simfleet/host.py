@@ -196,6 +196,9 @@ class SimHost(VfModel):
         self.listening = False  # set by the server
         self.boot_count = 0
         self.boot_runs: list[dict] = []  # the agent runs of the last boot (units, udev RUN): what they answered
+        self.libvirt_up = True  # libvirtd runs (not yet while the units ordered before it run at boot)
+        self.extra_processes: dict[int, dict] = {}  # pid -> {"comm", "vfio": [VF pci whose group it holds]}
+        self.named_locks: dict[str, threading.Lock] = {}  # SimSystem.lock() of other names (per-VF locks)
         self.boot_id = ""
         self.cmdline = ""
         self.iommu_active = False
@@ -744,7 +747,10 @@ class SimHost(VfModel):
                 except OSError as exc:
                     self.events.append(f"boot: {source} writing {count} for {pci}: {exc.strerror}")
             self.boot_runs = []
+            self.libvirt_up = False
+            self.extra_processes = {}
             self._boot_units()  # ordered Before= libvirt's daemons
+            self.libvirt_up = True
             self._boot_networks()
             for guest in self.guests:
                 if guest.autostart:
@@ -1100,6 +1106,19 @@ class SimHost(VfModel):
                 link(uppers[port] + "/master", uppers[master])
                 link(uppers[port] + "/upper_" + master, uppers[master])
                 link(uppers[master] + "/lower_" + port, uppers[port])
+        # QEMU keeps the VFIO group of every VF it was given open (/proc/<pid>/fd/N -> /dev/vfio/<group>)
+        for n, guest in enumerate(self.guests):
+            fds = [groups[pci] for pci, name in held.items() if name == guest.name and pci in groups] \
+                if guest.running else []
+            for k, group in enumerate(sorted(fds)):
+                add(f"/proc/{4000 + n}/fd/{20 + k}", ("l", f"/dev/vfio/{group}"))
+        for pid, comm in self.extra_processes.items():  # processes outside libvirt (DPDK, a QEMU by hand)
+            f(f"/proc/{pid}/comm", comm["comm"] + "\n")
+            for k, pci in enumerate(comm.get("vfio", [])):
+                if pci in groups:
+                    add(f"/proc/{pid}/fd/{20 + k}", ("l", f"/dev/vfio/{groups[pci]}"))
+        if self.libvirt_up and "virsh" in p.programs:
+            f("/proc/900/comm", "libvirtd\n")
         self._dyn_valid_until = valid_until
         return entries, children
 
@@ -2128,10 +2147,16 @@ class SimSystem:
             self.host.fs_atomic_write(path, data, self.privileged, mode)
 
     def lock(self, name, timeout):
-        """The host-wide agent lock: one per host (simfleet runs many agents in one process)."""
-        if not self.host.agent_lock.acquire(timeout=timeout):
+        """The host-wide agent lock (one per host: simfleet runs many agents in one process), or
+        another named flock (the per-VF ones)."""
+        if name == "sriov-console.lock":
+            held = self.host.agent_lock
+        else:
+            with self.host.lock:
+                held = self.host.named_locks.setdefault(name, threading.Lock())
+        if not held.acquire(timeout=timeout):
             raise OSError(errno.EAGAIN, "held by another run", name)
-        return _Held(self.host.agent_lock)
+        return _Held(held)
 
     def exists(self, path):
         with self.host.lock:

@@ -279,6 +279,13 @@ class VfModel:
             if unit is not None and set(unit.get("Before", "").split()) & LIBVIRT_UNITS:
                 self._run_unit(name, unit)
 
+    def trigger_vf_add_events(self) -> None:
+        """`udevadm trigger --action=add` at run time: every VF's add event again."""
+        with self.lock:
+            self.boot_runs = []
+            self._boot_udev_vf_events()
+            self._touch()
+
     def _boot_udev_vf_events(self) -> None:
         """udev's add event of every VF: a rule's RUN (with no PATH: udev passes only the device's
         properties) or the unit its SYSTEMD_WANTS names. Nothing orders these before libvirt, so
