@@ -287,6 +287,16 @@ class System(object):
     def make_dirs(self, path):
         os.makedirs(self.path(path), exist_ok=True)
 
+    def remove_dir(self, path):
+        os.rmdir(self.path(path))
+
+    def ensure_path(self, default):
+        """A PATH for program look-ups when the environment has none (udev(7): RUN programs get
+        only the device's properties; without PATH, which() and exec fall back to /bin:/usr/bin,
+        where RHEL has no ip or modprobe)."""
+        if not os.environ.get("PATH"):
+            os.environ["PATH"] = default
+
     def which(self, name):
         return shutil.which(name)
 
@@ -354,6 +364,8 @@ class System(object):
         import fcntl
 
         path = self.path(self._lock_dir() + "/" + name)
+        if not os.path.isdir(os.path.dirname(path)):
+            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + timeout
         while True:
@@ -1291,22 +1303,55 @@ def _uses_by_pci(guests):
 # The VF settings a PF driver holds (MAC, VLAN, spoofchk, trust, link state, rates) live in the PF
 # driver and are lost when the VFs are destroyed (sriov_numvfs 0, reboot); a VF's driver_override
 # goes with the VF's PCI device. The console keeps what it persists in one managed JSON file keyed
-# by PF PCI address and VF index, and one managed udev rules file that, when such a VF's PCI
-# device is added (at boot, or when a later sriov_numvfs write re-creates it), runs an installed
-# copy of this agent in its apply_persisted mode. (A oneshot unit at boot would miss VFs created
-# later; udev sees every add event.)
+# by PF PCI address and VF index. It comes back through systemd, not through a udev RUN program:
+# udev(7) says RUN is for very short tasks, runs it without PATH (only the device's properties as
+# environment), kills it after event_timeout, and nothing orders it before libvirt. So:
+# - one generic udev rule: every VF add event (a PCI device with a physfn link; which addresses the
+#   VFs get follows First VF Offset/VF Stride, which may change with NumVFs, so no rule names one)
+#   tags the device for systemd and wants the template unit instance of that VF (systemd.device(5):
+#   TAG+="systemd", SYSTEMD_WANTS); it applies what is persisted for that VF (a VF re-created by a
+#   later sriov_numvfs write);
+# - a boot unit ordered after systemd-udev-trigger.service that waits for the queued events
+#   (udevadm settle) and applies every persisted VF setting, VF driver and PF MTU before libvirt's
+#   daemons and network-pre.target, so hostdev networks and autostart guests find configured VFs.
+# Both run the installed agent copy with /usr/bin/python3 (not the login's python3, which may be a
+# virtualenv) and a full PATH.
 
 VF_STATE_PATH = "/etc/sriov-console/vf-settings.json"
 VF_RULES_PATH = "/etc/udev/rules.d/71-sriov-console-vf.rules"
-AGENT_COPY_PATH = "/usr/local/libexec/sriov-console/sriov_agent.py"
-VF_RULES_HEADER = (
-    "# Managed by SR-IOV Console. Do not edit: this file is rewritten by the console.\n"
-    "# VFs whose settings or driver the console persists (" + VF_STATE_PATH + "): when one is added,\n"
-    "# udev runs the installed agent to apply them; PF MTUs the console persists.\n"
-)
-VF_RULE_FORMAT = ('ACTION=="add", SUBSYSTEM=="pci", KERNEL=="{vf}", '
-                  'RUN+="{python} ' + AGENT_COPY_PATH + ' --vf %k apply_persisted"')
-MTU_RULE_FORMAT = 'ACTION=="add", SUBSYSTEM=="net", KERNELS=="{pci}", ATTR{{mtu}}="{mtu}"'
+AGENT_COPY_DIR = "/usr/local/libexec/sriov-console"
+AGENT_COPY_PATH = AGENT_COPY_DIR + "/sriov_agent.py"
+SYSTEMD_UNIT_DIR = "/etc/systemd/system"
+VF_UNIT = "sriov-console-vf@.service"
+BOOT_UNIT = "sriov-console-vf-boot.service"
+VF_UNIT_PATH = SYSTEMD_UNIT_DIR + "/" + VF_UNIT
+BOOT_UNIT_PATH = SYSTEMD_UNIT_DIR + "/" + BOOT_UNIT
+SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/libexec/platform-python")  # RHEL 8 without python3 installed
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+UNIT_TIMEOUT = 300
+MANAGED_HEADER = "# " + MANAGED_MARKER + ". Do not edit: this file is rewritten by the console.\n"
+VF_RULES_HEADER = MANAGED_HEADER + (
+    "# Every VF the kernel adds starts " + VF_UNIT.replace("@", "@<vf>") + ", which applies the settings and driver\n"
+    "# the console persisted for it (" + VF_STATE_PATH + ").\n")
+VF_RULE = ('ACTION=="add", SUBSYSTEM=="pci", TEST=="physfn", TAG+="systemd", '
+           'ENV{SYSTEMD_WANTS}+="' + VF_UNIT.replace("@", "@%k") + '"')
+VF_UNIT_FORMAT = MANAGED_HEADER + (
+    "# Started by " + VF_RULES_PATH + " when the kernel adds VF %i.\n"
+    "[Unit]\nDescription=SR-IOV Console: persisted settings and driver of VF %i\n"
+    "DefaultDependencies=no\nAfter=local-fs.target\n\n"
+    "[Service]\nType=oneshot\nEnvironment=PATH=" + DEFAULT_PATH + "\n"
+    "ExecStart={python} " + AGENT_COPY_PATH + " --vf %i apply_persisted\n"
+    "TimeoutStartSec=" + str(UNIT_TIMEOUT) + "\n")
+BOOT_UNIT_FORMAT = MANAGED_HEADER + (
+    "[Unit]\nDescription=SR-IOV Console: persisted VF settings, VF drivers and PF MTUs\n"
+    "DefaultDependencies=no\n"
+    "After=local-fs.target systemd-modules-load.service systemd-udev-trigger.service\n"
+    "Wants=systemd-udev-trigger.service network-pre.target\n"
+    "Before=libvirtd.service virtqemud.service virtnetworkd.service network-pre.target\n\n"
+    "[Service]\nType=oneshot\nRemainAfterExit=yes\nEnvironment=PATH=" + DEFAULT_PATH + "\n"
+    "ExecStart={python} " + AGENT_COPY_PATH + " --boot apply_persisted\n"
+    "TimeoutStartSec=" + str(UNIT_TIMEOUT) + "\n\n"
+    "[Install]\nWantedBy=multi-user.target\n")
 VF_FIELDS = ("mac", "vlan", "qos", "spoofchk", "trust", "link_state", "max_tx_rate", "min_tx_rate")
 LINK_STATES = ("auto", "enable", "disable")
 NULL_MAC = "00:00:00:00:00:00"
@@ -3023,19 +3068,79 @@ def _own_source(system):
     return None
 
 
-def _render_vf_rules(system, state):
-    lines = [VF_RULES_HEADER.rstrip("\n")]
-    python = system.which("python3") or "/usr/bin/python3"
-    for pf in sorted(state):
-        entry = state[pf]
-        indexes = sorted(set(int(i) for i in list(entry.get("vfs") or {}) + list(entry.get("drivers") or {})))
-        for index in indexes:
-            vf = _vf_pci_of(system, SYS_PCI + "/" + pf, index)
-            if vf:
-                lines.append(VF_RULE_FORMAT.format(vf=vf, python=python))
-        if _int_or(entry.get("mtu"), None):
-            lines.append(MTU_RULE_FORMAT.format(pci=pf, mtu=entry["mtu"]))
-    return "\n".join(lines) + "\n"
+def _system_python(system):
+    for path in SYSTEM_PYTHONS:
+        if system.which(path):
+            return path
+    return SYSTEM_PYTHONS[0]
+
+
+def _boot_files(system, source):
+    """(path, text, mode, what) of the files that bring the persisted state back, in the order they
+    are installed: the agent copy first, the udev rule last (nothing starts a unit before the
+    program it runs is there)."""
+    python = _system_python(system)
+    return [(AGENT_COPY_PATH, source, 0o755, "agent copy"),
+            (VF_UNIT_PATH, VF_UNIT_FORMAT.format(python=python), 0o644, "VF systemd unit"),
+            (BOOT_UNIT_PATH, BOOT_UNIT_FORMAT.format(python=python), 0o644, "boot systemd unit"),
+            (VF_RULES_PATH, VF_RULES_HEADER + VF_RULE + "\n", 0o644, "VF udev rule")]
+
+
+def _systemctl(system, argv, txn, actions, undo=None):
+    """systemctl through the seam; a host without it (no systemd) is said, not failed."""
+    if not system.which("systemctl"):
+        actions.append("systemctl is not installed: `systemctl %s` not run" % " ".join(argv))
+        return
+    rc, _out, err = system.run(["systemctl"] + argv, QUERY_TIMEOUT)
+    if rc != 0:
+        raise AgentError("write_failed", "systemctl %s failed, so the persisted VF state would not come back at "
+                         "boot: %s" % (" ".join(argv), (err or "").strip()[-300:]),
+                         {"argv": ["systemctl"] + argv, "stderr": (err or "").strip()[-500:],
+                          "actions": list(actions)})
+    actions.append("systemctl " + " ".join(argv))
+    if undo is not None:
+        txn.undo.append(["systemctl"] + undo)
+
+
+def _install_boot_files(system, source, txn, actions):
+    changed = False
+    for path, text, mode, what in _boot_files(system, source):
+        current = _read(system, path)
+        if current is not None and current == text.strip():
+            continue
+        if current is not None and path != AGENT_COPY_PATH and MANAGED_MARKER not in current:
+            txn.backup(path, actions)  # a file of that name the console did not write
+        txn.write(path, text, what, mode=mode)
+        actions.append("installed %s" % path)
+        changed = changed or path != AGENT_COPY_PATH
+    if changed:
+        _systemctl(system, ["daemon-reload"], txn, actions)
+    if changed or not system.exists(SYSTEMD_UNIT_DIR + "/multi-user.target.wants/" + BOOT_UNIT):
+        _systemctl(system, ["enable", BOOT_UNIT], txn, actions, undo=["disable", BOOT_UNIT])
+
+
+def _remove_boot_files(system, txn, actions):
+    """The rule first (no new unit starts), the units, the state, the agent copy, then the
+    directories the console made when they are empty."""
+    if system.exists(BOOT_UNIT_PATH):
+        _systemctl(system, ["disable", BOOT_UNIT], txn, actions, undo=["enable", BOOT_UNIT])
+    for path in (VF_RULES_PATH, VF_UNIT_PATH, BOOT_UNIT_PATH, VF_STATE_PATH, AGENT_COPY_PATH):
+        if system.exists(path) and (path in (VF_STATE_PATH, AGENT_COPY_PATH) or
+                                    MANAGED_MARKER in (_read(system, path) or "")):
+            txn.remove(path)
+            actions.append("removed %s (nothing persisted any more)" % path)
+        if system.exists(path + BACKUP_SUFFIX):  # the file of that name that was there before the console's
+            txn.write(path, system.read_text(path + BACKUP_SUFFIX), "restored file")
+            txn.remove(path + BACKUP_SUFFIX)
+            actions.append("restored %s from %s" % (path, path + BACKUP_SUFFIX))
+    remove_dir = getattr(system, "remove_dir", None)
+    for directory in (os.path.dirname(VF_STATE_PATH), AGENT_COPY_DIR):
+        if remove_dir is not None and system.is_dir(directory) and not _list(system, directory):
+            try:
+                remove_dir(directory)
+                actions.append("removed the empty directory %s" % directory)
+            except OSError:
+                pass
 
 
 def _prune_state(state):
@@ -3048,37 +3153,23 @@ def _prune_state(state):
 
 
 def _save_vf_state(system, state, txn, actions):
-    """Write the managed VF state, its udev rules and the agent copy they run (or remove them when
-    nothing is persisted) -> (persisted, reason or None)."""
+    """Write the managed VF state and install what applies it at boot and on VF add events (or
+    remove all of it when nothing is persisted) -> (persisted, reason or None)."""
     state = _prune_state(state)
     old = _read_vf_state(system)
     if not state:
-        for path in (VF_STATE_PATH, VF_RULES_PATH, AGENT_COPY_PATH):
-            if system.exists(path):
-                txn.remove(path)
-                actions.append("removed %s (nothing persisted any more)" % path)
+        _remove_boot_files(system, txn, actions)
         return True, None
-    doc = {"comment": MANAGED_MARKER + ". Do not edit: this file is rewritten by the console. VF settings and "
-                      "drivers per PF PCI address and VF index, applied by " + VF_RULES_PATH + ".",
-           "version": 1, "pfs": state}
-    if state != old:
-        txn.write(VF_STATE_PATH, json.dumps(doc, indent=1, sort_keys=True) + "\n", "VF state file")
-        actions.append("persisted the VF state in %s" % VF_STATE_PATH)
-    rules = _render_vf_rules(system, state)
-    if _read(system, VF_RULES_PATH) != rules.strip():
-        txn.write(VF_RULES_PATH, rules, "VF udev rules")
-        actions.append("wrote %s" % VF_RULES_PATH)
     source = _own_source(system)
     if source is None:
         return False, "agent_copy_unavailable"
-    text = source.decode("utf-8", "surrogateescape")
-    try:
-        same = system.read_text(AGENT_COPY_PATH) == text
-    except OSError:
-        same = False
-    if not same:
-        txn.write(AGENT_COPY_PATH, text, "agent copy for udev", mode=0o755)
-        actions.append("installed the agent udev runs as %s" % AGENT_COPY_PATH)
+    doc = {"comment": MANAGED_MARKER + ". Do not edit: this file is rewritten by the console. VF settings, "
+                      "drivers and PF MTUs per PF PCI address and VF index, applied by " + BOOT_UNIT + " and " +
+                      VF_UNIT + ".", "version": 1, "pfs": state}
+    if state != old:
+        txn.write(VF_STATE_PATH, json.dumps(doc, indent=1, sort_keys=True) + "\n", "VF state file")
+        actions.append("persisted the VF state in %s" % VF_STATE_PATH)
+    _install_boot_files(system, source.decode("utf-8", "surrogateescape"), txn, actions)
     return True, None
 
 
@@ -3608,7 +3699,8 @@ def op_libvirt_network(system, args, deadline):
 # apply_persisted: what udev runs (the installed copy) when a VF with persisted state appears
 # ---------------------------------------------------------------------------------------------
 
-APPLY_PERSISTED_ARGS = ("vf_pci", "pf_pci")
+APPLY_PERSISTED_ARGS = ("vf_pci", "all")
+SETTLE_TIMEOUT = 60
 
 
 def _vf_home(system, vf_pci):
@@ -3624,7 +3716,85 @@ def _vf_home(system, vf_pci):
     return None
 
 
-def _apply_persisted_vf(system, pf, pf_dev, index, entry, deadline, actions):
+VF_LOCK_DIR = "sriov-console"  # under /run
+VF_LOCK_TIMEOUT = 20.0
+LIBVIRT_DAEMONS = ("libvirtd", "virtqemud")
+
+
+def _vf_lock(system, vf_pci, deadline):
+    """One run at a time per VF (/run/sriov-console/vf-<pci>.lock): the VF unit, the boot unit and an
+    SSH run that re-creates or rebinds the VF would otherwise interleave their sysfs writes."""
+    lock = getattr(system, "lock", None)
+    if lock is None:
+        return _FdLock(None)
+    try:
+        return lock("%s/vf-%s.lock" % (VF_LOCK_DIR, vf_pci), max(0.0, min(VF_LOCK_TIMEOUT, deadline.left() - 10)))
+    except OSError as exc:
+        raise AgentError("busy", "Another run is changing VF %s (%s)." % (vf_pci, exc.strerror or exc),
+                         {"pci_address": vf_pci, "errno": _errno_name(exc.errno)}) from None
+
+
+def _vfio_openers(system, vf_pci):
+    """Processes that have the VF's VFIO group open (/proc/<pid>/fd/* -> /dev/vfio/<group>): QEMU of
+    libvirt or started by hand, DPDK. Unbinding vfio-pci under them waits, uninterruptibly at the
+    end, until they let go (vfio_unregister_group_dev)."""
+    group = _link_base(system, "%s/%s/iommu_group" % (SYS_PCI, vf_pci))
+    if not group:
+        return []
+    found = []
+    for pid in _list(system, "/proc"):
+        if not pid.isdigit():
+            continue
+        for fd in _list(system, "/proc/%s/fd" % pid):
+            try:
+                target = system.read_link("/proc/%s/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if target == "/dev/vfio/" + group:
+                found.append("%s (pid %s)" % (_read(system, "/proc/%s/comm" % pid) or "?", pid))
+                break
+    return found
+
+
+def _libvirt_running(system):
+    """Whether a libvirt daemon runs: asking virsh before it does would start it through its socket
+    (libvirtd.socket), and the boot unit is ordered before it."""
+    return any(_read(system, "/proc/%s/comm" % p) in LIBVIRT_DAEMONS for p in _list(system, "/proc") if p.isdigit())
+
+
+def _apply_usage(system):
+    """{VF pci: [guest names]} of running libvirt guests, or None when libvirt runs but cannot say."""
+    if not _libvirt_running(system) or not system.which("virsh"):
+        return {}
+    guests = _guests(system)
+    return None if guests["guests"] is None else _usage_by_pci(guests["guests"])
+
+
+def _vf_holders(system, vf_pci, usage):
+    """Why a VF must be left as it is now (a re-issued add event reaches VFs guests hold) -> [str]."""
+    if usage is None:
+        return ["libvirt cannot say which guests use it"]
+    holders = ["running guest %s" % name for name in usage.get(vf_pci, [])]
+    return holders + ["%s has its VFIO group open" % who for who in _vfio_openers(system, vf_pci)]
+
+
+def _apply_persisted_vf(system, pf, pf_dev, index, entry, deadline, actions, usage, skipped):
+    """One VF's persisted state, unless something uses the VF (left as it is, in skipped) -> errors."""
+    vf_pci = _link_base(system, "%s/virtfn%d" % (pf_dev, index))
+    if not vf_pci:
+        return []
+    try:
+        with _vf_lock(system, vf_pci, deadline):
+            holders = _vf_holders(system, vf_pci, usage)
+            if holders:
+                skipped.append({"pf_pci": pf, "index": index, "pci_address": vf_pci, "in_use": holders})
+                return []
+            return _apply_persisted_vf_now(system, pf, pf_dev, index, entry, deadline, actions)
+    except AgentError as exc:
+        return [exc.message]
+
+
+def _apply_persisted_vf_now(system, pf, pf_dev, index, entry, deadline, actions):
     """The persisted settings (through the PF driver) and then the driver of one VF -> errors."""
     errors = []
     settings = (entry.get("vfs") or {}).get(str(index))
@@ -3653,31 +3823,72 @@ def _apply_persisted_vf(system, pf, pf_dev, index, entry, deadline, actions):
     return errors
 
 
-def _apply_persisted_pf(system, pci, deadline, actions, indexes=None):
+def _apply_persisted_pf(system, pci, deadline, actions, indexes=None, skipped=None):
     """Apply every persisted VF setting and driver of PF pci whose VF exists -> errors."""
     entry = _read_vf_state(system).get(pci) or {}
     pf_dev = SYS_PCI + "/" + pci
     errors = []
     known = set(int(i) for i in list(entry.get("vfs") or {}) + list(entry.get("drivers") or {}))
-    for index in sorted(known if indexes is None else known & set(indexes)):
-        if system.exists("%s/virtfn%d" % (pf_dev, index)):
-            errors.extend(_apply_persisted_vf(system, pci, pf_dev, index, entry, deadline, actions))
+    wanted = [i for i in sorted(known if indexes is None else known & set(indexes))
+              if system.exists("%s/virtfn%d" % (pf_dev, i))]
+    usage = _apply_usage(system) if wanted else {}
+    for index in wanted:
+        errors.extend(_apply_persisted_vf(system, pci, pf_dev, index, entry, deadline, actions, usage,
+                                          [] if skipped is None else skipped))
+    return errors
+
+
+def _apply_persisted_mtu(system, pci, entry, actions):
+    """The PF's persisted MTU: set by this step rather than by a udev rule on the PF's net device
+    (a KERNELS== match would also hit every other net device below that PCI function, e.g. mlx5
+    representors) -> errors."""
+    mtu = _int_or(entry.get("mtu"), None)
+    pf = _netdev_of(system, SYS_PCI + "/" + pci)
+    if mtu is None:
+        return []
+    if pf is None:
+        return ["%s: the PF has no network interface, its MTU %d cannot be set" % (pci, mtu)]
+    if _read_int(system, "%s/%s/mtu" % (SYS_NET, pf)) == mtu:
+        return []
+    rc, out, err = system.run(["ip", "link", "set", "dev", pf, "mtu", str(mtu)], QUERY_TIMEOUT)
+    if rc != 0:
+        return ["%s: setting the MTU to %d failed: %s" % (pf, mtu, (err or out).strip()[-300:])]
+    actions.append("ip link set dev %s mtu %d" % (pf, mtu))
+    return []
+
+
+def _apply_everything(system, deadline, actions, skipped):
+    """The boot unit: wait until udev has handled the queued add events (the VFs the boot
+    configuration created, their drivers' probes), then every persisted PF MTU and VF."""
+    errors = []
+    if system.which("udevadm"):
+        rc, _out, err = system.run(["udevadm", "settle", "--timeout=%d" % SETTLE_TIMEOUT], SETTLE_TIMEOUT + 10)
+        if rc != 0:
+            errors.append("udevadm settle: %s" % ((err or "").strip()[-200:] or "exit status %s" % rc))
+    for pci, entry in sorted(_read_vf_state(system).items()):
+        if not PCI_RE.match(pci) or not isinstance(entry, dict):
+            errors.append("%r in %s is not a PF PCI address" % (pci, VF_STATE_PATH))
+            continue
+        errors.extend(_apply_persisted_mtu(system, pci, entry, actions))
+        errors.extend(_apply_persisted_pf(system, pci, deadline, actions, skipped=skipped))
     return errors
 
 
 def op_apply_persisted(system, args, deadline):
-    vf_pci, pf_pci = args.get("vf_pci"), args.get("pf_pci")
-    if (vf_pci is None) == (pf_pci is None):
-        raise _bad("give vf_pci (the VF udev added) or pf_pci", field="vf_pci")
-    actions = []
+    vf_pci, everything = args.get("vf_pci"), _valid_bool(args.get("all"), "all", False)
+    if (vf_pci is None) == (not everything):
+        raise _bad("give vf_pci (the VF the kernel added) or all: true (the boot unit)", field="vf_pci")
+    actions, skipped = [], []
     if vf_pci is not None:
         home = _vf_home(system, _valid_pci(vf_pci, "vf_pci"))
         if home is None:
-            return {"applied": False, "reason": "not_a_vf", "actions": [], "errors": []}
-        errors = _apply_persisted_pf(system, home[0], deadline, actions, [home[2]])
+            return {"applied": False, "reason": "not_a_vf", "actions": [], "errors": [], "skipped": []}
+        errors = _apply_persisted_pf(system, home[0], deadline, actions, [home[2]], skipped)
     else:
-        errors = _apply_persisted_pf(system, _valid_pci(pf_pci, "pf_pci"), deadline, actions)
-    return {"applied": bool(actions), "actions": actions, "errors": errors}
+        errors = _apply_everything(system, deadline, actions, skipped)
+    # a VF in use is left as it is: a guest, QEMU or DPDK holds it (a re-issued add event, e.g.
+    # `udevadm trigger --action=add`, reaches VFs in use); the next boot applies the state
+    return {"applied": bool(actions), "actions": actions, "errors": errors, "skipped": skipped}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -4293,7 +4504,8 @@ OPERATION_TABLE = (
     ("vf_config", op_vf_config, VF_CONFIG_ARGS, True),
     ("vf_driver", op_vf_driver, VF_DRIVER_ARGS, True),
     ("libvirt_network", op_libvirt_network, LIBVIRT_NETWORK_ARGS, True),
-    # run by udev while another run may hold the host lock (a set_vfs that re-creates the VFs)
+    # run by the boot and VF units while an SSH run may hold the host lock (a set_vfs that re-creates
+    # the VFs waits for nothing of theirs); per-VF locks serialise them
     ("apply_persisted", op_apply_persisted, APPLY_PERSISTED_ARGS, False),
 )
 OPERATIONS = tuple(name for name, _h, _a, _l in OPERATION_TABLE)
@@ -4368,6 +4580,9 @@ def run_payload(request_bytes, system):
     try:
         try:
             deadline = Deadline(system, AGENT_BUDGET)
+            ensure_path = getattr(system, "ensure_path", None)
+            if ensure_path is not None:
+                ensure_path(DEFAULT_PATH)
             request = _parse_request(request_bytes)
             op, request_id = _checked_request(request)
             if op is None:
@@ -4425,7 +4640,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="sriov_agent.py", description="SR-IOV Console hypervisor agent")
     parser.add_argument("--root", default="/", help="prefix for every filesystem path (default /)")
     parser.add_argument("--request-id", default="cli", help=argparse.SUPPRESS)
-    parser.add_argument("--vf", default=None, help="apply_persisted: the VF (PCI address) udev added")
+    parser.add_argument("--vf", default=None, help="apply_persisted: the VF (PCI address) the kernel added")
+    parser.add_argument("--boot", action="store_true", help="apply_persisted: every persisted PF and VF (at boot)")
     parser.add_argument("operation", help="one of: " + ", ".join(OPERATIONS))
     parser.add_argument("args", nargs="?", default=None, help="JSON object of arguments ('-' reads stdin)")
     options = parser.parse_args(argv)
@@ -4438,8 +4654,10 @@ def main(argv=None):
         error = AgentError("bad_request", "The arguments are not valid JSON: %s" % exc, {})
         sys.stdout.write(_response(options.operation, options.request_id, error=error))
         return EXIT_BAD_REQUEST
-    if options.vf is not None:  # the udev rule: sriov_agent.py --vf %k apply_persisted
+    if options.vf is not None:  # the VF unit: sriov_agent.py --vf %i apply_persisted
         args = dict(args, vf_pci=options.vf)
+    if options.boot:  # the boot unit: sriov_agent.py --boot apply_persisted
+        args = dict(args, all=True)
     request = json.dumps({"op": options.operation, "args": args, "request_id": options.request_id})
     status, out, err = run_payload(request.encode("utf-8"), System(options.root))
     sys.stdout.write(out)

@@ -142,6 +142,8 @@ def compute_plan(change, hosts: list[Hypervisor], now=None) -> Plan:
         for number, op in ordered:
             ctx.number = number
             get(op["op"]).plan(op, ctx, out)
+        for operation in all_operations():
+            operation.after_plan(ctx, out)
         if not out.errors and not any(a.get("step") for a in out.actions):
             out.warnings.append("nothing to change on this host")
         planned.append(PlannedHost(host=host, plan=out, order=order))

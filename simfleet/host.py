@@ -58,6 +58,8 @@ GRUBENV = "/boot/grub2/grubenv"
 VFS_ASSIGNED_ERRNO = {"igb": errno.EPERM, "ixgbe": errno.EPERM, "i40e": errno.EINVAL}
 
 UDEV_DIR = "/etc/udev/rules.d"
+SUDO_SECURE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NO_PATH_DEFAULT = "/bin:/usr/bin"
 MODPROBE_DIR = "/etc/modprobe.d"
 MANAGED_UDEV = "/etc/udev/rules.d/70-sriov-console.rules"
 MAX_VFS_DRIVERS = {"igb": 7, "ixgbe": 63}  # drivers with a max_vfs module parameter
@@ -193,6 +195,10 @@ class SimHost(VfModel):
         self.state = "down"  # "up" | "down"
         self.listening = False  # set by the server
         self.boot_count = 0
+        self.boot_runs: list[dict] = []  # the agent runs of the last boot (units, udev RUN): what they answered
+        self.libvirt_up = True  # libvirtd runs (not yet while the units ordered before it run at boot)
+        self.extra_processes: dict[int, dict] = {}  # pid -> {"comm", "vfio": [VF pci whose group it holds]}
+        self.named_locks: dict[str, threading.Lock] = {}  # SimSystem.lock() of other names (per-VF locks)
         self.boot_id = ""
         self.cmdline = ""
         self.iommu_active = False
@@ -740,13 +746,18 @@ class SimHost(VfModel):
                     self._apply_boot_write(nic, count, how)
                 except OSError as exc:
                     self.events.append(f"boot: {source} writing {count} for {pci}: {exc.strerror}")
-            self._boot_vf_events()
+            self.boot_runs = []
+            self.libvirt_up = False
+            self.extra_processes = {}
+            self._boot_units()  # ordered Before= libvirt's daemons
+            self.libvirt_up = True
             self._boot_networks()
             for guest in self.guests:
                 if guest.autostart:
                     guest.running, guest.note = self._can_start(guest)
                 else:
                     guest.running = False
+            self._boot_udev_vf_events()
             self.state = "up"
             self.events.append(f"booted {self.boot_id} cmdline={cmdline!r}")
             self._touch()
@@ -1095,6 +1106,19 @@ class SimHost(VfModel):
                 link(uppers[port] + "/master", uppers[master])
                 link(uppers[port] + "/upper_" + master, uppers[master])
                 link(uppers[master] + "/lower_" + port, uppers[port])
+        # QEMU keeps the VFIO group of every VF it was given open (/proc/<pid>/fd/N -> /dev/vfio/<group>)
+        for n, guest in enumerate(self.guests):
+            fds = [groups[pci] for pci, name in held.items() if name == guest.name and pci in groups] \
+                if guest.running else []
+            for k, group in enumerate(sorted(fds)):
+                add(f"/proc/{4000 + n}/fd/{20 + k}", ("l", f"/dev/vfio/{group}"))
+        for pid, comm in self.extra_processes.items():  # processes outside libvirt (DPDK, a QEMU by hand)
+            f(f"/proc/{pid}/comm", comm["comm"] + "\n")
+            for k, pci in enumerate(comm.get("vfio", [])):
+                if pci in groups:
+                    add(f"/proc/{pid}/fd/{20 + k}", ("l", f"/dev/vfio/{groups[pci]}"))
+        if self.libvirt_up and "virsh" in p.programs:
+            f("/proc/900/comm", "libvirtd\n")
         self._dyn_valid_until = valid_until
         return entries, children
 
@@ -1303,6 +1327,17 @@ class SimHost(VfModel):
         self._writable(real, privileged)
         self._delete(real)
 
+    def fs_remove_dir(self, path: str, privileged: bool = True) -> None:
+        real = self._resolve(path)
+        if real not in self.dirs:
+            raise _err(errno.ENOTDIR, path)
+        if self.children.get(real):
+            raise _err(errno.ENOTEMPTY, path)
+        self._writable(real, privileged)
+        self.dirs.discard(real)
+        self.children.pop(real, None)
+        self.children.get(posixpath.dirname(real), set()).discard(posixpath.basename(real))
+
     def fs_make_dirs(self, path: str, privileged: bool = True) -> None:
         parts = [p for p in path.split("/") if p and p != "."]
         cur = ""
@@ -1328,12 +1363,17 @@ class SimHost(VfModel):
         with self.lock:
             return self.modes.get(path, 0o644) if path in self.files else None
 
-    def which(self, name: str) -> str | None:
+    def which(self, name: str, search_path: str | None = None) -> str | None:
+        """A program by absolute path, or by name along search_path (a PATH value; None: any
+        directory, for the simulator's own look-ups)."""
         if "no_virsh" in self.faults and posixpath.basename(name) == "virsh":
             return None
         if "/" in name:
             return name if name in self.profile.programs.values() else None
-        return self.profile.programs.get(name)
+        found = self.profile.programs.get(name)
+        if found and search_path is not None and posixpath.dirname(found) not in search_path.split(":"):
+            return None
+        return found
 
     def run_program(self, argv: list[str], privileged: bool = True) -> tuple[int | None, str, str]:
         if not argv:
@@ -1364,6 +1404,8 @@ class SimHost(VfModel):
             "udevadm": lambda a: (0, "", ""),
         }.get(name)
         if name == "systemctl" and args[:1] in (["enable"], ["disable"]) and len(args) == 2:
+            handler = self._prog_systemctl_unit
+        if name == "systemctl" and args == ["daemon-reload"]:
             handler = self._prog_systemctl_unit
         mutating = ("grubby", "update-grub", "grub-mkconfig", "grub2-mkconfig", "dracut", "update-initramfs")
         if (name in mutating or handler == self._prog_systemctl_unit
@@ -1633,6 +1675,9 @@ class SimHost(VfModel):
         return 1, "", f"grub2-editenv: unknown command {args[1]}\n"
 
     def _prog_systemctl_unit(self, args: list[str]):
+        if args == ["daemon-reload"]:
+            self.events.append("systemctl daemon-reload")
+            return 0, "", ""
         verb, unit = args
         wants = f"/etc/systemd/system/multi-user.target.wants/{unit}"
         if verb == "disable":
@@ -2007,11 +2052,18 @@ class SimSystem:
     """
 
     def __init__(self, host: SimHost, privileged: bool = True, stop_event: threading.Event | None = None,
-                 agent_source: bytes | None = None):
+                 agent_source: bytes | None = None, env_path: str | None = SUDO_SECURE_PATH):
         self.host = host
         self.privileged = privileged
         self.stop_event = stop_event
         self._agent_source = agent_source
+        # the PATH of the run's environment: sudo's secure_path over SSH, a unit's Environment=PATH,
+        # None for a udev RUN program (udev passes only the device's properties)
+        self.env_path = env_path
+
+    def ensure_path(self, default):
+        if not self.env_path:
+            self.env_path = default
 
     def agent_source(self):
         """The agent bytes this run executes (what the console sent), for the copy udev runs."""
@@ -2095,10 +2147,16 @@ class SimSystem:
             self.host.fs_atomic_write(path, data, self.privileged, mode)
 
     def lock(self, name, timeout):
-        """The host-wide agent lock: one per host (simfleet runs many agents in one process)."""
-        if not self.host.agent_lock.acquire(timeout=timeout):
+        """The host-wide agent lock (one per host: simfleet runs many agents in one process), or
+        another named flock (the per-VF ones)."""
+        if name == "sriov-console.lock":
+            held = self.host.agent_lock
+        else:
+            with self.host.lock:
+                held = self.host.named_locks.setdefault(name, threading.Lock())
+        if not held.acquire(timeout=timeout):
             raise OSError(errno.EAGAIN, "held by another run", name)
-        return _Held(self.host.agent_lock)
+        return _Held(held)
 
     def exists(self, path):
         with self.host.lock:
@@ -2144,10 +2202,17 @@ class SimSystem:
         with self.host.lock:
             self.host.fs_make_dirs(path, self.privileged)
 
+    def remove_dir(self, path):
+        with self.host.lock:
+            self.host.fs_remove_dir(path, self.privileged)
+
     def which(self, name):
-        return self.host.which(name)
+        # without PATH, shutil.which and execvp search the C library's default, /bin:/usr/bin
+        return self.host.which(name, self.env_path or NO_PATH_DEFAULT)
 
     def run(self, argv, timeout):
+        if argv and self.which(argv[0]) is None:
+            return 127, "", f"{argv[0]}: No such file or directory"
         with self.host.lock:
             return self.host.run_program(list(argv), self.privileged)
 

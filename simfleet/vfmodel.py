@@ -31,6 +31,10 @@ IP_WORDS = {"mac": "mac", "vlan": "vlan", "qos": "qos", "spoofchk": "spoofchk", 
             "state": "link_state", "max_tx_rate": "max_tx_rate", "min_tx_rate": "min_tx_rate"}
 
 VF_RULES_PATH = "/etc/udev/rules.d/71-sriov-console-vf.rules"
+SYSTEMD_DIR = "/etc/systemd/system"
+WANTS_DIR = SYSTEMD_DIR + "/multi-user.target.wants"
+SYSTEMD_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
+LIBVIRT_UNITS = {"libvirtd.service", "virtqemud.service", "virtnetworkd.service"}
 AGENT_COPY_PATH = "/usr/local/libexec/sriov-console/sriov_agent.py"
 POOL_MODES = ("hostdev", "passthrough", "private", "vepa", "bridge")
 
@@ -219,46 +223,88 @@ class VfModel:
         self._touch()
         return 0, "", ""
 
-    # -- boot: udev's VF add events and the PF MTU ----------------------------------------------
+    # -- boot: systemd units and udev's VF add events ------------------------------------------
 
-    def _vf_rules(self) -> tuple[dict[str, int], list[str]]:
-        """The console's VF rules file -> ({PF pci: MTU}, [VF pci whose add event runs the agent])."""
-        text = self.files.get(VF_RULES_PATH, "")
-        mtus, vfs = {}, []
+    def _unit(self, name: str) -> dict | None:
+        """A unit file of /etc/systemd/system -> {key: value} (repeated keys joined by a space; a
+        template's %i replaced by the instance), or None when there is none."""
+        template, at, rest = name.partition("@")
+        instance = rest[: -len(".service")] if at and rest.endswith(".service") else ""
+        text = self.files.get(f"{SYSTEMD_DIR}/{template}@.service" if at else f"{SYSTEMD_DIR}/{name}")
+        if text is None:
+            return None
+        keys: dict[str, str] = {}
         for line in text.splitlines():
-            if line.strip().startswith("#"):
-                continue
-            keys = dict(re.findall(r'([A-Za-z_]+(?:\{[^}]*\})?)\s*[=!:+]?=\s*"([^"]*)"', line))
-            if keys.get("SUBSYSTEM") == "net" and keys.get("ATTR{mtu}", "").isdigit() and "KERNELS" in keys:
-                mtus[keys["KERNELS"]] = int(keys["ATTR{mtu}"])
-            elif keys.get("SUBSYSTEM") == "pci" and AGENT_COPY_PATH in keys.get("RUN", "") and "KERNEL" in keys:
-                vfs.append(keys["KERNEL"])
-        return mtus, vfs
+            key, sep, value = line.partition("=")
+            if sep and not line.startswith(("#", ";", "[")):
+                value = value.replace("%i", instance).replace("%I", instance)
+                keys[key.strip()] = (keys[key.strip()] + " " + value) if key.strip() in keys else value
+        return keys
 
-    def _boot_vf_events(self) -> None:
-        """The PF MTUs of the rules file, then, for every VF whose add event the rules name, udev's
-        RUN: the installed agent in its apply_persisted mode (as `sriov_agent.py --vf %k apply_persisted`)."""
-        mtus, vfs = self._vf_rules()
-        for nic in self.nics:
-            if nic.pci in mtus and nic.has_netdev and 68 <= mtus[nic.pci] <= MTU_MAX.get(nic.spec.driver, 9000):
-                nic.mtu = mtus[nic.pci]
+    def _run_unit(self, name: str, unit: dict) -> None:
+        """A oneshot unit that runs the installed agent: ExecStart's interpreter must exist, the PATH
+        is the unit's Environment=PATH (else systemd's default for services, systemd.exec(5))."""
+        env = dict(re.findall(r"([A-Za-z_]+)=(\S+)", unit.get("Environment", "")))
+        self._run_agent_copy(unit.get("ExecStart", "").split(), env.get("PATH", SYSTEMD_DEFAULT_PATH), name)
+
+    def _run_agent_copy(self, argv: list[str], env_path: str | None, label: str) -> None:
+        """Run the installed agent as argv says (`<python> <copy> [--vf PCI | --boot] apply_persisted`)."""
         source = self.files.get(AGENT_COPY_PATH)
-        present = [pci for pci in vfs if self._vf_by_pci(pci)[1] is not None]
-        if not present or source is None:
+        if len(argv) < 3 or argv[1] != AGENT_COPY_PATH or source is None or self.which(argv[0]) is None:
+            self.events.append(f"boot: {label}: {' '.join(argv[:2])}: No such file or directory")
             return
+        args: dict = {}
+        if "--vf" in argv:
+            args["vf_pci"] = argv[argv.index("--vf") + 1]
+        if "--boot" in argv:
+            args["all"] = True
         from .host import SimSystem  # the seam the agent runs against
 
         namespace = {"__name__": "sriov_agent"}
         try:
             exec(compile(source, AGENT_COPY_PATH, "exec"), namespace)  # noqa: S102 - the host's installed agent
         except SyntaxError as exc:
-            self.events.append(f"boot: udev RUN {AGENT_COPY_PATH} failed: {exc}")
+            self.events.append(f"boot: {label}: {exc}")
             return
-        for pci in present:
-            request = json.dumps({"op": "apply_persisted", "args": {"vf_pci": pci}, "request_id": "udev"})
-            system = SimSystem(self, agent_source=source.encode())
-            status, out, _err = namespace["run_payload"](request.encode(), system)
-            self.events.append(f"boot: udev RUN apply_persisted {pci}: exit {status} {out.strip()[:300]}")
+        request = json.dumps({"op": argv[-1], "args": args, "request_id": "boot"})
+        system = SimSystem(self, agent_source=source.encode(), env_path=env_path)
+        status, out, _err = namespace["run_payload"](request.encode(), system)
+        self.boot_runs.append({"unit": label, "status": status, "response": json.loads(out)})
+        self.events.append(f"boot: {label}: exit {status} {out.strip()[:300]}")
+
+    def _boot_units(self) -> None:
+        """Enabled units ordered before libvirt's daemons run before the networks and guests start."""
+        for name in sorted(self.children.get(WANTS_DIR, ())):
+            unit = self._unit(name)
+            if unit is not None and set(unit.get("Before", "").split()) & LIBVIRT_UNITS:
+                self._run_unit(name, unit)
+
+    def trigger_vf_add_events(self) -> None:
+        """`udevadm trigger --action=add` at run time: every VF's add event again."""
+        with self.lock:
+            self.boot_runs = []
+            self._boot_udev_vf_events()
+            self._touch()
+
+    def _boot_udev_vf_events(self) -> None:
+        """udev's add event of every VF: a rule's RUN (with no PATH: udev passes only the device's
+        properties) or the unit its SYSTEMD_WANTS names. Nothing orders these before libvirt, so
+        they run after the networks and guests started (the worst order the real host allows)."""
+        rules = []
+        for line in self.files.get(VF_RULES_PATH, "").splitlines():
+            keys = dict(re.findall(r'([A-Za-z_]+(?:\{[^}]*\})?)\s*[=!:+]?=\s*"([^"]*)"', line))
+            if not line.strip().startswith("#") and keys.get("SUBSYSTEM") == "pci" and keys.get("ACTION") == "add":
+                rules.append(keys)
+        for vf in [vf for nic in self.nics for vf in nic.vfs]:
+            for keys in rules:
+                if keys.get("KERNEL", vf.pci) != vf.pci or ("TEST" in keys and keys["TEST"] != "physfn"):
+                    continue
+                if "RUN" in keys:
+                    self._run_agent_copy(keys["RUN"].replace("%k", vf.pci).split(), None, f"udev RUN {vf.pci}")
+                wanted = keys.get("ENV{SYSTEMD_WANTS}", "").replace("%k", vf.pci)
+                unit = self._unit(wanted) if wanted and "systemd" in keys.get("TAG", "") else None
+                if unit is not None:
+                    self._run_unit(wanted, unit)
 
     # -- libvirt networks -----------------------------------------------------------------------
 
@@ -383,5 +429,5 @@ class VfModel:
                 "mtu": {n.pci: n.mtu for n in self.nics if n.has_netdev},
                 "driver_overrides": {vf.pci: vf.driver_override for n in self.nics for vf in n.vfs
                                      if vf.driver_override},
-                "modules": sorted(self.modules)}
+                "modules": sorted(self.modules), "boot_runs": list(self.boot_runs)}
 

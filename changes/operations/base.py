@@ -155,6 +155,10 @@ class Operation:
         VF with its facts, ``ctx.all_vfs``) and/or "libvirt_networks" (``ctx.networks``)."""
         return set()
 
+    def after_plan(self, ctx: PlanContext, out: HostPlan) -> None:
+        """Asked of every operation once all of a host's operations planned (whether or not the
+        change has this one): warnings about what the others' actions do to what this one owns."""
+
     def limit_parallelism(self, op: dict, parallelism: int) -> int:
         """Hosts at once for a change with this operation (a reboot caps it)."""
         return parallelism

@@ -26,6 +26,7 @@ from .vf_ranges import (
     count_removed,
     grouped,
     guest_impact,
+    lost_when_recreated,
     merge,
     needed_with,
     nic_vfs,
@@ -295,6 +296,9 @@ class VfConfig(Operation):
         if not after:
             out.after.pop(self.namespace, None)
         return checks
+
+    def after_plan(self, ctx: PlanContext, out: HostPlan) -> None:
+        lost_when_recreated(ctx, out, self.name, self.namespace, "settings")
 
     # -- execution ------------------------------------------------------------------------
     def intents(self, action: dict, current: dict) -> list[IntentValue]:

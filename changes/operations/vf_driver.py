@@ -24,6 +24,7 @@ from .vf_ranges import (
     count_removed,
     grouped,
     guest_impact,
+    lost_when_recreated,
     merge,
     needed_with,
     nic_vfs,
@@ -179,6 +180,9 @@ class VfDriver(Operation):
         if not after:
             out.after.pop(self.namespace, None)
         return checks
+
+    def after_plan(self, ctx: PlanContext, out: HostPlan) -> None:
+        lost_when_recreated(ctx, out, self.name, self.namespace, "driver bindings")
 
     # -- execution ------------------------------------------------------------------------
     def intents(self, action: dict, current: dict) -> list[IntentValue]:

@@ -200,3 +200,21 @@ def nic_vfs(nic) -> list:
     """The NIC's VFs as discovery just recorded them (no query), else from the database."""
     vfs = getattr(nic, "observed_vfs", None)
     return list(vfs) if vfs is not None else list(nic.vfs.all())
+
+
+def lost_when_recreated(ctx: PlanContext, out: HostPlan, operation: str, touched: str, words) -> None:
+    """Warn about VFs whose console-applied `operation` intent is not persisted, on PFs this change
+    re-creates the VFs of: the kernel removes and adds every VF, with the driver's defaults.
+    touched: the plan's namespace whose "<pci>#<index>." keys mean this change applies them again."""
+    again = out.after.get(touched, {})
+    for nic in ctx.nics:
+        if not nic.sriov_capable or not recreated(out, nic):
+            continue
+        lost = sorted(index for (name, subject), value in ctx.intents.items()
+                      for pci, index in [split_subject(subject)]
+                      if name == operation and pci == nic.pci_address and index is not None
+                      and isinstance(value, dict) and not value.get("persisted")
+                      and not any(k.startswith(f"{subject}.") for k in again))
+        if lost:
+            out.warnings.append(f"{nic.name}: this change re-creates its VFs; the {words} the console applied "
+                                f"without persist to {nic.name}#{ranges_text(merge(lost))} are lost")

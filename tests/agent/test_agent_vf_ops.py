@@ -21,6 +21,9 @@ from tests import fakesys
 STATE = "etc/sriov-console/vf-settings.json"
 RULES = "etc/udev/rules.d/71-sriov-console-vf.rules"
 COPY = "usr/local/libexec/sriov-console/sriov_agent.py"
+VF_UNIT = "etc/systemd/system/sriov-console-vf@.service"
+BOOT_UNIT = "etc/systemd/system/sriov-console-vf-boot.service"
+FULL_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PF = {"pf": "eno49", "pci_address": "0000:04:00.0"}
 
 
@@ -28,6 +31,10 @@ PF = {"pf": "eno49", "pci_address": "0000:04:00.0"}
 def dl360(tmp_path):
     host = fakesys.dl360_gen9(tmp_path / "host")
     host.program_ip()
+    host.program_recorder("systemctl-calls")
+    host.program("systemctl", "#!%s\n\"$FAKE_ROOT/bin/systemctl-calls\" \"$@\"\nW=\"$FAKE_ROOT/etc/systemd/system/"
+                              "multi-user.target.wants\"\ncase \"$1\" in enable) /bin/mkdir -p \"$W\"; "
+                              ": > \"$W/$2\";; disable) /bin/rm -f \"$W/$2\";; esac\n" % fakesys.SH)
     host.add_vfs("eno49", 4)
     host.write(host.nics["eno49"]["dev_rel"] + "/numa_node", "1\n")
     host.write(host.nics["eno49"]["dev_rel"] + "/local_cpulist", "12-23,36-47\n")
@@ -103,10 +110,18 @@ def test_vf_config_applies_verifies_persists_and_is_idempotent(cli, dl360):
     assert vf_state(dl360)["2"] == {"vlan": 42, "max_tx_rate": 500}
     state = json.loads(dl360.read(STATE))["pfs"]["0000:04:00.0"]["vfs"]
     assert state == {"0": {"mac": mac, "spoofchk": False}, "2": {"vlan": 42, "max_tx_rate": 500}}
-    rules = dl360.read(RULES)
-    for index in (0, 2):
-        assert 'KERNEL=="%s", RUN+="' % dl360.vf_pci("eno49", index) in rules
-    assert "sriov_agent.py --vf %k apply_persisted" in rules and dl360.vf_pci("eno49", 1) not in rules
+    # one generic rule: VF addresses follow offset/stride, which may change with NumVFs
+    rule = [line for line in dl360.read(RULES).splitlines() if not line.startswith("#")]
+    assert rule == ['ACTION=="add", SUBSYSTEM=="pci", TEST=="physfn", TAG+="systemd", '
+                    'ENV{SYSTEMD_WANTS}+="sriov-console-vf@%k.service"']
+    vf_unit, boot_unit = dl360.read(VF_UNIT), dl360.read(BOOT_UNIT)
+    assert "ExecStart=/usr/bin/python3 /%s --vf %%i apply_persisted" % COPY in vf_unit
+    assert "ExecStart=/usr/bin/python3 /%s --boot apply_persisted" % COPY in boot_unit
+    assert "Environment=" + FULL_PATH in vf_unit and "Environment=" + FULL_PATH in boot_unit
+    assert "After=local-fs.target systemd-modules-load.service systemd-udev-trigger.service" in boot_unit
+    assert "Before=libvirtd.service virtqemud.service virtnetworkd.service network-pre.target" in boot_unit
+    assert "WantedBy=multi-user.target" in boot_unit and "Managed by SR-IOV Console" in boot_unit
+    assert dl360.calls("systemctl-calls") == [["daemon-reload"], ["enable", "sriov-console-vf-boot.service"]]
     assert dl360.read(COPY) == fakesys.AGENT_PATH.read_text()
     assert os.stat(dl360.root / COPY).st_mode & 0o111
     again = cli("vf_config", request, expect="ok")["result"]
@@ -114,10 +129,16 @@ def test_vf_config_applies_verifies_persists_and_is_idempotent(cli, dl360):
 
 
 def test_vf_config_persist_false_drops_the_persisted_settings_and_keeps_the_live_ones(cli, dl360):
+    dl360.write(VF_UNIT, "[Service]\nExecStart=/usr/local/bin/site-vf-hook %i\n")  # not the console's
     cli("vf_config", dict(PF, vfs=[{"index": 1, "trust": True}], persist=True), expect="ok")
+    assert dl360.read(VF_UNIT + ".sriov-console.bak") == "[Service]\nExecStart=/usr/local/bin/site-vf-hook %i\n"
     res = cli("vf_config", dict(PF, vfs=[{"index": 1, "trust": True}], persist=False), expect="ok")["result"]
     assert res["persisted"] is False and vf_state(dl360)["1"]["trust"] is True
-    assert not dl360.exists(STATE) and not dl360.exists(RULES) and not dl360.exists(COPY)
+    for path in (STATE, RULES, COPY, BOOT_UNIT, VF_UNIT + ".sriov-console.bak", "etc/sriov-console",
+                 "usr/local/libexec/sriov-console"):
+        assert not dl360.exists(path), path
+    assert dl360.read(VF_UNIT) == "[Service]\nExecStart=/usr/local/bin/site-vf-hook %i\n"  # put back
+    assert dl360.calls("systemctl-calls")[-1] == ["disable", "sriov-console-vf-boot.service"]
 
 
 @pytest.mark.parametrize("vfs, words", [
@@ -324,11 +345,37 @@ def test_set_vfs_sets_and_persists_the_pf_mtu(cli, dl360):
     assert (res["before"]["mtu"], res["after"]["mtu"]) == (1500, 9000) and res["persisted"] is True
     assert "ip link set dev eno49 mtu 9000" in res["actions"]
     assert json.loads(dl360.read(STATE))["pfs"]["0000:04:00.0"]["mtu"] == 9000
-    assert 'KERNELS=="0000:04:00.0", ATTR{mtu}="9000"' in dl360.read(RULES)
+    assert "mtu" not in dl360.read(RULES)  # the boot unit sets it, not a KERNELS== match on every netdev below
     cli("set_vfs", dict(PF, count=4, mtu=100000), expect="bad_request")
     res = cli("set_vfs", dict(PF, count=4, mtu=9000, persist=False), expect="ok")["result"]
     assert res["after"]["mtu"] == 9000  # the live MTU stays; it is no longer restored at boot
     assert not dl360.exists(STATE) and not dl360.exists(RULES)
+
+
+def test_the_boot_unit_applies_every_persisted_vf_and_the_pf_mtu(cli, dl360, python):
+    dl360.write("etc/udev/rules.d/70-sriov-console.rules",
+                "# Managed by SR-IOV Console. Do not edit: this file is rewritten by the console.\n"
+                'ACTION=="add", SUBSYSTEM=="net", KERNELS=="0000:04:00.0", ATTR{device/sriov_numvfs}="4"\n')
+    cli("vf_config", dict(PF, vfs=[{"index": 1, "vlan": 100}, {"index": 3, "trust": True}]), expect="ok")
+    cli("set_vfs", dict(PF, count=4, mtu=9000), expect="ok")
+    dl360.remove_vfs("eno49")  # a reboot: the PF driver forgot the VF settings, the MTU is back to 1500
+    dl360.add_vfs("eno49", 4)
+    dl360.write("sys/class/net/eno49/mtu", "1500\n")
+    dl360.program_recorder("udevadm")
+    # exactly what the boot unit runs
+    argv = [python, str(fakesys.AGENT_PATH), "--root", str(dl360.root), "--boot", "apply_persisted"]
+    proc = subprocess.run(argv, env=dl360.env(), capture_output=True, text=True, timeout=60)
+    res = json.loads(proc.stdout)["result"]
+    assert proc.returncode == 0 and res["errors"] == [], res
+    assert dl360.calls("udevadm") == [["settle", "--timeout=60"]]
+    assert (vf_state(dl360)["1"]["vlan"], vf_state(dl360)["3"]["trust"]) == (100, True)
+    assert "ip link set dev eno49 mtu 9000" in res["actions"]
+
+
+def test_without_path_the_agent_searches_the_system_directories(agent, monkeypatch):
+    monkeypatch.delenv("PATH", raising=False)  # what udev gives a RUN program
+    status, out, _err = agent.run_payload(b'{"op": "no_such_op"}', agent.System("/"))
+    assert status == 2 and os.environ["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def test_through_the_bootstrap_the_agent_knows_its_own_bytes(python):

@@ -250,3 +250,20 @@ def test_drift_names_the_vf_and_ignores_vfs_the_console_removed_with_a_smaller_c
     record_intent(host.pk, "set_vfs", "0000:04:00.0", 2, "2 VFs on eno49")  # the console set 2 VFs since
     update_drift(Hypervisor.objects.filter(pk=host.pk).prefetch_related("nics__vfs"))
     assert len(Hypervisor.objects.get(pk=host.pk).drift_reasons) == 2
+
+
+def test_re_creating_the_vfs_warns_about_settings_the_console_applied_without_persist(credential):
+    host = host_with_vfs(credential, numvfs=4, persisted=True, persisted_numvfs=4)
+    record_intent(host.pk, "vf_config", "0000:04:00.0#3", {"vlan": 300, "persisted": False}, "VF 3: VLAN 300")
+    record_intent(host.pk, "vf_config", "0000:04:00.0#2", {"vlan": 200, "persisted": True}, "VF 2: VLAN 200")
+    record_intent(host.pk, "vf_driver", "0000:04:00.0#1", {"driver": "vfio-pci", "persisted": False}, "VF 1")
+    grow = [{"op": "set_vfs", "select": {"by": "name", "value": "eno49"}, "count": 6}]
+    warnings = preview([host], grow).hosts[0].plan.warnings
+    assert "eno49: this change re-creates its VFs; the settings the console applied without persist to eno49#3 " \
+           "are lost" in warnings
+    assert "eno49: this change re-creates its VFs; the driver bindings the console applied without persist to " \
+           "eno49#1 are lost" in warnings
+    again = grow + [{"op": "vf_config", "pf": "eno49", "vfs": "3", "vlan": 300}]
+    assert not any("settings the console applied" in w for w in preview([host], again).hosts[0].plan.warnings)
+    same = [{**grow[0], "count": 4}]
+    assert not any("re-creates" in w for w in preview([host], same).hosts[0].plan.warnings)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from hosts.models import LibvirtNetwork, Nic, VirtualFunction
+from remote import protocol
 from simfleet.host import SimHost
 
 from .pages_fleet import _agent
@@ -17,8 +18,11 @@ ENO49 = "0000:04:00.0"
 
 
 def agent(sim, op, args):
+    """The agent in-process, given its own bytes as simfleet's SSH server does (persist installs a
+    copy of the agent for udev)."""
     request = {"op": op, "args": args, "request_id": f"t-{sim.name}"}
-    status, out, err = _agent()["run_payload"](json.dumps(request).encode(), sim.system())
+    system = sim.system(agent_source=protocol.agent_source())
+    status, out, err = _agent()["run_payload"](json.dumps(request).encode(), system)
     assert status == 0, (out, err)
     return json.loads(out)["result"]
 

@@ -41,7 +41,7 @@ def test_the_host_and_nic_pages_show_every_vf_setting_its_guest_and_drift(client
     page = client.get(reverse("hosts:detail", args=[host.pk])).content.decode()
     row = page[page.index('<td class="mono">0000:05:10.1</td>'):].split("</tr>")[0]
     for text in ("vfio-pci", "(override vfio-pci)", "02:11:22:33:44:55", ">100<", ">3<", ">off<", ">on<",
-                 "enable", "1000 / 100", "VF 1: VLAN 200", "drifted", "settings"):
+                 "enable", "max 1000, min 100", "VF 1: VLAN 200", "drifted", "settings"):
         assert text in row, text
     other = page[page.index('<td class="mono">0000:05:10.2</td>'):].split("</tr>")[0]
     assert "web-1" in other and "drifted" not in other

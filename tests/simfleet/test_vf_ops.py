@@ -184,3 +184,59 @@ def test_a_hand_made_change_shows_against_the_persisted_settings(make_fleet):
     assert (vf1["vlan"], vf1["persisted_settings"]) == (7, {"vlan": 100})  # drift the console can word
     res = ok(fleet, host, "vf_config", dict(ENO49, vfs=[{"index": 1, "vlan": 100}]))
     assert res["before"]["vfs"]["1"]["vlan"] == 7 and res["after"]["vfs"]["1"]["vlan"] == 100
+
+
+def test_the_boot_unit_applies_the_persisted_state_before_libvirt_starts_networks(make_fleet):
+    fleet = make_fleet(hosts=["rhel8"])
+    host = fleet.hosts[0]
+    pf = next(n for n in ok(fleet, host, "inventory")["nics"] if n["name"] == "ens1f0")
+    target = {"pf": pf["name"], "pci_address": pf["pci_address"]}
+    ok(fleet, host, "set_vfs", dict(target, count=2, mtu=9000))
+    ok(fleet, host, "vf_config", dict(target, vfs=[{"index": 1, "vlan": 100}]))
+    reboot(host)
+    state = host.true_state()
+    units = [run["unit"] for run in state["boot_runs"]]
+    # ordered before libvirt: it ran first, with the unit's PATH (ip is /usr/sbin/ip on RHEL)
+    assert units[0] == "sriov-console-vf-boot.service", units
+    first = state["boot_runs"][0]
+    assert first["status"] == 0 and first["response"]["result"]["errors"] == [], first
+    assert f"ip link set dev {pf['name']} vf 1 vlan 100" in first["response"]["result"]["actions"]
+    assert settings(host, pf["pci_address"])[1]["vlan"] == 100
+    assert state["mtu"][pf["pci_address"]] == 9000
+    # the VF units udev's add events start afterwards find nothing left to do
+    assert all(run["status"] == 0 and run["response"]["result"]["actions"] == [] for run in state["boot_runs"][1:])
+
+
+def test_without_path_which_searches_only_the_c_library_default(make_fleet):
+    from simfleet.host import SimSystem
+
+    host = make_fleet(hosts=["rhel8"]).hosts[0]
+    udev_run = SimSystem(host, env_path=None)  # udev passes a RUN program only the device's properties
+    assert udev_run.which("ip") is None and udev_run.run(["ip", "link"], 5)[0] == 127
+    udev_run.ensure_path("/usr/sbin:/usr/bin")
+    assert udev_run.which("ip") == "/usr/sbin/ip"
+
+
+def test_a_re_issued_add_event_leaves_vfs_in_use_alone(make_fleet):
+    fleet = make_fleet(hosts=["dl360g9"])
+    host = fleet.hosts[0]
+    ok(fleet, host, "kernel_args", {"add": ["intel_iommu=on"]})  # VFIO groups need the IOMMU
+    reboot(host)
+    ok(fleet, host, "set_vfs", dict(ENO49, count=3))
+    ok(fleet, host, "vf_driver", dict(ENO49, ranges=[{"first": 0, "last": 0, "driver": "igbvf"}]))
+    ok(fleet, host, "vf_config", dict(ENO49, vfs=[{"index": 1, "vlan": 100}, {"index": 2, "vlan": 200}]))
+    vfs = [vf["pci_address"] for vf in next(n for n in ok(fleet, host, "inventory")["nics"]
+                                           if n["name"] == "eno49")["vfs"]]
+    host.add_guest("vm-db", hostdevs=[vfs[0]])  # libvirt's managed hostdev: vfio-pci while it runs
+    host.extra_processes[5000] = {"comm": "dpdk-testpmd", "vfio": [vfs[1]]}  # DPDK, not libvirt
+    for index in (1, 2):
+        assert host.run_program(["ip", "link", "set", "dev", "eno49", "vf", str(index), "vlan", "7"])[0] == 0
+    host.trigger_vf_add_events()  # udevadm trigger --action=add
+    state = host.true_state()
+    assert state["vf_drivers"][vfs[0]] == "vfio-pci" and state["guests"][0]["hostdevs"] == [vfs[0]]
+    assert (settings(host)[1]["vlan"], settings(host)[2]["vlan"]) == (7, 200)
+    skipped = {s["pci_address"]: s["in_use"] for run in state["boot_runs"]
+               for s in run["response"]["result"]["skipped"]}
+    assert skipped[vfs[0]] == ["running guest vm-db", "qemu-system-x86 (pid 4000) has its VFIO group open"]
+    assert skipped[vfs[1]] == ["dpdk-testpmd (pid 5000) has its VFIO group open"]
+    assert vfs[2] not in skipped
