@@ -2655,8 +2655,66 @@ def op_set_vfs(system, args, deadline):
     if mtu is not None and _resolve_target(system, _set_vfs_request(args))["pf"] is None:
         raise AgentError("pf_no_netdev", "%s has no network interface, so it has no MTU to set." % args.get(
             "pci_address"), {"pci_address": args.get("pci_address")})
-    result = _set_vfs_count(system, args, deadline)
-    return _set_vfs_after(system, args, result, mtu, deadline)
+    held = _hold_autoprobe(system, args, deadline)
+    try:
+        result = _set_vfs_count(system, args, deadline)
+        result = _set_vfs_after(system, args, result, mtu, deadline)
+    except AgentError as exc:
+        if held is not None:
+            exc.details.setdefault("actions", []).extend(_release_autoprobe(system, held, deadline))
+        raise
+    if held is not None:
+        result["actions"][:0] = held["actions"]
+        result["actions"].extend(_release_autoprobe(system, held, deadline))
+    return result
+
+
+# sysfs-bus-pci sriov_drivers_autoprobe, kernel pci_device_can_probe(): with 0, a new VF is probed
+# by no driver, except the one its driver_override names (drivers_probe). Written before the
+# sriov_numvfs write on a PF with a persisted VF driver, so that the VF's own driver does not take
+# it first (Documentation/networking/device_drivers/ethernet/amd/pds_vfio_pci.rst "Prevent non-vfio
+# VF driver from probing the VF device"); the previous value is written back afterwards and the
+# VFs left without a driver are probed then (their kernel match).
+def _hold_autoprobe(system, args, deadline):
+    try:
+        target = _resolve_target(system, _set_vfs_request(args))
+    except AgentError:
+        return None  # _set_vfs_count reports it
+    drivers = (_read_vf_state(system).get(target["pci"]) or {}).get("drivers") or {}
+    count = args.get("count")
+    if not any(d != "default" for d in drivers.values()) or isinstance(count, bool) or not isinstance(count, int) \
+            or not count:
+        return None
+    path = target["dev"] + "/sriov_drivers_autoprobe"
+    previous = _read_int(system, path)
+    numvfs, busy = _read_numvfs(system, target["dev"], deadline)
+    if previous != 1 or busy or count == numvfs:
+        return None
+    try:
+        system.write_text(path, "0\n")
+    except OSError:
+        return None
+    return {"dev": target["dev"], "path": path, "previous": previous, "count": count,
+            "actions": ["wrote 0 to %s (VFs with a persisted driver are bound by that driver only)" % path]}
+
+
+def _release_autoprobe(system, held, deadline):
+    actions = []
+    try:
+        system.write_text(held["path"], "%d\n" % held["previous"])
+        actions.append("wrote %d back to %s" % (held["previous"], held["path"]))
+    except OSError as exc:
+        return ["could not write %s back: %s" % (held["path"], exc.strerror or exc)]
+    for entry in _list(system, held["dev"]):
+        if re.match(r"^virtfn\d+$", entry) and _link_base(system, held["dev"] + "/" + entry + "/driver") is None:
+            vf_pci = _link_base(system, held["dev"] + "/" + entry)
+            try:
+                _sysfs_write(system, DRIVERS_PROBE, vf_pci, deadline)
+                actions.append("probed %s (%s)" % (vf_pci, _link_base(system, SYS_PCI + "/" + vf_pci + "/driver")
+                                                   or "no driver matches it"))
+            except OSError as exc:
+                actions.append("probing %s failed: %s" % (vf_pci, exc.strerror or exc))
+    return actions
 
 
 def _set_vfs_after(system, args, result, mtu, deadline):
@@ -3471,14 +3529,25 @@ def _sysfs_write(system, path, value, deadline):
                                                                             SYSFS_WRITE_TIMEOUT))))
 
 
+BIND_VERIFY_SECONDS = 2.0
+
+
 def _bind_vf(system, vf_pci, driver, deadline, actions):
-    """driver_override, unbind, drivers_probe -> whether anything was done; "default" clears the
-    override and lets the kernel's own match bind the VF again."""
+    """driver_override first, then unbind whatever is bound if it is not the wanted driver, then
+    drivers_probe, then a short verify poll -> whether anything was done. The kernel probes a new VF
+    right after its add event (holding the device lock), so the driver read before the override was
+    written may be stale: it is read again after. "default" clears the override and lets the kernel's
+    own match bind the VF again. A failure puts the previous override back and probes again, so the
+    VF is not left without a driver."""
     dev = SYS_PCI + "/" + vf_pci
     current, override = _link_base(system, dev + "/driver"), _driver_override(system, dev)
     if not _bind_needed(current, override, driver):
         return False
     wanted = None if driver == "default" else driver
+    if wanted == "vfio-pci" and not system.exists(dev + "/iommu_group"):
+        raise AgentError("vf_bind_failed", "VF %s has no IOMMU group, so vfio-pci cannot take it: turn the IOMMU "
+                         "on first (kernel_args intel_iommu=on / amd_iommu=on, then reboot)." % vf_pci,
+                         {"pci_address": vf_pci, "driver": driver, "step": "iommu_group", "bound": current})
     if wanted is not None:
         _ensure_driver(system, wanted, actions)
     step = "driver_override"
@@ -3486,23 +3555,51 @@ def _bind_vf(system, vf_pci, driver, deadline, actions):
         if override != wanted:
             _sysfs_write(system, dev + "/driver_override", (wanted or "") + "\n", deadline)
             actions.append("set driver_override of %s to %s" % (vf_pci, wanted or "(none)"))
-        if current is not None and current != wanted:
+        bound = _link_base(system, dev + "/driver")
+        if bound is not None and bound != wanted:
             step = "unbind"
-            _sysfs_write(system, "%s/%s/unbind" % (SYS_PCI_DRIVERS, current), vf_pci, deadline)
-            actions.append("unbound %s from %s" % (vf_pci, current))
+            _sysfs_write(system, "%s/%s/unbind" % (SYS_PCI_DRIVERS, bound), vf_pci, deadline)
+            actions.append("unbound %s from %s" % (vf_pci, bound))
         if _link_base(system, dev + "/driver") is None:
             step = "drivers_probe"
             _sysfs_write(system, DRIVERS_PROBE, vf_pci, deadline)
             actions.append("probed %s (%s)" % (vf_pci, DRIVERS_PROBE))
     except OSError as exc:
+        _restore_binding(system, vf_pci, override, deadline, actions)
         raise AgentError("vf_bind_failed", "Binding VF %s to %s failed at %s: %s." % (
             vf_pci, driver, step, exc.strerror or exc), {"pci_address": vf_pci, "driver": driver, "step": step,
                                                           "errno": _errno_name(exc.errno)}) from None
-    now = _link_base(system, dev + "/driver")
+    now = _poll_driver(system, dev, wanted)
     if wanted is not None and now != wanted:
+        _restore_binding(system, vf_pci, override, deadline, actions)
         raise AgentError("vf_bind_failed", "VF %s is bound to %s after the probe, not %s." % (vf_pci, now, wanted),
                          {"pci_address": vf_pci, "driver": driver, "bound": now, "step": "verify"})
     return True
+
+
+def _poll_driver(system, dev, wanted):
+    """The driver link, read again for a moment while it is not the wanted one (a probe the kernel
+    runs asynchronously, e.g. a driver with PROBE_PREFER_ASYNCHRONOUS, binds a little later)."""
+    end = system.monotonic() + BIND_VERIFY_SECONDS
+    while True:
+        now = _link_base(system, dev + "/driver")
+        if wanted is None or now == wanted or system.monotonic() >= end:
+            return now
+        system.sleep(0.1)
+
+
+def _restore_binding(system, vf_pci, override, deadline, actions):
+    """Put the previous driver_override back and probe a VF left without a driver (best effort)."""
+    dev = SYS_PCI + "/" + vf_pci
+    try:
+        if _driver_override(system, dev) != override:
+            _sysfs_write(system, dev + "/driver_override", (override or "") + "\n", deadline)
+            actions.append("restored driver_override of %s to %s" % (vf_pci, override or "(none)"))
+        if _link_base(system, dev + "/driver") is None:
+            _sysfs_write(system, DRIVERS_PROBE, vf_pci, deadline)
+            actions.append("probed %s again (%s)" % (vf_pci, _link_base(system, dev + "/driver") or "no driver"))
+    except OSError as exc:
+        actions.append("could not restore the driver of %s: %s" % (vf_pci, exc.strerror or exc))
 
 
 def _driver_state(system, target, indexes):
@@ -3527,8 +3624,10 @@ def op_vf_driver(system, args, deadline):
     warnings = _guest_check(target, inv, changing, req["allow_guest_impact"], "this change rebinds")
     actions = []
     for index in changing:
+        vf_pci = target["vfs"][index]["pci_address"]
         try:
-            _bind_vf(system, target["vfs"][index]["pci_address"], wanted[index], deadline, actions)
+            with _vf_lock(system, vf_pci, deadline):
+                _bind_vf(system, vf_pci, wanted[index], deadline, actions)
         except AgentError as exc:
             exc.details["actions"] = list(actions)
             raise
