@@ -2652,9 +2652,8 @@ def op_set_vfs(system, args, deadline):
     mtu = args.get("mtu")
     if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 9216):
         raise _bad("mtu must be an integer from 68 to 9216", field="mtu", value=repr(mtu))
-    if mtu is not None and _resolve_target(system, _set_vfs_request(args))["pf"] is None:
-        raise AgentError("pf_no_netdev", "%s has no network interface, so it has no MTU to set." % args.get(
-            "pci_address"), {"pci_address": args.get("pci_address")})
+    if mtu is not None:
+        _mtu_check(system, _set_vfs_request(args), mtu)
     held = _hold_autoprobe(system, args, deadline)
     try:
         result = _set_vfs_count(system, args, deadline)
@@ -2715,6 +2714,30 @@ def _release_autoprobe(system, held, deadline):
             except OSError as exc:
                 actions.append("probing %s failed: %s" % (vf_pci, exc.strerror or exc))
     return actions
+
+
+def _mtu_check(system, req, mtu):
+    """An MTU change resets many PF drivers (igb_change_mtu: down and up again, the link flaps):
+    refused on a bond/bridge port, whose MTU its master decides, and on the PF that carries the
+    management connection unless allow_management_link."""
+    target = _resolve_target(system, req)
+    pf = target["pf"]
+    if pf is None:
+        raise AgentError("pf_no_netdev", "%s has no network interface, so it has no MTU to set." % target["pci"],
+                         {"pci_address": target["pci"]})
+    if _read_int(system, "%s/%s/mtu" % (SYS_NET, pf)) == mtu:
+        return
+    link = _link_facts(_net_topology(system), pf, _link_base(system, target["dev"] + "/driver"))
+    if link["master"]:
+        raise AgentError("pf_enslaved", "%s is a port of %s %s: its MTU follows the master's. Set the MTU of %s "
+                         "instead." % (pf, link["master"]["kind"] or "device", link["master"]["name"],
+                                       link["master"]["name"]),
+                         {"pf": pf, "pci_address": target["pci"], "master": link["master"]})
+    if link["management"] and not req["allow_management_link"]:
+        raise AgentError("management_link", "%s carries the SSH connection SR-IOV Console manages this host over: "
+                         "changing its MTU resets the PF (its link drops), and a path MTU mismatch may cut the "
+                         "session. Set allow_management_link if a console on the host is at hand." % pf,
+                         {"pf": pf, "pci_address": target["pci"], "link": link, "mtu": mtu})
 
 
 def _set_vfs_after(system, args, result, mtu, deadline):
@@ -3602,6 +3625,46 @@ def _restore_binding(system, vf_pci, override, deadline, actions):
         actions.append("could not restore the driver of %s: %s" % (vf_pci, exc.strerror or exc))
 
 
+def _host_uses(system, inv, vf, guest_names):
+    """What on the host itself uses a VF (rebinding it would pull it away) -> [str]."""
+    uses = ["%s has its VFIO group open" % who for who in _vfio_openers(system, vf["pci_address"])
+            if not guest_names]  # a libvirt guest's QEMU is named by the guest check
+    driver = _link_base(system, vf["dev"] + "/driver")
+    netdevs = _list(system, vf["dev"] + "/net")
+    if driver and driver not in PASSTHROUGH_DRIVERS and not netdevs:
+        # a netdev driver always registers an interface; none here means it lives in another
+        # network namespace (a container's) -- ip-netns(8), `ip link set dev X netns N`
+        uses.append("bound to %s, but its interface is not in this network namespace (a container?)" % driver)
+    for name in netdevs:
+        link = _link_facts(inv.topology, name, driver)
+        if link["master"]:
+            uses.append("%s is enslaved to %s %s" % (name, link["master"]["kind"] or "device", link["master"]["name"]))
+        uses.extend("%s carries %s" % (a["dev"], a["address"]) for a in link["addresses"])
+        uses.extend("%s %s is stacked on %s" % (d["kind"] or "device", d["name"], name) for d in link["stacked"]
+                    if not (link["master"] and d["name"] == link["master"]["name"]))
+    return uses
+
+
+def _host_use_check(system, target, inv, indexes, allow):
+    """Refuse to rebind VFs the host itself uses -- a DPDK or hand-started QEMU process holding the
+    VFIO group, a VF interface with addresses or in a bond/bridge, an interface moved into another
+    namespace -- unless allowed (vf_in_use) -> warnings."""
+    found = []
+    for index in sorted(indexes):
+        vf = target["vfs"][index]
+        uses = _host_uses(system, inv, vf, inv.usage.get(vf["pci_address"]))
+        if uses:
+            found.append({"index": index, "pci_address": vf["pci_address"], "used_by": uses})
+    if not found:
+        return []
+    text = "%s: the host uses VF %s (%s)" % (_label(target), ", ".join(str(v["index"]) for v in found),
+                                             "; ".join(u for v in found for u in v["used_by"]))
+    if allow:
+        return [text + " (allowed by the request)"]
+    raise AgentError("vf_in_use", text + ". Stop what uses it first, or allow guest impact.",
+                     {"pf": target["pf"], "pci_address": target["pci"], "guests": [], "vfs": found})
+
+
 def _driver_state(system, target, indexes):
     vfs = {}
     for index in sorted(indexes):
@@ -3622,6 +3685,7 @@ def op_vf_driver(system, args, deadline):
         before["vfs"][str(i)]["driver"], before["vfs"][str(i)]["driver_override"], wanted[i])]
     inv = _Inventory(system, defined_guests=False, deadline=deadline)
     warnings = _guest_check(target, inv, changing, req["allow_guest_impact"], "this change rebinds")
+    warnings.extend(_host_use_check(system, target, inv, changing, req["allow_guest_impact"]))
     actions = []
     for index in changing:
         vf_pci = target["vfs"][index]["pci_address"]
@@ -3729,6 +3793,10 @@ def _network_present(system, req, existing, actions):
                          "Console did not define it. Choose another name, or remove it by hand." % (
                              name, existing["mode"], ", ".join(existing["pfs"]) or "no PF"),
                          {"name": name, "existing": existing})
+    if same and not existing["managed"]:
+        # an administrator's network: its state and autostart are theirs
+        return ["A libvirt network %s over %s already exists and SR-IOV Console did not define it: left as it is "
+                "(active %s, autostart %s)." % (name, pf, existing["active"], existing["autostart"])]
     if existing is not None and not same and existing["active"]:
         users = _network_users(system, name)
         if users:
@@ -3749,6 +3817,7 @@ def _network_present(system, req, existing, actions):
     if now["autostart"] != req["autostart"]:
         _virsh_step(system, ["net-autostart", name] + ([] if req["autostart"] else ["--disable"]),
                     "network_autostart_failed", "Setting autostart of network %s" % name, actions)
+    return []
 
 
 def _network_absent(system, req, existing, actions):
@@ -3775,23 +3844,24 @@ def op_libvirt_network(system, args, deadline):
     req["args"] = args
     if not system.which("virsh"):
         raise AgentError("virsh_missing", "virsh is not installed: libvirt networks cannot be managed here.", {})
-    actions = []
+    actions, warnings = [], []
     try:
         existing = _network_now(system, req["name"])
         if req["state"] == "present":
-            _network_present(system, req, existing, actions)
+            warnings = _network_present(system, req, existing, actions)
         else:
             _network_absent(system, req, existing, actions)
         after = _network_now(system, req["name"])
     except _GuestsUnknown as exc:
         raise AgentError("guest_check_failed", "Cannot read libvirt's networks or guests: %s" % exc,
                          {"error": str(exc), "actions": actions}) from None
-    if req["state"] == "present" and not (after and after["active"] and after["autostart"] == req["autostart"]):
+    if req["state"] == "present" and not warnings and not (
+            after and after["active"] and after["autostart"] == req["autostart"]):
         raise AgentError("network_verify_failed", "Network %s is not active with autostart %s after the change." % (
             req["name"], "on" if req["autostart"] else "off"), {"name": req["name"], "after": after,
                                                                 "actions": actions})
     return {"name": req["name"], "state": req["state"], "before": existing, "after": after, "actions": actions,
-            "changed": bool(actions), "persisted": True, "warnings": [], "reboot_required": False}
+            "changed": bool(actions), "persisted": True, "warnings": warnings, "reboot_required": False}
 
 
 # ---------------------------------------------------------------------------------------------

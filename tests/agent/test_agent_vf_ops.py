@@ -466,3 +466,18 @@ def test_a_vf_the_kernel_does_not_rebind_is_reported(cli, dl360):
     assert dl360.read("sys/bus/pci/devices/%s/driver_override" % vf).startswith("\n")
     assert dl360.read("sys/bus/pci/drivers/igbvf/unbind") == vf
     assert not dl360.exists(STATE)
+
+
+def test_vf_driver_refuses_a_vf_interface_the_host_uses(agent, pci_host):
+    pci_host.set_network({"eno49v0": ["192.168.7.2/24"]}, {"default": "eno1"})
+    vf2 = pci_host.vf_pci("eno49", 2)
+    real = os.path.realpath(str(pci_host.root / ("sys/bus/pci/devices/%s/net" % vf2)))
+    for name in os.listdir(real):  # `ip link set dev eno49v2 netns ct1`: igbvf stays, the interface leaves
+        os.rename(os.path.join(real, name), str(pci_host.root / ("fake/moved-" + name)))
+    system = pci_kernel_system(agent, pci_host)
+    doc = call(agent, system, "vf_driver", dict(PF, ranges=[{"first": 0, "last": 2, "driver": "vfio-pci"}]))
+    assert doc["error"]["code"] == "vf_in_use", doc
+    used = dict((vf["index"], vf["used_by"]) for vf in doc["error"]["details"]["vfs"])
+    assert used[0] == ["eno49v0 carries 192.168.7.2/24"]
+    assert "its interface is not in this network namespace" in used[2][0] and 1 not in used
+    assert [driver_of(pci_host, i) for i in range(3)] == ["igbvf"] * 3

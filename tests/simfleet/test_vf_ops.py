@@ -269,3 +269,39 @@ def test_re_created_vfs_with_a_persisted_driver_never_reach_the_vf_driver(make_f
     assert "wrote 1 back to /sys/class/net/eno49/device/sriov_drivers_autoprobe" in actions
     inv = next(n for n in ok(fleet, host, "inventory")["nics"] if n["name"] == "eno49")
     assert inv["sriov_drivers_autoprobe"] == 1
+
+
+def test_vf_driver_refuses_a_vf_a_process_outside_libvirt_holds(make_fleet):
+    fleet = make_fleet(hosts=["dl360g9"])
+    host = fleet.hosts[0]
+    ok(fleet, host, "kernel_args", {"add": ["intel_iommu=on"]})
+    reboot(host)
+    ok(fleet, host, "set_vfs", dict(ENO49, count=2))
+    ok(fleet, host, "vf_driver", dict(ENO49, ranges=[{"first": 1, "last": 1, "driver": "vfio-pci"}]))
+    vf = host.true_state()["vfs"]["0000:04:00.0"][1]["pci"]
+    host.extra_processes[5000] = {"comm": "dpdk-testpmd", "vfio": [vf]}
+    error = refused(fleet, host, "vf_driver", dict(ENO49, ranges=[{"first": 1, "last": 1, "driver": "default"}]),
+                    "vf_in_use")
+    assert error["details"]["vfs"][0]["used_by"] == ["dpdk-testpmd (pid 5000) has its VFIO group open"]
+    assert host.true_state()["vf_drivers"][vf] == "vfio-pci"
+
+
+def test_mtu_is_refused_on_a_bond_port_and_on_the_management_pf(make_fleet):
+    fleet = make_fleet(hosts=["dl360g9-bond", "dl360g9-mgmt-on-pf"])
+    bonded, mgmt = fleet.hosts
+    error = refused(fleet, bonded, "set_vfs", dict(ENO49, count=2, mtu=9000), "pf_enslaved")
+    assert "Set the MTU of bond0" in error["message"] and bonded.true_state()["mtu"]["0000:04:00.0"] == 1500
+    refused(fleet, mgmt, "set_vfs", dict(ENO49, count=0, mtu=9000), "management_link")
+    res = ok(fleet, mgmt, "set_vfs", dict(ENO49, count=0, mtu=9000, allow_management_link=True))
+    assert res["after"]["mtu"] == 9000
+
+
+def test_an_administrators_pool_of_the_same_shape_is_left_alone(make_fleet):
+    fleet = make_fleet(hosts=["dl360g9"])
+    host = fleet.hosts[0]
+    ok(fleet, host, "set_vfs", dict(ENO49, count=2))
+    host.add_network("pool-eno49", "hostdev", "eno49", active=False, autostart=False)
+    res = ok(fleet, host, "libvirt_network", dict(ENO49, name="pool-eno49", state="present", autostart=True))
+    assert res["actions"] == [] and "did not define it: left as it is" in res["warnings"][0]
+    network = host.true_state()["networks"]["pool-eno49"]
+    assert (network["active"], network["autostart"], network["managed"]) == (False, False, False)
