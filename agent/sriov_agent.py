@@ -3438,6 +3438,7 @@ def op_vf_config(system, args, deadline):
             want["mac"] = _stable_mac(system, target["vfs"][want["index"]]["pci_address"])
     changing = [w["index"] for w in req["vfs"] if _vf_changes(w, before.get(w["index"]) or {})]
     warnings = _guest_check(target, inv, changing, req["allow_guest_impact"], "this change sets")
+    warnings.extend(_libvirt_decides(system, target, inv, [w for w in req["vfs"] if "mac" in w or "vlan" in w]))
     actions = []
     for want in req["vfs"]:
         done = []
@@ -3459,6 +3460,27 @@ def op_vf_config(system, args, deadline):
     if reason:
         result["reason"] = reason
     return result
+
+
+def _libvirt_decides(system, target, inv, wants):
+    """Warnings for MAC/VLAN requests on VFs libvirt hands out: for <interface type='hostdev'> and
+    hostdev networks libvirt sets the VF's MAC to the guest's and its VLAN to the XML's <vlan> (0
+    without one) when the guest starts, and puts the previous values back when it stops
+    (formatdomain "PCI Passthrough", formatnetwork "Setting VLAN tag")."""
+    if not wants:
+        return []
+    networks, _error = _libvirt_networks(system, inv.guests, inv.vf_index)
+    pools = [n["name"] for n in networks if n.get("mode") == "hostdev" and target["pf"] in (n.get("pfs") or [])]
+    out = []
+    for want in wants:
+        vf_pci = target["vfs"][want["index"]]["pci_address"]
+        by = ["network " + name for name in pools] + ["guest %s (hostdev)" % u["guest"] for u in inv.uses.get(
+            vf_pci, []) if u["via"] == "hostdev"]
+        if by:
+            out.append("VF %d is handed out by libvirt (%s): while a guest has it, libvirt sets its MAC to the guest's "
+                       "and its VLAN to the guest or network XML's <vlan><tag id=.../></vlan> (none: 0), and restores "
+                       "these values afterwards" % (want["index"], ", ".join(by)))
+    return out
 
 
 def _persist_vf_settings(system, target, req, actions):

@@ -481,3 +481,11 @@ def test_vf_driver_refuses_a_vf_interface_the_host_uses(agent, pci_host):
     assert used[0] == ["eno49v0 carries 192.168.7.2/24"]
     assert "its interface is not in this network namespace" in used[2][0] and 1 not in used
     assert [driver_of(pci_host, i) for i in range(3)] == ["igbvf"] * 3
+
+
+def test_vf_config_says_libvirt_decides_mac_and_vlan_of_a_pool_vf(cli, dl360):
+    dl360.program_virsh(networks={"pool49": "<network><name>pool49</name><forward mode='hostdev' managed='yes'>"
+                                            "<pf dev='eno49'/></forward></network>"})
+    res = cli("vf_config", dict(PF, vfs=[{"index": 1, "vlan": 30}, {"index": 2, "trust": True}]), expect="ok")["result"]
+    assert len(res["warnings"]) == 1 and res["warnings"][0].startswith("VF 1 is handed out by libvirt (network pool49)")
+    assert "<vlan><tag id=" in res["warnings"][0] and vf_state(dl360)["1"]["vlan"] == 30
