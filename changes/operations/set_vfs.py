@@ -179,6 +179,8 @@ class SetVfs(Operation):
             text = text.removesuffix(", nothing to do")
         text += mtu_words
         needs_persist = needs_persist or (mtu_write and op["persist"])
+        if mtu_write and nic.mtu != op["mtu"]:
+            flags = sorted(set(flags) | set(checks.mtu_checks(op, out, nic)))
         if legacy and count != current:
             text += " (kernel older than 3.8: max_vfs in modprobe.d, applies after a reboot)"
             if nic.max_vfs_form == "single":

@@ -77,6 +77,26 @@ def link_checks(op: dict, out: HostPlan, nic, drops: int) -> list[str]:
     return []
 
 
+def mtu_checks(op: dict, out: HostPlan, nic) -> list[str]:
+    """A new MTU closes and reopens the PF (igb_change_mtu, ixgbe's reinit): refused on a bond or
+    bridge port, whose MTU its master decides, and on the management PF unless allowed, as the agent
+    refuses them (pf_enslaved, management_link). Returns the step flags the plan allows."""
+    link = nic.link or {}
+    master = link.get("master") if isinstance(link.get("master"), dict) else None
+    if master:
+        out.errors.append(f"{nic.label} is a port of the {master.get('kind') or 'device'} {master.get('name')}: "
+                          f"set the MTU on {master.get('name')}, its ports follow it")
+        return []
+    if not link.get("management"):
+        return []
+    text = f"{nic.label} carries the management SSH connection of this host: a new MTU drops its link"
+    if op.get("allow_management_link"):
+        out.warnings.append(text + "; allowed by this change (allow_management_link)")
+        return ["allow_management_link"]
+    out.errors.append(text + ". Use another PF, or allow the management link if a console on the host is at hand")
+    return []
+
+
 def _link_uses(link: dict) -> str:
     parts = []
     stacked = [s for s in link.get("stacked") or [] if isinstance(s, dict)]

@@ -227,3 +227,18 @@ def test_sriov_off_in_the_firmware_and_a_blocked_device_are_said_in_the_plan(cre
     host.nics.filter(name="eno50").update(sriov_totalvfs=7, device_busy=True)
     plan = plan_for(host, [set_vfs("eno50", 2)])
     assert plan.errors[0].startswith("eno50: the kernel is still waiting on an earlier change of its VF count")
+
+
+def test_a_new_mtu_on_the_management_pf_or_a_bond_port_is_refused_as_the_agent_would(credential):
+    """A new MTU closes and reopens the PF: on the management PF only when allowed, on a bond port never
+    (its master decides); the same count with a new MTU is still checked."""
+    mgmt = discovered("dl360g9-mgmt-on-pf", credential)
+    plan = plan_for(mgmt, [set_vfs("eno49", 0, mtu=9000)])
+    assert any("eno49 carries the management SSH connection of this host: a new MTU drops its link" in e
+               for e in plan.errors), plan.errors
+    allowed = plan_for(mgmt, [set_vfs("eno49", 0, mtu=9000, allow_management_link=True)])
+    assert not allowed.errors, allowed.errors
+    assert steps(allowed)[0]["args"]["allow_management_link"] is True and steps(allowed)[0]["args"]["mtu"] == 9000
+    bonded = discovered("dl360g9-bond", credential)
+    refused = plan_for(bonded, [set_vfs("eno49", 0, mtu=9000, allow_management_link=True)])
+    assert any("eno49 is a port of the bond bond0: set the MTU on bond0" in e for e in refused.errors), refused.errors
