@@ -2652,11 +2652,92 @@ def op_set_vfs(system, args, deadline):
     mtu = args.get("mtu")
     if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 9216):
         raise _bad("mtu must be an integer from 68 to 9216", field="mtu", value=repr(mtu))
-    if mtu is not None and _resolve_target(system, _set_vfs_request(args))["pf"] is None:
-        raise AgentError("pf_no_netdev", "%s has no network interface, so it has no MTU to set." % args.get(
-            "pci_address"), {"pci_address": args.get("pci_address")})
-    result = _set_vfs_count(system, args, deadline)
-    return _set_vfs_after(system, args, result, mtu, deadline)
+    if mtu is not None:
+        _mtu_check(system, _set_vfs_request(args), mtu)
+    held = _hold_autoprobe(system, args, deadline)
+    try:
+        result = _set_vfs_count(system, args, deadline)
+        result = _set_vfs_after(system, args, result, mtu, deadline)
+    except AgentError as exc:
+        if held is not None:
+            exc.details.setdefault("actions", []).extend(_release_autoprobe(system, held, deadline))
+        raise
+    if held is not None:
+        result["actions"][:0] = held["actions"]
+        result["actions"].extend(_release_autoprobe(system, held, deadline))
+    return result
+
+
+# sysfs-bus-pci sriov_drivers_autoprobe, kernel pci_device_can_probe(): with 0, a new VF is probed
+# by no driver, except the one its driver_override names (drivers_probe). Written before the
+# sriov_numvfs write on a PF with a persisted VF driver, so that the VF's own driver does not take
+# it first (Documentation/networking/device_drivers/ethernet/amd/pds_vfio_pci.rst "Prevent non-vfio
+# VF driver from probing the VF device"); the previous value is written back afterwards and the
+# VFs left without a driver are probed then (their kernel match).
+def _hold_autoprobe(system, args, deadline):
+    try:
+        target = _resolve_target(system, _set_vfs_request(args))
+    except AgentError:
+        return None  # _set_vfs_count reports it
+    drivers = (_read_vf_state(system).get(target["pci"]) or {}).get("drivers") or {}
+    count = args.get("count")
+    if not any(d != "default" for d in drivers.values()) or isinstance(count, bool) or not isinstance(count, int) \
+            or not count:
+        return None
+    path = target["dev"] + "/sriov_drivers_autoprobe"
+    previous = _read_int(system, path)
+    numvfs, busy = _read_numvfs(system, target["dev"], deadline)
+    if previous != 1 or busy or count == numvfs:
+        return None
+    try:
+        system.write_text(path, "0\n")
+    except OSError:
+        return None
+    return {"dev": target["dev"], "path": path, "previous": previous, "count": count,
+            "actions": ["wrote 0 to %s (VFs with a persisted driver are bound by that driver only)" % path]}
+
+
+def _release_autoprobe(system, held, deadline):
+    actions = []
+    try:
+        system.write_text(held["path"], "%d\n" % held["previous"])
+        actions.append("wrote %d back to %s" % (held["previous"], held["path"]))
+    except OSError as exc:
+        return ["could not write %s back: %s" % (held["path"], exc.strerror or exc)]
+    for entry in _list(system, held["dev"]):
+        if re.match(r"^virtfn\d+$", entry) and _link_base(system, held["dev"] + "/" + entry + "/driver") is None:
+            vf_pci = _link_base(system, held["dev"] + "/" + entry)
+            try:
+                _sysfs_write(system, DRIVERS_PROBE, vf_pci, deadline)
+                actions.append("probed %s (%s)" % (vf_pci, _link_base(system, SYS_PCI + "/" + vf_pci + "/driver")
+                                                   or "no driver matches it"))
+            except OSError as exc:
+                actions.append("probing %s failed: %s" % (vf_pci, exc.strerror or exc))
+    return actions
+
+
+def _mtu_check(system, req, mtu):
+    """An MTU change resets many PF drivers (igb_change_mtu: down and up again, the link flaps):
+    refused on a bond/bridge port, whose MTU its master decides, and on the PF that carries the
+    management connection unless allow_management_link."""
+    target = _resolve_target(system, req)
+    pf = target["pf"]
+    if pf is None:
+        raise AgentError("pf_no_netdev", "%s has no network interface, so it has no MTU to set." % target["pci"],
+                         {"pci_address": target["pci"]})
+    if _read_int(system, "%s/%s/mtu" % (SYS_NET, pf)) == mtu:
+        return
+    link = _link_facts(_net_topology(system), pf, _link_base(system, target["dev"] + "/driver"))
+    if link["master"]:
+        raise AgentError("pf_enslaved", "%s is a port of %s %s: its MTU follows the master's. Set the MTU of %s "
+                         "instead." % (pf, link["master"]["kind"] or "device", link["master"]["name"],
+                                       link["master"]["name"]),
+                         {"pf": pf, "pci_address": target["pci"], "master": link["master"]})
+    if link["management"] and not req["allow_management_link"]:
+        raise AgentError("management_link", "%s carries the SSH connection SR-IOV Console manages this host over: "
+                         "changing its MTU resets the PF (its link drops), and a path MTU mismatch may cut the "
+                         "session. Set allow_management_link if a console on the host is at hand." % pf,
+                         {"pf": pf, "pci_address": target["pci"], "link": link, "mtu": mtu})
 
 
 def _set_vfs_after(system, args, result, mtu, deadline):
@@ -3357,6 +3438,7 @@ def op_vf_config(system, args, deadline):
             want["mac"] = _stable_mac(system, target["vfs"][want["index"]]["pci_address"])
     changing = [w["index"] for w in req["vfs"] if _vf_changes(w, before.get(w["index"]) or {})]
     warnings = _guest_check(target, inv, changing, req["allow_guest_impact"], "this change sets")
+    warnings.extend(_libvirt_decides(system, target, inv, [w for w in req["vfs"] if "mac" in w or "vlan" in w]))
     actions = []
     for want in req["vfs"]:
         done = []
@@ -3378,6 +3460,27 @@ def op_vf_config(system, args, deadline):
     if reason:
         result["reason"] = reason
     return result
+
+
+def _libvirt_decides(system, target, inv, wants):
+    """Warnings for MAC/VLAN requests on VFs libvirt hands out: for <interface type='hostdev'> and
+    hostdev networks libvirt sets the VF's MAC to the guest's and its VLAN to the XML's <vlan> (0
+    without one) when the guest starts, and puts the previous values back when it stops
+    (formatdomain "PCI Passthrough", formatnetwork "Setting VLAN tag")."""
+    if not wants:
+        return []
+    networks, _error = _libvirt_networks(system, inv.guests, inv.vf_index)
+    pools = [n["name"] for n in networks if n.get("mode") == "hostdev" and target["pf"] in (n.get("pfs") or [])]
+    out = []
+    for want in wants:
+        vf_pci = target["vfs"][want["index"]]["pci_address"]
+        by = ["network " + name for name in pools] + ["guest %s (hostdev)" % u["guest"] for u in inv.uses.get(
+            vf_pci, []) if u["via"] == "hostdev"]
+        if by:
+            out.append("VF %d is handed out by libvirt (%s): while a guest has it, libvirt sets its MAC to the guest's "
+                       "and its VLAN to the guest or network XML's <vlan><tag id=.../></vlan> (none: 0), and restores "
+                       "these values afterwards" % (want["index"], ", ".join(by)))
+    return out
 
 
 def _persist_vf_settings(system, target, req, actions):
@@ -3471,14 +3574,25 @@ def _sysfs_write(system, path, value, deadline):
                                                                             SYSFS_WRITE_TIMEOUT))))
 
 
+BIND_VERIFY_SECONDS = 2.0
+
+
 def _bind_vf(system, vf_pci, driver, deadline, actions):
-    """driver_override, unbind, drivers_probe -> whether anything was done; "default" clears the
-    override and lets the kernel's own match bind the VF again."""
+    """driver_override first, then unbind whatever is bound if it is not the wanted driver, then
+    drivers_probe, then a short verify poll -> whether anything was done. The kernel probes a new VF
+    right after its add event (holding the device lock), so the driver read before the override was
+    written may be stale: it is read again after. "default" clears the override and lets the kernel's
+    own match bind the VF again. A failure puts the previous override back and probes again, so the
+    VF is not left without a driver."""
     dev = SYS_PCI + "/" + vf_pci
     current, override = _link_base(system, dev + "/driver"), _driver_override(system, dev)
     if not _bind_needed(current, override, driver):
         return False
     wanted = None if driver == "default" else driver
+    if wanted == "vfio-pci" and not system.exists(dev + "/iommu_group"):
+        raise AgentError("vf_bind_failed", "VF %s has no IOMMU group, so vfio-pci cannot take it: turn the IOMMU "
+                         "on first (kernel_args intel_iommu=on / amd_iommu=on, then reboot)." % vf_pci,
+                         {"pci_address": vf_pci, "driver": driver, "step": "iommu_group", "bound": current})
     if wanted is not None:
         _ensure_driver(system, wanted, actions)
     step = "driver_override"
@@ -3486,23 +3600,91 @@ def _bind_vf(system, vf_pci, driver, deadline, actions):
         if override != wanted:
             _sysfs_write(system, dev + "/driver_override", (wanted or "") + "\n", deadline)
             actions.append("set driver_override of %s to %s" % (vf_pci, wanted or "(none)"))
-        if current is not None and current != wanted:
+        bound = _link_base(system, dev + "/driver")
+        if bound is not None and bound != wanted:
             step = "unbind"
-            _sysfs_write(system, "%s/%s/unbind" % (SYS_PCI_DRIVERS, current), vf_pci, deadline)
-            actions.append("unbound %s from %s" % (vf_pci, current))
+            _sysfs_write(system, "%s/%s/unbind" % (SYS_PCI_DRIVERS, bound), vf_pci, deadline)
+            actions.append("unbound %s from %s" % (vf_pci, bound))
         if _link_base(system, dev + "/driver") is None:
             step = "drivers_probe"
             _sysfs_write(system, DRIVERS_PROBE, vf_pci, deadline)
             actions.append("probed %s (%s)" % (vf_pci, DRIVERS_PROBE))
     except OSError as exc:
+        _restore_binding(system, vf_pci, override, deadline, actions)
         raise AgentError("vf_bind_failed", "Binding VF %s to %s failed at %s: %s." % (
             vf_pci, driver, step, exc.strerror or exc), {"pci_address": vf_pci, "driver": driver, "step": step,
                                                           "errno": _errno_name(exc.errno)}) from None
-    now = _link_base(system, dev + "/driver")
+    now = _poll_driver(system, dev, wanted)
     if wanted is not None and now != wanted:
+        _restore_binding(system, vf_pci, override, deadline, actions)
         raise AgentError("vf_bind_failed", "VF %s is bound to %s after the probe, not %s." % (vf_pci, now, wanted),
                          {"pci_address": vf_pci, "driver": driver, "bound": now, "step": "verify"})
     return True
+
+
+def _poll_driver(system, dev, wanted):
+    """The driver link, read again for a moment while it is not the wanted one (a probe the kernel
+    runs asynchronously, e.g. a driver with PROBE_PREFER_ASYNCHRONOUS, binds a little later)."""
+    end = system.monotonic() + BIND_VERIFY_SECONDS
+    while True:
+        now = _link_base(system, dev + "/driver")
+        if wanted is None or now == wanted or system.monotonic() >= end:
+            return now
+        system.sleep(0.1)
+
+
+def _restore_binding(system, vf_pci, override, deadline, actions):
+    """Put the previous driver_override back and probe a VF left without a driver (best effort)."""
+    dev = SYS_PCI + "/" + vf_pci
+    try:
+        if _driver_override(system, dev) != override:
+            _sysfs_write(system, dev + "/driver_override", (override or "") + "\n", deadline)
+            actions.append("restored driver_override of %s to %s" % (vf_pci, override or "(none)"))
+        if _link_base(system, dev + "/driver") is None:
+            _sysfs_write(system, DRIVERS_PROBE, vf_pci, deadline)
+            actions.append("probed %s again (%s)" % (vf_pci, _link_base(system, dev + "/driver") or "no driver"))
+    except OSError as exc:
+        actions.append("could not restore the driver of %s: %s" % (vf_pci, exc.strerror or exc))
+
+
+def _host_uses(system, inv, vf, guest_names):
+    """What on the host itself uses a VF (rebinding it would pull it away) -> [str]."""
+    uses = ["%s has its VFIO group open" % who for who in _vfio_openers(system, vf["pci_address"])
+            if not guest_names]  # a libvirt guest's QEMU is named by the guest check
+    driver = _link_base(system, vf["dev"] + "/driver")
+    netdevs = _list(system, vf["dev"] + "/net")
+    if driver and driver not in PASSTHROUGH_DRIVERS and not netdevs:
+        # a netdev driver always registers an interface; none here means it lives in another
+        # network namespace (a container's) -- ip-netns(8), `ip link set dev X netns N`
+        uses.append("bound to %s, but its interface is not in this network namespace (a container?)" % driver)
+    for name in netdevs:
+        link = _link_facts(inv.topology, name, driver)
+        if link["master"]:
+            uses.append("%s is enslaved to %s %s" % (name, link["master"]["kind"] or "device", link["master"]["name"]))
+        uses.extend("%s carries %s" % (a["dev"], a["address"]) for a in link["addresses"])
+        uses.extend("%s %s is stacked on %s" % (d["kind"] or "device", d["name"], name) for d in link["stacked"]
+                    if not (link["master"] and d["name"] == link["master"]["name"]))
+    return uses
+
+
+def _host_use_check(system, target, inv, indexes, allow):
+    """Refuse to rebind VFs the host itself uses -- a DPDK or hand-started QEMU process holding the
+    VFIO group, a VF interface with addresses or in a bond/bridge, an interface moved into another
+    namespace -- unless allowed (vf_in_use) -> warnings."""
+    found = []
+    for index in sorted(indexes):
+        vf = target["vfs"][index]
+        uses = _host_uses(system, inv, vf, inv.usage.get(vf["pci_address"]))
+        if uses:
+            found.append({"index": index, "pci_address": vf["pci_address"], "used_by": uses})
+    if not found:
+        return []
+    text = "%s: the host uses VF %s (%s)" % (_label(target), ", ".join(str(v["index"]) for v in found),
+                                             "; ".join(u for v in found for u in v["used_by"]))
+    if allow:
+        return [text + " (allowed by the request)"]
+    raise AgentError("vf_in_use", text + ". Stop what uses it first, or allow guest impact.",
+                     {"pf": target["pf"], "pci_address": target["pci"], "guests": [], "vfs": found})
 
 
 def _driver_state(system, target, indexes):
@@ -3525,10 +3707,13 @@ def op_vf_driver(system, args, deadline):
         before["vfs"][str(i)]["driver"], before["vfs"][str(i)]["driver_override"], wanted[i])]
     inv = _Inventory(system, defined_guests=False, deadline=deadline)
     warnings = _guest_check(target, inv, changing, req["allow_guest_impact"], "this change rebinds")
+    warnings.extend(_host_use_check(system, target, inv, changing, req["allow_guest_impact"]))
     actions = []
     for index in changing:
+        vf_pci = target["vfs"][index]["pci_address"]
         try:
-            _bind_vf(system, target["vfs"][index]["pci_address"], wanted[index], deadline, actions)
+            with _vf_lock(system, vf_pci, deadline):
+                _bind_vf(system, vf_pci, wanted[index], deadline, actions)
         except AgentError as exc:
             exc.details["actions"] = list(actions)
             raise
@@ -3630,6 +3815,10 @@ def _network_present(system, req, existing, actions):
                          "Console did not define it. Choose another name, or remove it by hand." % (
                              name, existing["mode"], ", ".join(existing["pfs"]) or "no PF"),
                          {"name": name, "existing": existing})
+    if same and not existing["managed"]:
+        # an administrator's network: its state and autostart are theirs
+        return ["A libvirt network %s over %s already exists and SR-IOV Console did not define it: left as it is "
+                "(active %s, autostart %s)." % (name, pf, existing["active"], existing["autostart"])]
     if existing is not None and not same and existing["active"]:
         users = _network_users(system, name)
         if users:
@@ -3650,6 +3839,7 @@ def _network_present(system, req, existing, actions):
     if now["autostart"] != req["autostart"]:
         _virsh_step(system, ["net-autostart", name] + ([] if req["autostart"] else ["--disable"]),
                     "network_autostart_failed", "Setting autostart of network %s" % name, actions)
+    return []
 
 
 def _network_absent(system, req, existing, actions):
@@ -3676,23 +3866,24 @@ def op_libvirt_network(system, args, deadline):
     req["args"] = args
     if not system.which("virsh"):
         raise AgentError("virsh_missing", "virsh is not installed: libvirt networks cannot be managed here.", {})
-    actions = []
+    actions, warnings = [], []
     try:
         existing = _network_now(system, req["name"])
         if req["state"] == "present":
-            _network_present(system, req, existing, actions)
+            warnings = _network_present(system, req, existing, actions)
         else:
             _network_absent(system, req, existing, actions)
         after = _network_now(system, req["name"])
     except _GuestsUnknown as exc:
         raise AgentError("guest_check_failed", "Cannot read libvirt's networks or guests: %s" % exc,
                          {"error": str(exc), "actions": actions}) from None
-    if req["state"] == "present" and not (after and after["active"] and after["autostart"] == req["autostart"]):
+    if req["state"] == "present" and not warnings and not (
+            after and after["active"] and after["autostart"] == req["autostart"]):
         raise AgentError("network_verify_failed", "Network %s is not active with autostart %s after the change." % (
             req["name"], "on" if req["autostart"] else "off"), {"name": req["name"], "after": after,
                                                                 "actions": actions})
     return {"name": req["name"], "state": req["state"], "before": existing, "after": after, "actions": actions,
-            "changed": bool(actions), "persisted": True, "warnings": [], "reboot_required": False}
+            "changed": bool(actions), "persisted": True, "warnings": warnings, "reboot_required": False}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -95,14 +95,27 @@ class VfModel:
             self._release_held(vf)
             vf.driver = None
         elif kind == "bind":
-            if vf.driver is not None or (vf.driver_override or key) != key or key not in self._matching(nic, vf):
+            if vf.driver is not None or (vf.driver_override or key) != key or key not in self._matching(nic, vf) \
+                    or not self._can_probe(nic, vf):
                 raise _err(errno.ENODEV, real)
+            if not self._probe_ok(key):
+                raise _err(errno.EINVAL, real)
             vf.driver = key
-        elif kind == "probe" and vf.driver is None:
+        elif kind == "probe" and vf.driver is None and self._can_probe(nic, vf):
             wanted = vf.driver_override or self._default_vf_driver(nic)
-            if wanted in self.loaded_drivers() and wanted in self._matching(nic, vf):
+            if wanted in self.loaded_drivers() and wanted in self._matching(nic, vf) and self._probe_ok(wanted):
                 vf.driver = wanted
         self.events.append(f"{value}: {kind} {key or ''} -> {vf.driver}")
+
+    @staticmethod
+    def _can_probe(nic, vf) -> bool:
+        """pci_device_can_probe(): a VF is probed only while its PF's sriov_drivers_autoprobe is 1,
+        or by the driver its driver_override names."""
+        return bool(nic.autoprobe or vf.driver_override)
+
+    def _probe_ok(self, driver: str | None) -> bool:
+        """vfio_pci_probe() fails without an IOMMU group for the device (no IOMMU on)."""
+        return driver != "vfio-pci" or self.iommu_active
 
     def _matching(self, nic, vf) -> set[str]:
         """Drivers that may bind the VF: its own match, and any driver named by driver_override."""

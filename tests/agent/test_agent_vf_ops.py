@@ -197,10 +197,19 @@ def test_udev_applies_persisted_settings_to_a_re_created_vf(cli, dl360, python):
 # ------------------------------------------------------------------------------------ vf_driver
 
 
-def pci_kernel_system(agent, host):
+def give_iommu_groups(host):
+    host.set_iommu(True)
+    for index in range(4):
+        real = os.path.realpath(str(host.root / ("sys/bus/pci/devices/" + host.vf_pci("eno49", index))))
+        host.link(os.path.relpath(real, str(host.root)) + "/iommu_group", "sys/kernel/iommu_groups/%d" % index)
+
+
+def pci_kernel_system(agent, host, late_probe=False, probe_error=None):
     """The real System on the fake tree, with the PCI core's answer to driver_override, a driver's
     unbind and drivers_probe (sysfs-bus-pci): only the driver driver_override names may bind, an
-    empty write clears it; the kernel's own match binds the VF driver (igbvf)."""
+    empty write clears it; the kernel's own match binds the VF driver (igbvf). late_probe: the
+    kernel's own probe of a just-added VF finishes while the override is written (it held the
+    device lock); probe_error: drivers_probe of a VF with that driver_override fails (errno)."""
     class PciKernel(agent.System):
         def agent_source(self):  # what the bootstrap ran: the copy udev runs is made of it
             return fakesys.AGENT_PATH.read_bytes()
@@ -211,6 +220,9 @@ def pci_kernel_system(agent, host):
         def write_text(self, path, data):
             value = data.strip()
             if path.endswith("/driver_override"):
+                dev = path.rsplit("/", 1)[0].lstrip("/")
+                if late_probe and not host.exists(dev + "/driver"):
+                    host.link(dev + "/driver", "sys/bus/pci/drivers/igbvf")
                 host.write(path, (value or "(null)") + "\n")
             elif path.endswith("/unbind"):
                 dev = host.root / ("sys/bus/pci/devices/" + value)
@@ -220,6 +232,8 @@ def pci_kernel_system(agent, host):
             elif path == "/sys/bus/pci/drivers_probe":
                 dev = "sys/bus/pci/devices/" + value
                 override = host.read(dev + "/driver_override").strip()
+                if probe_error is not None and override == probe_error[0]:
+                    raise OSError(probe_error[1], os.strerror(probe_error[1]))
                 driver = "igbvf" if override == "(null)" else override
                 if not host.exists(dev + "/driver") and host.exists("sys/bus/pci/drivers/" + driver):
                     host.link(dev + "/driver", "sys/bus/pci/drivers/" + driver)
@@ -244,6 +258,7 @@ def pci_host(dl360, monkeypatch):
         dl360.write("sys/bus/pci/devices/%s/driver_override" % dl360.vf_pci("eno49", index), "(null)\n")
     dl360.program("modprobe", "#!%s\n[ \"$1\" = vfio-pci ] && "
                               "/bin/mkdir -p \"$FAKE_ROOT/sys/bus/pci/drivers/vfio-pci\"\n" % fakesys.SH)
+    give_iommu_groups(dl360)
     return dl360
 
 
@@ -273,6 +288,33 @@ def test_vf_driver_binds_ranges_loads_vfio_and_persists(agent, pci_host):
     assert [driver_of(pci_host, i) for i in range(4)] == ["igbvf"] * 4
     assert back["result"]["after"]["vfs"]["1"]["driver_override"] is None
     assert not pci_host.exists(STATE)  # "default" is the kernel's own match: nothing left to persist
+
+
+def test_vf_driver_wins_against_the_kernels_own_probe_of_a_new_vf(agent, pci_host):
+    vf = pci_host.vf_pci("eno49", 0)
+    os.unlink(str(pci_host.root / ("sys/bus/pci/devices/%s/driver" % vf)))  # just added: not probed yet
+    system = pci_kernel_system(agent, pci_host, late_probe=True)
+    doc = call(agent, system, "vf_driver", dict(PF, ranges=[{"first": 0, "last": 0, "driver": "vfio-pci"}]))
+    assert doc["ok"], doc
+    assert driver_of(pci_host, 0) == "vfio-pci"
+    assert "unbound %s from igbvf" % vf in doc["result"]["actions"]
+
+
+def test_a_failed_probe_puts_the_previous_driver_back(agent, pci_host):
+    vf = pci_host.vf_pci("eno49", 2)
+    system = pci_kernel_system(agent, pci_host, probe_error=("vfio-pci", 22))
+    doc = call(agent, system, "vf_driver", dict(PF, ranges=[{"first": 2, "last": 2, "driver": "vfio-pci"}]))
+    assert doc["error"]["code"] == "vf_bind_failed" and doc["error"]["details"]["step"] == "drivers_probe"
+    assert driver_of(pci_host, 2) == "igbvf"  # not left without a driver
+    assert pci_host.read("sys/bus/pci/devices/%s/driver_override" % vf) == "(null)\n"
+    assert "restored driver_override of %s to (none)" % vf in doc["error"]["details"]["actions"]
+
+
+def test_vfio_pci_is_refused_for_a_vf_without_an_iommu_group(cli, dl360):
+    before = dl360.snapshot()
+    doc = cli("vf_driver", dict(PF, ranges=[{"first": 1, "last": 1, "driver": "vfio-pci"}]), expect="vf_bind_failed")
+    assert doc["error"]["details"]["step"] == "iommu_group" and "intel_iommu=on" in doc["error"]["message"]
+    assert {k: v for k, v in dl360.snapshot().items() if not k.startswith("tmp/sriov-console/")} == before
 
 
 def test_vf_driver_refuses_a_vf_a_guest_holds(agent, pci_host):
@@ -411,13 +453,39 @@ def test_a_vf_the_kernel_does_not_rebind_is_reported(cli, dl360):
     """Through the real device-access child (both interpreters): plain files take the writes, but
     nothing unbinds igbvf, so the VF is not on vfio-pci afterwards."""
     vf = dl360.vf_pci("eno49", 0)
+    give_iommu_groups(dl360)
     dl360.write("sys/bus/pci/devices/%s/driver_override" % vf, "(null)\n")
     dl360.write("sys/bus/pci/drivers/igbvf/unbind", "")
     dl360.write("sys/bus/pci/drivers/vfio-pci/bind", "")
     doc = cli("vf_driver", dict(PF, ranges=[{"first": 0, "last": 0, "driver": "vfio-pci"}]), expect="vf_bind_failed")
     details = doc["error"]["details"]
     assert (details["step"], details["bound"], details["pci_address"]) == ("verify", "igbvf", vf)
-    assert details["actions"] == ["set driver_override of %s to vfio-pci" % vf, "unbound %s from igbvf" % vf]
-    assert dl360.read("sys/bus/pci/devices/%s/driver_override" % vf) == "vfio-pci\n"
+    assert details["actions"][:2] == ["set driver_override of %s to vfio-pci" % vf, "unbound %s from igbvf" % vf]
+    assert details["actions"][2] == "restored driver_override of %s to (none)" % vf
+    # the restore wrote an empty override (a plain file, unlike sysfs, is not truncated by a write)
+    assert dl360.read("sys/bus/pci/devices/%s/driver_override" % vf).startswith("\n")
     assert dl360.read("sys/bus/pci/drivers/igbvf/unbind") == vf
     assert not dl360.exists(STATE)
+
+
+def test_vf_driver_refuses_a_vf_interface_the_host_uses(agent, pci_host):
+    pci_host.set_network({"eno49v0": ["192.168.7.2/24"]}, {"default": "eno1"})
+    vf2 = pci_host.vf_pci("eno49", 2)
+    real = os.path.realpath(str(pci_host.root / ("sys/bus/pci/devices/%s/net" % vf2)))
+    for name in os.listdir(real):  # `ip link set dev eno49v2 netns ct1`: igbvf stays, the interface leaves
+        os.rename(os.path.join(real, name), str(pci_host.root / ("fake/moved-" + name)))
+    system = pci_kernel_system(agent, pci_host)
+    doc = call(agent, system, "vf_driver", dict(PF, ranges=[{"first": 0, "last": 2, "driver": "vfio-pci"}]))
+    assert doc["error"]["code"] == "vf_in_use", doc
+    used = dict((vf["index"], vf["used_by"]) for vf in doc["error"]["details"]["vfs"])
+    assert used[0] == ["eno49v0 carries 192.168.7.2/24"]
+    assert "its interface is not in this network namespace" in used[2][0] and 1 not in used
+    assert [driver_of(pci_host, i) for i in range(3)] == ["igbvf"] * 3
+
+
+def test_vf_config_says_libvirt_decides_mac_and_vlan_of_a_pool_vf(cli, dl360):
+    dl360.program_virsh(networks={"pool49": "<network><name>pool49</name><forward mode='hostdev' managed='yes'>"
+                                            "<pf dev='eno49'/></forward></network>"})
+    res = cli("vf_config", dict(PF, vfs=[{"index": 1, "vlan": 30}, {"index": 2, "trust": True}]), expect="ok")["result"]
+    assert len(res["warnings"]) == 1 and res["warnings"][0].startswith("VF 1 is handed out by libvirt (network pool49)")
+    assert "<vlan><tag id=" in res["warnings"][0] and vf_state(dl360)["1"]["vlan"] == 30

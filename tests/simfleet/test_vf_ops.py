@@ -100,7 +100,15 @@ def test_vf_config_refusals_over_ssh(make_fleet):
 def test_vf_driver_binding_is_persisted_across_reboot(make_fleet):
     fleet = make_fleet(hosts=["dl360g9"])
     host = fleet.hosts[0]
+    error = refused(fleet, host, "vf_driver", dict(ENO49, ranges=[{"first": 0, "last": 0, "driver": "vfio-pci"}]),
+                    "no_such_vf")
     ok(fleet, host, "set_vfs", dict(ENO49, count=4))
+    error = refused(fleet, host, "vf_driver", dict(ENO49, ranges=[{"first": 0, "last": 0, "driver": "vfio-pci"}]),
+                    "vf_bind_failed")
+    assert error["details"]["step"] == "iommu_group"  # vfio-pci needs the VF's IOMMU group
+    assert host.true_state()["vf_drivers"][host.true_state()["vfs"]["0000:04:00.0"][0]["pci"]] == "igbvf"
+    ok(fleet, host, "kernel_args", {"add": ["intel_iommu=on"]})
+    reboot(host)
     vfs = [v["pci"] for v in host.true_state()["vfs"]["0000:04:00.0"]]
     res = ok(fleet, host, "vf_driver", dict(ENO49, ranges=[{"first": 0, "last": 1, "driver": "vfio-pci"},
                                                           {"first": 2, "last": 3, "driver": "igbvf"}]))
@@ -240,3 +248,60 @@ def test_a_re_issued_add_event_leaves_vfs_in_use_alone(make_fleet):
     assert skipped[vfs[0]] == ["running guest vm-db", "qemu-system-x86 (pid 4000) has its VFIO group open"]
     assert skipped[vfs[1]] == ["dpdk-testpmd (pid 5000) has its VFIO group open"]
     assert vfs[2] not in skipped
+
+
+def test_re_created_vfs_with_a_persisted_driver_never_reach_the_vf_driver(make_fleet):
+    fleet = make_fleet(hosts=["dl360g9"])
+    host = fleet.hosts[0]
+    ok(fleet, host, "kernel_args", {"add": ["intel_iommu=on"]})
+    reboot(host)
+    ok(fleet, host, "set_vfs", dict(ENO49, count=2))
+    ok(fleet, host, "vf_driver", dict(ENO49, ranges=[{"first": 0, "last": 0, "driver": "vfio-pci"}]))
+    # a VF on vfio-pci may be a guest's: removing it needs allow_guest_impact
+    ok(fleet, host, "set_vfs", dict(ENO49, count=0, allow_guest_impact=True))
+    res = ok(fleet, host, "set_vfs", dict(ENO49, count=3))
+    vfs = sorted(vf for vf in host.true_state()["vf_drivers"] if vf.startswith("0000:04:1"))
+    drivers = host.true_state()["vf_drivers"]
+    assert [drivers[vf] for vf in vfs] == ["vfio-pci", "igbvf", "igbvf"]
+    actions = res["actions"]
+    assert actions[0].startswith("wrote 0 to /sys/class/net/eno49/device/sriov_drivers_autoprobe")
+    assert not [a for a in actions if "unbound" in a]  # igbvf never probed VF 0: autoprobe 0, an override
+    assert "wrote 1 back to /sys/class/net/eno49/device/sriov_drivers_autoprobe" in actions
+    inv = next(n for n in ok(fleet, host, "inventory")["nics"] if n["name"] == "eno49")
+    assert inv["sriov_drivers_autoprobe"] == 1
+
+
+def test_vf_driver_refuses_a_vf_a_process_outside_libvirt_holds(make_fleet):
+    fleet = make_fleet(hosts=["dl360g9"])
+    host = fleet.hosts[0]
+    ok(fleet, host, "kernel_args", {"add": ["intel_iommu=on"]})
+    reboot(host)
+    ok(fleet, host, "set_vfs", dict(ENO49, count=2))
+    ok(fleet, host, "vf_driver", dict(ENO49, ranges=[{"first": 1, "last": 1, "driver": "vfio-pci"}]))
+    vf = host.true_state()["vfs"]["0000:04:00.0"][1]["pci"]
+    host.extra_processes[5000] = {"comm": "dpdk-testpmd", "vfio": [vf]}
+    error = refused(fleet, host, "vf_driver", dict(ENO49, ranges=[{"first": 1, "last": 1, "driver": "default"}]),
+                    "vf_in_use")
+    assert error["details"]["vfs"][0]["used_by"] == ["dpdk-testpmd (pid 5000) has its VFIO group open"]
+    assert host.true_state()["vf_drivers"][vf] == "vfio-pci"
+
+
+def test_mtu_is_refused_on_a_bond_port_and_on_the_management_pf(make_fleet):
+    fleet = make_fleet(hosts=["dl360g9-bond", "dl360g9-mgmt-on-pf"])
+    bonded, mgmt = fleet.hosts
+    error = refused(fleet, bonded, "set_vfs", dict(ENO49, count=2, mtu=9000), "pf_enslaved")
+    assert "Set the MTU of bond0" in error["message"] and bonded.true_state()["mtu"]["0000:04:00.0"] == 1500
+    refused(fleet, mgmt, "set_vfs", dict(ENO49, count=0, mtu=9000), "management_link")
+    res = ok(fleet, mgmt, "set_vfs", dict(ENO49, count=0, mtu=9000, allow_management_link=True))
+    assert res["after"]["mtu"] == 9000
+
+
+def test_an_administrators_pool_of_the_same_shape_is_left_alone(make_fleet):
+    fleet = make_fleet(hosts=["dl360g9"])
+    host = fleet.hosts[0]
+    ok(fleet, host, "set_vfs", dict(ENO49, count=2))
+    host.add_network("pool-eno49", "hostdev", "eno49", active=False, autostart=False)
+    res = ok(fleet, host, "libvirt_network", dict(ENO49, name="pool-eno49", state="present", autostart=True))
+    assert res["actions"] == [] and "did not define it: left as it is" in res["warnings"][0]
+    network = host.true_state()["networks"]["pool-eno49"]
+    assert (network["active"], network["autostart"], network["managed"]) == (False, False, False)
