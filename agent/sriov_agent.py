@@ -11,7 +11,7 @@ CLI for operators and tests:
     python3 sriov_agent.py [--root DIR] <operation> [JSON-args]
 
 Operations (OPERATIONS below): inventory, set_vfs, kernel_args, reboot, vf_config, vf_driver,
-libvirt_network, and apply_persisted (what udev runs for a VF with persisted state). An operation is one
+libvirt_network, and apply_persisted (what the boot and VF units run). An operation is one
 function `op_<name>(system, args, deadline)` registered in OPERATIONS with its arguments; shared
 helpers cover guests, the host lock, bounded device access and persistence.
 
@@ -2747,7 +2747,7 @@ def _set_vfs_after(system, args, result, mtu, deadline):
     result.setdefault("before", {})["mtu"] = _read_int(system, mtu_path) if mtu_path else None
     if result["count"] and result["before"].get("sriov_numvfs") != result["count"] and not result.get(
             "reboot_required"):
-        # New VFs start with the PF driver's defaults and no driver_override: udev runs the
+        # New VFs start with the PF driver's defaults and no driver_override: the VF units run the
         # installed agent for them too, this run does not wait for it.
         result.setdefault("warnings", []).extend(_apply_persisted_pf(system, pci, deadline, actions))
     if mtu is not None and result["before"]["mtu"] != mtu:
@@ -3131,7 +3131,7 @@ def _vf_pci_of(system, pf_dev, index):
 
 
 def _own_source(system):
-    """This agent's bytes, for the copy udev runs: what the System seam says it runs (simfleet), the
+    """This agent's bytes, for the copy the units run: what the System seam says it runs (simfleet), the
     file when run as a script, else what the bootstrap decompressed (remote.protocol.BOOTSTRAP:
     `a`, checked against its sha256 `s`)."""
     getter = getattr(system, "agent_source", None)
@@ -3333,7 +3333,10 @@ def _vf_config_request(args):
 
 def _stable_mac(system, vf_pci):
     """A locally administered unicast MAC from the host's machine id and the VF's PCI address:
-    sha256("<machine-id>:<vf pci>"), first 6 bytes, first octet (b & 0xfc) | 0x02."""
+    sha256("<machine-id>:<vf pci>"), first 6 bytes, first octet (b & 0xfc) | 0x02. Hosts cloned
+    with the same /etc/machine-id (machine-id(5): it must be unique, an image ships it empty) get
+    the same MACs for the same VF addresses; docs/agent.md says so, the derivation is the console's
+    contract."""
     machine_id = _read(system, "/etc/machine-id") or ""
     digest = bytearray(hashlib.sha256(("%s:%s" % (machine_id, vf_pci)).encode("ascii")).digest()[:6])
     digest[0] = (digest[0] & 0xfc) | 0x02
@@ -3887,7 +3890,7 @@ def op_libvirt_network(system, args, deadline):
 
 
 # ---------------------------------------------------------------------------------------------
-# apply_persisted: what udev runs (the installed copy) when a VF with persisted state appears
+# apply_persisted: what the boot and VF units run (the installed copy)
 # ---------------------------------------------------------------------------------------------
 
 APPLY_PERSISTED_ARGS = ("vf_pci", "all")
@@ -3985,6 +3988,15 @@ def _apply_persisted_vf(system, pf, pf_dev, index, entry, deadline, actions, usa
         return [exc.message]
 
 
+def _rate_needs_link(system, netdev, exc):
+    """ixgbe_ndo_set_vf_bw and igb_ndo_set_vf_bw (82576) answer EINVAL for a rate while the PF link
+    is down (they check the link speed); at VF add time the PF often has no carrier yet. The rates
+    are applied last (APPLY_ORDER), so only they are deferred."""
+    return (exc.details.get("field") in ("max_tx_rate", "min_tx_rate")
+            and "invalid argument" in (exc.details.get("stderr") or "").lower()
+            and _read(system, "%s/%s/carrier" % (SYS_NET, netdev)) == "0")
+
+
 def _apply_persisted_vf_now(system, pf, pf_dev, index, entry, deadline, actions):
     """The persisted settings (through the PF driver) and then the driver of one VF -> errors."""
     errors = []
@@ -3999,7 +4011,10 @@ def _apply_persisted_vf_now(system, pf, pf_dev, index, entry, deadline, actions)
                 want["mac"] = _stable_mac(system, _link_base(system, "%s/virtfn%d" % (pf_dev, index)))
             _apply_vf(system, target, index, want, (_ip_link_vfs(system, netdev) or {}).get(index) or {}, actions, [])
         except AgentError as exc:
-            errors.append(exc.message)
+            if _rate_needs_link(system, netdev, exc):
+                actions.append("deferred %s of %s VF %d: the PF link is down" % (exc.details["field"], netdev, index))
+            else:
+                errors.append(exc.message)
     elif settings:
         errors.append("%s VF %d: the PF has no network interface, the settings cannot be applied" % (pf, index))
     driver = (entry.get("drivers") or {}).get(str(index))

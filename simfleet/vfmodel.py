@@ -16,14 +16,20 @@ import uuid
 import xml.etree.ElementTree as ElementTree
 
 # Which `ip link set ... vf` settings each PF driver implements (its ndo_set_vf_* callbacks), and
-# what it answers otherwise: igb has no ndo_set_vf_link_state (EOPNOTSUPP) and refuses a minimum
-# rate (igb_ndo_set_vf_bw: EINVAL); i40e refuses a minimum rate (i40e_ndo_set_vf_bw: EINVAL).
+# what it answers otherwise: igb has no ndo_set_vf_link_state (EOPNOTSUPP), refuses a minimum
+# rate (igb_ndo_set_vf_bw: EINVAL) and any rate on the I350 the profiles have (igb_ndo_set_vf_bw:
+# only the 82576 limits rates, EOPNOTSUPP); i40e refuses a minimum rate (i40e_ndo_set_vf_bw: EINVAL).
+# ixgbe and i40e refuse a maximum rate while the PF link is down (they check the link speed: EINVAL).
 ALL_SETTINGS = frozenset(("mac", "vlan", "qos", "spoofchk", "trust", "link_state", "max_tx_rate", "min_tx_rate"))
 VF_SETTING_REFUSALS = {
-    "igb": {"link_state": errno.EOPNOTSUPP, "min_tx_rate": errno.EINVAL},
+    "igb": {"link_state": errno.EOPNOTSUPP, "min_tx_rate": errno.EINVAL, "max_tx_rate": errno.EOPNOTSUPP},
     "ixgbe": {"link_state": errno.EOPNOTSUPP, "min_tx_rate": errno.EINVAL},
     "i40e": {"min_tx_rate": errno.EINVAL},
 }
+RATE_NEEDS_LINK = ("ixgbe", "i40e")
+# igb_ndo_set_vf_mac / ixgbe_ndo_set_vf_mac: "Reload the VF driver to make this change effective":
+# a bound VF's interface keeps its MAC until igbvf/ixgbevf probes it again.
+MAC_ON_RELOAD = ("igb", "ixgbe")
 MTU_MAX = {"igb": 9216, "ixgbe": 9710, "i40e": 9702, "mlx5_core": 9978, "tg3": 9000}
 RTNETLINK_TEXT = {errno.EOPNOTSUPP: "Operation not supported", errno.EINVAL: "Invalid argument",
                   errno.ENODEV: "No such device"}
@@ -105,6 +111,9 @@ class VfModel:
             wanted = vf.driver_override or self._default_vf_driver(nic)
             if wanted in self.loaded_drivers() and wanted in self._matching(nic, vf) and self._probe_ok(wanted):
                 vf.driver = wanted
+        assigned = vf.admin_mac not in (None, "00:00:00:00:00:00")
+        if kind in ("bind", "probe") and vf.driver == nic.spec.vf_driver and assigned:
+            vf.mac = vf.admin_mac  # the VF driver reads the MAC the PF assigned when it probes
         self.events.append(f"{value}: {kind} {key or ''} -> {vf.driver}")
 
     @staticmethod
@@ -222,15 +231,17 @@ class VfModel:
         refusals = VF_SETTING_REFUSALS.get(nic.spec.driver, {})
         for key, value in changes.items():
             code = refusals.get(key)
-            if code is not None and not (key == "min_tx_rate" and value == 0):
+            if code is not None and not (key in ("min_tx_rate", "max_tx_rate") and value == 0):
                 return 2, "", f"RTNETLINK answers: {RTNETLINK_TEXT[code]}\n"
+        if changes.get("max_tx_rate") and nic.spec.driver in RATE_NEEDS_LINK and not nic.spec.link_up:
+            return 2, "", f"RTNETLINK answers: {RTNETLINK_TEXT[errno.EINVAL]}\n"
         if changes.get("vlan", vf.vlan) > 4095 or changes.get("qos", 0) > 7:
             return 2, "", "RTNETLINK answers: Invalid argument\n"
         for key, value in changes.items():
             setattr(vf, "admin_mac" if key == "mac" else key, value)
         if "vlan" in changes and "qos" not in changes:
             vf.qos = 0
-        if changes.get("mac") and changes["mac"] != "00:00:00:00:00:00":
+        if changes.get("mac") and changes["mac"] != "00:00:00:00:00:00" and nic.spec.driver not in MAC_ON_RELOAD:
             vf.mac = changes["mac"]  # the VF driver takes the administrative MAC after its reset
         self.events.append(f"{nic.name} vf {vf.index}: {' '.join(words)}")
         self._touch()

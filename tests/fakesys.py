@@ -202,14 +202,16 @@ class FakeHost:
         if ssh_connection is not None:
             self.extra_env["SSH_CONNECTION"] = ssh_connection
 
-    def program_ip(self, unsupported=None, ignored=None):
+    def program_ip(self, unsupported=None, ignored=None, rate_needs_link=()):
         """A fake iproute2 `ip`: `-o addr show` / `-o route get` from set_network's files, and the
         VF settings a PF driver holds: `ip -j -d link show dev <pf>` prints them as iproute2's
         print_vfinfo() does, `ip link set dev <pf> vf N ...` and `ip link set dev <pf> mtu N`
         change them (kept in fake/ip/vf-<pf>.json; lost by remove_vfs, as the kernel loses them).
         unsupported: {pf: [setting, ...]} the PF driver refuses with EOPNOTSUPP; ignored: {pf: [setting]}
-        it accepts and does not keep."""
+        it accepts and does not keep; rate_needs_link: PFs whose driver refuses a rate with EINVAL while
+        the PF has no carrier (ixgbe_ndo_set_vf_bw, igb_ndo_set_vf_bw on 82576)."""
         self.write("fake/ip/unsupported.json", json.dumps(unsupported or {}))
+        self.write("fake/ip/rate_needs_link.json", json.dumps(list(rate_needs_link)))
         self.write("fake/ip/ignored.json", json.dumps(ignored or {}))
         if not self.exists("fake/ip/addr"):
             self.write("fake/ip/addr", "")
@@ -430,6 +432,11 @@ def set_vf(dev, n, words):
         key, value = WORDS[words[i]], words[i + 1]
         if key in refused:
             sys.stderr.write("RTNETLINK answers: Operation not supported\n")
+            sys.exit(2)
+        carrier = R + "/sys/class/net/%s/carrier" % dev
+        if key == "max_tx_rate" and int(value) and dev in json.load(open(D + "/rate_needs_link.json")) and \
+                os.path.exists(carrier) and open(carrier).read().strip() == "0":
+            sys.stderr.write("RTNETLINK answers: Invalid argument\n")
             sys.exit(2)
         if key in ("spoofchk", "trust"):
             value = value == "on"

@@ -489,3 +489,17 @@ def test_vf_config_says_libvirt_decides_mac_and_vlan_of_a_pool_vf(cli, dl360):
     res = cli("vf_config", dict(PF, vfs=[{"index": 1, "vlan": 30}, {"index": 2, "trust": True}]), expect="ok")["result"]
     assert len(res["warnings"]) == 1 and res["warnings"][0].startswith("VF 1 is handed out by libvirt (network pool49)")
     assert "<vlan><tag id=" in res["warnings"][0] and vf_state(dl360)["1"]["vlan"] == 30
+
+
+def test_a_rate_the_pf_refuses_without_link_is_deferred_at_boot(cli, dl360, python):
+    cli("vf_config", dict(PF, vfs=[{"index": 1, "vlan": 5, "max_tx_rate": 400}]), expect="ok")
+    dl360.remove_vfs("eno49")
+    dl360.add_vfs("eno49", 4)
+    dl360.program_ip(rate_needs_link=["eno49"])
+    dl360.write("sys/class/net/eno49/carrier", "0\n")  # the link is not up yet at VF add time
+    argv = [python, str(fakesys.AGENT_PATH), "--root", str(dl360.root), "--vf", dl360.vf_pci("eno49", 1),
+            "apply_persisted"]
+    proc = subprocess.run(argv, env=dl360.env(), capture_output=True, text=True, timeout=60)
+    res = json.loads(proc.stdout)["result"]
+    assert res["errors"] == [] and "deferred max_tx_rate of eno49 VF 1: the PF link is down" in res["actions"]
+    assert vf_state(dl360)["1"]["vlan"] == 5  # the settings before the rate are applied

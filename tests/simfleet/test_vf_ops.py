@@ -68,13 +68,16 @@ def test_persisted_vf_settings_come_back_after_reboot_and_re_creation(make_fleet
                                                        {"index": 2, "spoofchk": False, "trust": True}]))
     mac = res["after"]["vfs"]["1"]["admin_mac"]
     assert res["persisted"] is True and int(mac[:2], 16) & 3 == 2
-    ok(fleet, host, "vf_config", dict(ENO49, vfs=[{"index": 3, "max_tx_rate": 300}], persist=False))
-    assert settings(host)[3]["max_tx_rate"] == 300
+    ok(fleet, host, "vf_config", dict(ENO49, vfs=[{"index": 3, "trust": True}], persist=False))
+    assert settings(host)[3]["trust"] is True
+    error = refused(fleet, host, "vf_config", dict(ENO49, vfs=[{"index": 3, "max_tx_rate": 300}]),
+                    "vf_setting_unsupported")  # I350: only the 82576 limits VF rates
+    assert error["details"]["field"] == "max_tx_rate" and error["details"]["unsupported"] is True
     reboot(host)
     now = settings(host)
     assert (now[1]["vlan"], now[1]["qos"], now[1]["mac"]) == (100, 3, mac)
     assert (now[2]["spoofchk"], now[2]["trust"]) == (False, True)
-    assert now[3]["max_tx_rate"] == 0  # not persisted: gone with the reboot
+    assert now[3]["trust"] is False  # not persisted: gone with the reboot
     # the same MAC on every run: a second stable request changes nothing
     again = ok(fleet, host, "vf_config", dict(ENO49, vfs=[{"index": 1, "mac": "stable"}]))
     assert again["changed"] is False
@@ -305,3 +308,18 @@ def test_an_administrators_pool_of_the_same_shape_is_left_alone(make_fleet):
     assert res["actions"] == [] and "did not define it: left as it is" in res["warnings"][0]
     network = host.true_state()["networks"]["pool-eno49"]
     assert (network["active"], network["autostart"], network["managed"]) == (False, False, False)
+
+
+def test_an_igb_vf_interface_takes_the_assigned_mac_when_igbvf_probes_it_again(make_fleet):
+    fleet = make_fleet(hosts=["dl360g9"])
+    host = fleet.hosts[0]
+    ok(fleet, host, "kernel_args", {"add": ["intel_iommu=on"]})
+    reboot(host)
+    ok(fleet, host, "set_vfs", dict(ENO49, count=2))
+    old = host.true_state()["vfs"]["0000:04:00.0"][0]["mac"]
+    res = ok(fleet, host, "vf_config", dict(ENO49, vfs=[{"index": 0, "mac": "stable"}]))
+    mac = res["after"]["vfs"]["0"]["admin_mac"]
+    assert host.true_state()["vfs"]["0000:04:00.0"][0]["mac"] == old  # igb: "Reload the VF driver"
+    ok(fleet, host, "vf_driver", dict(ENO49, ranges=[{"first": 0, "last": 0, "driver": "vfio-pci"}]))
+    ok(fleet, host, "vf_driver", dict(ENO49, ranges=[{"first": 0, "last": 0, "driver": "igbvf"}]))
+    assert host.true_state()["vfs"]["0000:04:00.0"][0]["mac"] == mac
