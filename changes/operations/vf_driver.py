@@ -103,6 +103,8 @@ class VfDriver(Operation):
             out.errors.append(f"{ctx.where}: {nic.name} is driven by {nic.driver}: its VFs bind to {expected} or "
                               f"vfio-pci, not {driver}")
             return
+        if driver in PASSTHROUGH and not self._iommu_ready(ctx, out, nic):
+            return
         guest_impact(ctx, out, nic, indexes, "rebinds")
         fresh = recreated(out, nic)
         by_index = {vf.index: vf for vf in ctx.all_vfs.get(nic.pk, [])}
@@ -123,6 +125,19 @@ class VfDriver(Operation):
             if needed:
                 send.append(index)
         self._add_actions(op, ctx, out, nic, words, send)
+
+    @staticmethod
+    def _iommu_ready(ctx: PlanContext, out: HostPlan, nic) -> bool:
+        """vfio-pci takes only devices in an IOMMU group (kernel Documentation/driver-api/vfio.rst):
+        with the IOMMU off the binding fails on the host, so the plan refuses it first."""
+        if ctx.host.iommu_active is False:
+            out.errors.append(f"{ctx.where}: {nic.name}: vfio-pci needs the IOMMU, which is off on {ctx.host.name}; "
+                              "enable it first (kernel arguments: Enable IOMMU for SR-IOV, and a reboot)")
+            return False
+        if ctx.host.iommu_active is None:
+            out.warnings.append(f"{nic.name}: whether the IOMMU is on is not known (run discovery); vfio-pci "
+                                "needs it")
+        return True
 
     @staticmethod
     def _vf_words(vf, driver: str, persist: bool, expected) -> tuple[str, bool]:

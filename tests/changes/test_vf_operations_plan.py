@@ -109,6 +109,18 @@ def test_a_vf_a_running_guest_uses_is_refused_unless_allowed(credential):
     assert "rebinds VFs that running guests use: VF 1 (web-1)" in driver.hosts[0].plan.errors[0]
 
 
+def test_vfio_pci_is_refused_while_the_iommu_is_off(credential):
+    host = host_with_vfs(credential)
+    op = [{"op": "vf_driver", "pf": "eno49", "vfs": "0-1", "driver": "vfio-pci"}]
+    assert "whether the IOMMU is on is not known" in " ".join(preview([host], op).hosts[0].plan.warnings)
+    Hypervisor.objects.filter(pk=host.pk).update(iommu_active=False)
+    assert preview([host], op).hosts[0].plan.errors == [
+        "operation 1: eno49: vfio-pci needs the IOMMU, which is off on hv1; enable it first (kernel arguments: "
+        "Enable IOMMU for SR-IOV, and a reboot)"]
+    Hypervisor.objects.filter(pk=host.pk).update(iommu_active=True)
+    assert preview([host], op).hosts[0].plan.errors == []
+
+
 def test_a_netdev_driver_that_does_not_match_the_pf_is_refused(credential):
     host = host_with_vfs(credential)
     plan = preview([host], [{"op": "vf_driver", "pf": "eno49", "vfs": "0", "driver": "iavf"}])

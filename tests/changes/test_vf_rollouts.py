@@ -7,7 +7,9 @@ import pytest
 from hosts.models import Hypervisor, Nic, VirtualFunction
 
 from .kargs_helpers import (  # noqa: F401 (_roles is an autouse fixture)
+    IOMMU,
     REBOOT_ALWAYS,
+    REBOOT_IF_NEEDED,
     _roles,
     agent_call,
     approve,
@@ -95,6 +97,10 @@ def test_vf_ranges_are_bound_to_their_drivers_and_come_back_after_a_reboot(celer
     sim, host = prepared(fleet, "vf-drv")
     ops = [{"op": "vf_driver", "pf": "eno49", "vfs": "0-1", "driver": "vfio-pci", "persist": True},
            {"op": "vf_driver", "pf": "eno49", "vfs": "2-3", "driver": "igbvf", "persist": True}]
+    refused = create([host], operator, ops)  # vfio-pci takes only devices in an IOMMU group
+    [item] = refused.plan_items.all()
+    assert refused.plan_blocked and "vfio-pci needs the IOMMU, which is off on vf-drv" in item.errors[0]
+    succeeded(approved([host], operator, approver, [IOMMU, REBOOT_IF_NEEDED]))
     change = approved([host], operator, approver, ops)
     assert [a["text"] for a in change.plan_items.get().actions] == [
         "eno49#0-1: igbvf → vfio-pci; persisted",
