@@ -53,6 +53,8 @@ def test_every_main_page_is_clean(browser, discovered_hosts, admin_user, operato
         assert not b.problems(), (url, b.problems())
         if url == "/api/docs/":
             screenshots.shot(page, "api_docs")
+        if url == "/hosts/vfs/":
+            screenshots.shot(page, "vf_usage")
 
     # The list's "Loading…" indicator is hidden by the stylesheet until a request runs.
     page.goto("/hosts/")
